@@ -1,0 +1,1 @@
+//! NATS JetStream publishing and consuming: acked publishes with dedupe ids, ack-guard consumers, dead letters, outbox relay.

@@ -1,0 +1,1 @@
+//! One init for logs, traces and metrics of every trustmesh service.

@@ -1,0 +1,1 @@
+//! Real servers for tests: nats-server, a Postgres database per test, an s3s-fs S3 server, and canary scanners.
