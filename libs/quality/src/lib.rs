@@ -1,1 +1,22 @@
-//! The quality engine: confident learning, dataset issue detectors and per-row trust scores, pure Rust.
+//! The quality engine: confident learning, dataset issue detectors and per-row trust scores.
+//!
+//! A pure library: no I/O, no async; rayon for parallelism. Implemented from the math in
+//! `shared/reference/cleanlab-algorithms.md` (never from cleanlab's AGPL source).
+//!
+//! Layout:
+//! - [`matrix`]: the dense row-major inputs ([`PredProbs`], [`Features`]) and their validation.
+//! - [`error`]: the one error type, naming the problem and the first offending row.
+//! - [`label`]: confident learning (§2–§7): thresholds, confident joint, `filter_by` methods,
+//!   label quality scores, noise matrices, dataset health; multi-label and regression.
+//! - [`knn`]: the shared k-nearest-neighbour graph (exact below a size threshold, HNSW above).
+//! - [`detectors`]: Datalab's issue types over the kNN graph and pred_probs, and the per-row
+//!   trust score.
+
+pub mod detectors;
+pub mod error;
+pub mod knn;
+pub mod label;
+pub mod matrix;
+
+pub use error::QualityError;
+pub use matrix::{Features, PredProbs};

@@ -1,0 +1,1 @@
+//! Datalab issue types and the per-row trust score.

@@ -1,0 +1,1 @@
+//! The shared k-nearest-neighbour graph.

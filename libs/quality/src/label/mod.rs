@@ -1,0 +1,1 @@
+//! Confident learning: thresholds, confident joint, label issues and label quality scores.
