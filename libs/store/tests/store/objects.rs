@@ -1,0 +1,289 @@
+//! The raw object stores: local directory and S3 (s3s-fs), same behaviour.
+
+use std::os::unix::fs::PermissionsExt;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use trustmesh_store::{LocalDirStore, ObjectError, ObjectKey, ObjectPrefix, ObjectStore};
+use trustmesh_testkit::s3::S3Server;
+
+use crate::common::{pattern, s3_store};
+
+fn key(k: &str) -> ObjectKey {
+    ObjectKey::new(k).unwrap()
+}
+
+fn prefix(p: &str) -> ObjectPrefix {
+    ObjectPrefix::new(p).unwrap()
+}
+
+/// `data` as a stream of pieces of `piece` bytes.
+fn pieces(data: Vec<u8>, piece: usize) -> trustmesh_store::objects::BodyStream {
+    let chunks: Vec<Result<Bytes, ObjectError>> = data
+        .chunks(piece)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(chunks).boxed()
+}
+
+/// The behaviour every backend must have.
+async fn exercise(store: &dyn ObjectStore) {
+    let small = key("svc/tenant-a/small");
+    assert!(matches!(
+        store.get(&small).await,
+        Err(ObjectError::NotFound)
+    ));
+    store
+        .put(&small, Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&small).await.unwrap(),
+        Bytes::from_static(b"first")
+    );
+    store
+        .put(&small, Bytes::from_static(b"second, longer"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&small).await.unwrap(),
+        Bytes::from_static(b"second, longer")
+    );
+
+    let empty = key("svc/tenant-a/empty");
+    store.put(&empty, Bytes::new()).await.unwrap();
+    assert!(store.get(&empty).await.unwrap().is_empty());
+
+    // 20 MiB in odd-sized pieces: a multipart upload on S3 (8 MiB parts).
+    let large = key("svc/tenant-a/dir/large");
+    let data = pattern(20 * 1024 * 1024 + 17);
+    let size = store
+        .put_stream(&large, pieces(data.clone(), 3 * 1024 * 1024 + 5))
+        .await
+        .unwrap();
+    assert_eq!(size, data.len() as u64);
+    assert!(
+        store.get(&large).await.unwrap() == data,
+        "large object differs"
+    );
+    let mut streamed = Vec::new();
+    let mut body = store.get_stream(&large).await.unwrap();
+    while let Some(piece) = body.next().await {
+        streamed.extend_from_slice(&piece.unwrap());
+    }
+    assert!(streamed == data, "streamed large object differs");
+
+    store
+        .put(&key("svc/tenant-b/x"), Bytes::from_static(b"b"))
+        .await
+        .unwrap();
+    store
+        .put(&key("svc/tenant-ab/x"), Bytes::from_static(b"ab"))
+        .await
+        .unwrap();
+
+    let listed = store.list(&prefix("svc/tenant-a/")).await.unwrap();
+    let names: Vec<(&str, u64)> = listed.iter().map(|m| (m.key.as_str(), m.size)).collect();
+    assert_eq!(
+        names,
+        [
+            ("svc/tenant-a/dir/large", data.len() as u64),
+            ("svc/tenant-a/empty", 0),
+            ("svc/tenant-a/small", 14)
+        ]
+    );
+    assert_eq!(
+        store.list(&prefix("svc/tenant-a")).await.unwrap().len(),
+        4,
+        "a plain string prefix"
+    );
+    assert_eq!(store.list(&prefix("")).await.unwrap().len(), 5);
+
+    store.delete(&small).await.unwrap();
+    store.delete(&small).await.unwrap();
+    assert!(matches!(
+        store.get(&small).await,
+        Err(ObjectError::NotFound)
+    ));
+
+    assert_eq!(
+        store.delete_prefix(&prefix("svc/tenant-a/")).await.unwrap(),
+        2
+    );
+    assert!(
+        store
+            .list(&prefix("svc/tenant-a/"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.get(&large).await,
+        Err(ObjectError::NotFound)
+    ));
+    assert_eq!(
+        store.get(&key("svc/tenant-b/x")).await.unwrap(),
+        Bytes::from_static(b"b")
+    );
+    assert_eq!(
+        store.get(&key("svc/tenant-ab/x")).await.unwrap(),
+        Bytes::from_static(b"ab")
+    );
+    assert_eq!(
+        store.delete_prefix(&prefix("svc/tenant-a/")).await.unwrap(),
+        0
+    );
+}
+
+/// A put whose body fails part-way stores nothing and leaves the previous object intact.
+async fn failed_put_keeps_the_old_object(store: &dyn ObjectStore) {
+    let k = key("svc/tenant-a/doc");
+    store.put(&k, Bytes::from_static(b"old")).await.unwrap();
+    let mut chunks: Vec<Result<Bytes, ObjectError>> = pattern(12 * 1024 * 1024)
+        .chunks(1024 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    chunks.push(Err(ObjectError::Body("the client went away".into())));
+    let err = store
+        .put_stream(&k, futures::stream::iter(chunks).boxed())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ObjectError::Body(_)), "{err:?}");
+    assert_eq!(store.get(&k).await.unwrap(), Bytes::from_static(b"old"));
+    assert_eq!(store.list(&prefix("svc/")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn local_dir_store_round_trips_lists_and_deletes_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::open(dir.path().join("objects"))
+        .await
+        .unwrap();
+    exercise(&store).await;
+}
+
+#[tokio::test]
+async fn s3_store_round_trips_lists_and_deletes_by_prefix() {
+    let server = S3Server::start().await;
+    let store = s3_store(&server, "trustmesh-test").await;
+    assert!(!store.versioned(), "s3s-fs does not version");
+    exercise(&store).await;
+}
+
+#[tokio::test]
+async fn local_failed_put_keeps_the_old_object_and_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::open(dir.path()).await.unwrap();
+    failed_put_keeps_the_old_object(&store).await;
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("svc/tenant-a"))
+        .unwrap()
+        .collect();
+    assert_eq!(leftovers.len(), 1, "only the object itself: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn s3_failed_multipart_put_keeps_the_old_object() {
+    let server = S3Server::start().await;
+    let store = s3_store(&server, "trustmesh-test").await;
+    failed_put_keeps_the_old_object(&store).await;
+}
+
+#[tokio::test]
+async fn s3_large_objects_go_up_as_multipart() {
+    let server = S3Server::start().await;
+    let store = s3_store(&server, "trustmesh-test").await;
+    let (small, large) = (key("svc/t-1/small"), key("svc/t-1/large"));
+    store.put(&small, Bytes::from(pattern(1024))).await.unwrap();
+    store
+        .put(&large, Bytes::from(pattern(20 * 1024 * 1024)))
+        .await
+        .unwrap();
+    let etag = |k: &ObjectKey| {
+        let client = store.client().clone();
+        let (bucket, k) = (store.bucket().to_owned(), k.as_str().to_owned());
+        async move {
+            client
+                .head_object()
+                .bucket(bucket)
+                .key(k)
+                .send()
+                .await
+                .unwrap()
+                .e_tag()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    // A multipart object's ETag ends in "-<number of parts>": 20 MiB in 8 MiB parts is 3 parts.
+    assert!(etag(&large).await.trim_matches('"').ends_with("-3"));
+    assert!(!etag(&small).await.contains('-'));
+}
+
+#[tokio::test]
+async fn s3_bucket_is_created_once_and_reconnecting_is_harmless() {
+    let server = S3Server::start().await;
+    let first = s3_store(&server, "auto-created").await;
+    first
+        .put(&key("a/b"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let second = s3_store(&server, "auto-created").await;
+    assert_eq!(
+        second.get(&key("a/b")).await.unwrap(),
+        Bytes::from_static(b"x")
+    );
+    assert!(server.root_dir().join("auto-created").is_dir());
+}
+
+#[tokio::test]
+async fn local_objects_are_private_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::open(dir.path().join("objects"))
+        .await
+        .unwrap();
+    store
+        .put(&key("svc/t-1/x"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let mode = std::fs::metadata(dir.path().join("objects/svc/t-1/x"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mode = std::fs::metadata(dir.path().join("objects"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn plaintext_s3_endpoints_are_refused_off_loopback() {
+    let settings = |endpoint: &str| {
+        trustmesh_store::S3Settings::compatible(endpoint, "us-east-1", "b", "ak", "sk")
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for bad in [
+        "http://s3.example.com",
+        "http://10.1.2.3:9000",
+        "ftp://127.0.0.1",
+    ] {
+        let err = runtime
+            .block_on(trustmesh_store::S3Store::connect(&settings(bad)))
+            .unwrap_err();
+        assert!(
+            matches!(err, ObjectError::InvalidSettings(_)),
+            "{bad}: {err:?}"
+        );
+    }
+    let mut small_parts = settings("https://s3.example.com");
+    small_parts.part_size = 1024 * 1024;
+    let err = runtime
+        .block_on(trustmesh_store::S3Store::connect(&small_parts))
+        .unwrap_err();
+    assert!(matches!(err, ObjectError::InvalidSettings(_)), "{err:?}");
+    assert!(!format!("{:?}", settings("https://s3.example.com")).contains("\"sk\""));
+}
