@@ -29,4 +29,12 @@ pub enum QualityError {
     /// The input has no rows.
     #[error("the input has no rows")]
     Empty,
+    /// An option is out of range, or two options cannot be combined.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// Which option.
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -8,15 +8,18 @@
 //! - [`error`]: the one error type, naming the problem and the first offending row.
 //! - [`label`]: confident learning (§2–§7): thresholds, confident joint, `filter_by` methods,
 //!   label quality scores, noise matrices, dataset health; multi-label and regression.
-//! - [`knn`]: the shared k-nearest-neighbour graph (exact below a size threshold, HNSW above).
+//! - [`knn`]: the shared k-nearest-neighbour graph (exact below a size threshold, approximate above).
 //! - [`detectors`]: Datalab's issue types over the kNN graph and pred_probs, and the per-row
 //!   trust score.
+//! - [`model`]: out-of-sample predicted probabilities from features (standardized multinomial
+//!   logistic regression, L-BFGS, stratified K-fold).
 
 pub mod detectors;
 pub mod error;
 pub mod knn;
 pub mod label;
 pub mod matrix;
+pub mod model;
 
 pub use error::QualityError;
 pub use matrix::{Features, PredProbs};

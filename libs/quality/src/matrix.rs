@@ -26,7 +26,7 @@ impl PredProbs {
         if data.is_empty() {
             return Err(QualityError::Empty);
         }
-        if data.len() % k != 0 {
+        if !data.len().is_multiple_of(k) {
             return Err(QualityError::LengthMismatch {
                 what: "pred_probs values",
                 got: data.len(),
@@ -50,7 +50,11 @@ impl PredProbs {
                 });
             }
         }
-        Ok(Self { n: data.len() / k, k, data })
+        Ok(Self {
+            n: data.len() / k,
+            k,
+            data,
+        })
     }
 
     /// Number of rows.
@@ -80,6 +84,8 @@ pub struct Features {
     n: usize,
     d: usize,
     data: Vec<f32>,
+    /// Missing values per row, when built by [`Features::with_missing`].
+    null_counts: Option<Vec<u32>>,
 }
 
 impl Features {
@@ -91,7 +97,7 @@ impl Features {
         if d == 0 || data.is_empty() {
             return Err(QualityError::Empty);
         }
-        if data.len() % d != 0 {
+        if !data.len().is_multiple_of(d) {
             return Err(QualityError::LengthMismatch {
                 what: "feature values",
                 got: data.len(),
@@ -105,7 +111,62 @@ impl Features {
                 reason: format!("column {} is not a finite number", i % d),
             });
         }
-        Ok(Self { n: data.len() / d, d, data })
+        Ok(Self {
+            n: data.len() / d,
+            d,
+            data,
+            null_counts: None,
+        })
+    }
+
+    /// Wraps `data` in which NaN marks a missing value: the per-row count of missing values is kept for
+    /// the `null` check ([`Self::null_counts`]) and each NaN is replaced by its column's mean over the
+    /// present values (0 for a column with none), so distance-based checks can run on every row.
+    ///
+    /// # Errors
+    /// [`QualityError`] naming the first row with an infinite value, or on a shape mismatch.
+    pub fn with_missing(mut data: Vec<f32>, d: usize) -> Result<Self, QualityError> {
+        if let Some(i) = data.iter().position(|v| v.is_infinite()) {
+            return Err(QualityError::InvalidValue {
+                what: "features",
+                row: i / d.max(1),
+                reason: format!("column {} is infinite", i % d.max(1)),
+            });
+        }
+        if d == 0 || !data.len().is_multiple_of(d) {
+            // Delegate the shape errors to `new`.
+            return Self::new(data, d);
+        }
+        let mut sums = vec![0.0f64; d];
+        let mut present = vec![0usize; d];
+        for row in data.chunks_exact(d) {
+            for (c, v) in row.iter().enumerate().filter(|(_, v)| !v.is_nan()) {
+                sums[c] += f64::from(*v);
+                present[c] += 1;
+            }
+        }
+        let means: Vec<f32> = sums
+            .iter()
+            .zip(&present)
+            .map(|(s, p)| if *p == 0 { 0.0 } else { (s / *p as f64) as f32 })
+            .collect();
+        let mut null_counts = Vec::with_capacity(data.len() / d);
+        for row in data.chunks_exact_mut(d) {
+            let mut nulls = 0u32;
+            for (v, mean) in row.iter_mut().zip(&means).filter(|(v, _)| v.is_nan()) {
+                *v = *mean;
+                nulls += 1;
+            }
+            null_counts.push(nulls);
+        }
+        let mut features = Self::new(data, d)?;
+        features.null_counts = Some(null_counts);
+        Ok(features)
+    }
+
+    /// Missing values per row, if built by [`Self::with_missing`] (the values seen here are imputed).
+    pub fn null_counts(&self) -> Option<&[u32]> {
+        self.null_counts.as_deref()
     }
 
     /// Number of rows.

@@ -1,13 +1,26 @@
 //! The `trustmesh` command line.
 
-use clap::Parser;
+mod check;
+
+use clap::{Parser, Subcommand};
 
 /// trustmesh: self-hostable, security-first data quality.
 #[derive(Parser)]
 #[command(name = "trustmesh", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+enum Command {
+    /// Find label errors, outliers, duplicates, ... in a CSV file, without the mesh.
+    Check(check::CheckArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    match Cli::parse().command {
+        Command::Check(args) => check::run(&args),
+    }
 }

@@ -1,0 +1,145 @@
+//! `trustmesh check`: the quality engine on a CSV file, without the mesh.
+//!
+//! Reads the data (`input.rs`), takes the given pred_probs or cross-validates a model for them, runs
+//! [`trustmesh_quality::detectors::find_issues`], writes the per-row report and the JSON summary
+//! (`output.rs`).
+
+mod input;
+mod output;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use trustmesh_quality::detectors::{Compat, DetectorConfig, DetectorInput, IssueType, find_issues};
+use trustmesh_quality::model::{CvOptions, cross_val_pred_probs};
+
+/// Arguments of `trustmesh check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// The data: a CSV file with a header row.
+    #[arg(long, value_name = "FILE.csv")]
+    data: PathBuf,
+    /// The column holding the given labels.
+    #[arg(long, value_name = "COLUMN")]
+    label: String,
+    /// A column identifying rows: never used as a feature, copied to the report.
+    #[arg(long, value_name = "COLUMN")]
+    id_column: Option<String>,
+    /// Out-of-sample predicted probabilities: no header, one row per data row, one column per class
+    /// in sorted class-name order. Without it, a standardized logistic regression is cross-validated
+    /// (5 folds) on the numeric feature columns to produce them.
+    #[arg(long, value_name = "PP.csv")]
+    pred_probs: Option<PathBuf>,
+    /// The checks to run, comma-separated (default: all of them; Datalab's with `--compat cleanlab`).
+    #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
+    issues: Option<Vec<String>>,
+    /// Follow cleanlab's rules wherever trustmesh deliberately differs.
+    #[arg(long, value_enum, default_value_t = CompatArg::Trustmesh)]
+    compat: CompatArg,
+    /// Where to write one row per input row: `is_<type>_issue`, `<type>_score` per check, then
+    /// `given_label`, `predicted_label`, `suggested_label`, `trust_score`.
+    #[arg(long, value_name = "ROWS.csv")]
+    out: Option<PathBuf>,
+    /// Where to write the per-type counts and scores, label health and per-stage timings.
+    #[arg(long, value_name = "SUMMARY.json")]
+    summary: Option<PathBuf>,
+}
+
+/// Whose rules to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompatArg {
+    /// trustmesh's rules.
+    Trustmesh,
+    /// cleanlab 2.9's rules, quirks included.
+    Cleanlab,
+}
+
+/// Milliseconds since `start`.
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// Runs `trustmesh check`.
+///
+/// # Errors
+/// Unreadable or malformed input (naming the file, row and column), invalid options, or an engine
+/// error.
+pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
+    let compat = match args.compat {
+        CompatArg::Trustmesh => Compat::Trustmesh,
+        CompatArg::Cleanlab => Compat::Cleanlab,
+    };
+    let mut config = match compat {
+        Compat::Trustmesh => DetectorConfig::default(),
+        Compat::Cleanlab => DetectorConfig::cleanlab(),
+    };
+    if let Some(names) = &args.issues {
+        config.issue_types = names
+            .iter()
+            .map(|name| {
+                IssueType::from_name(name.trim()).with_context(|| {
+                    let known: Vec<&str> = IssueType::ALL.iter().map(|t| t.name()).collect();
+                    format!("unknown issue type {name:?} (known: {})", known.join(", "))
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
+    let mut timings = Vec::new();
+    let start = Instant::now();
+    let data = input::read_data(&args.data, &args.label, args.id_column.as_deref())?;
+    timings.push(("read_data", ms_since(start)));
+    let start = Instant::now();
+    let (pred_probs, model) = match &args.pred_probs {
+        Some(path) => {
+            let pred_probs = input::read_pred_probs(path, data.labels.len(), data.classes.len())?;
+            timings.push(("read_pred_probs", ms_since(start)));
+            (pred_probs, None)
+        }
+        None => {
+            let Some(features) = data.features.as_ref() else {
+                bail!(
+                    "{}: no numeric feature columns to train a model on; give --pred-probs (out-of-sample \
+                     predicted probabilities, one column per class in sorted class-name order)",
+                    args.data.display()
+                );
+            };
+            let options = CvOptions::default();
+            let cv = cross_val_pred_probs(features, &data.labels, data.classes.len(), &options)
+                .context("training the cross-validated model")?;
+            timings.push(("cross_val_pred_probs", ms_since(start)));
+            let warnings: Vec<String> = cv.warnings.iter().map(ToString::to_string).collect();
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            let model = output::ModelSummary {
+                folds: options.folds,
+                accuracy: cv.accuracy,
+                log_loss: cv.log_loss,
+                warnings,
+            };
+            (cv.pred_probs, Some(model))
+        }
+    };
+
+    let input = DetectorInput {
+        labels: Some(&data.labels),
+        pred_probs: Some(&pred_probs),
+        features: data.features.as_ref(),
+    };
+    let start = Instant::now();
+    let report = find_issues(&input, &config).context("checking the data")?;
+    timings.push(("find_issues", ms_since(start)));
+
+    let start = Instant::now();
+    if let Some(path) = &args.out {
+        output::write_rows(path, &data, &report)?;
+    }
+    timings.push(("write_rows", ms_since(start)));
+    if let Some(path) = &args.summary {
+        output::write_summary(path, &data, &report, compat, model.as_ref(), &timings)?;
+    }
+    output::print_overview(&report);
+    Ok(())
+}
