@@ -2,6 +2,8 @@
 //! failed) and send it to `tm.<tenant>.audit.<service>`, through the outbox (in the caller's
 //! transaction) or straight through a [`Publisher`].
 //!
+//! [`event_meta`] builds the `EventMeta` of any event.
+//!
 //! An audit event says who did what to which resource with what outcome; it never carries content,
 //! secrets or tokens, so an [`AuditEntry`] has no field that could hold them.
 
@@ -71,17 +73,11 @@ impl AuditEntry {
     /// `Nats-Msg-Id`.
     #[must_use]
     pub fn into_event(self) -> (Subject, AuditEvent, String) {
-        let event_id = Uuid::now_v7();
+        let (event_id, meta) = event_meta(self.service, &self.tenant, &self.request_id);
         let subject = Subject::audit(&self.tenant, self.service);
         let id = msg_id(&subject, event_id);
         let event = AuditEvent {
-            meta: Some(EventMeta {
-                event_id: event_id.to_string(),
-                tenant: self.tenant.into_string(),
-                occurred_at: Some(prost_types::Timestamp::from(SystemTime::now())),
-                producer: self.service.as_str().to_owned(),
-                request_id: self.request_id.clone(),
-            }),
+            meta: Some(meta),
             actor_type: self.actor_type.into(),
             actor_id: self.actor_id,
             on_behalf_of: String::new(),
@@ -98,6 +94,21 @@ impl AuditEntry {
         };
         (subject, event, id)
     }
+}
+
+/// A fresh event id (UUIDv7) and the `EventMeta` of an event `service` publishes for `tenant` now,
+/// caused by request `request_id` (may be empty); any event, not only audit ones.
+#[must_use]
+pub fn event_meta(service: Service, tenant: &TenantId, request_id: &str) -> (Uuid, EventMeta) {
+    let event_id = Uuid::now_v7();
+    let meta = EventMeta {
+        event_id: event_id.to_string(),
+        tenant: tenant.as_str().to_owned(),
+        occurred_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+        producer: service.as_str().to_owned(),
+        request_id: request_id.to_owned(),
+    };
+    (event_id, meta)
 }
 
 /// The trace id of the current span's `traceparent`, or empty.

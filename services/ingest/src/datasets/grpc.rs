@@ -1,0 +1,635 @@
+//! `DatasetService`: Create, Upload (client-streaming), Get, List and ReadRows (server-streaming).
+//! Every call is audited (allowed or failed) on `tm.<tenant>.audit.ingest` through the outbox.
+
+use std::pin::Pin;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use futures::Stream;
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status, Streaming};
+use trustmesh_bus::audit::AuditEntry;
+use trustmesh_events::{Service, TenantId};
+use trustmesh_proto::events::v1::{ActorType, Outcome};
+use trustmesh_proto::v1::column_data::Values;
+use trustmesh_proto::v1::dataset_service_server::DatasetService;
+use trustmesh_proto::v1::upload_dataset_request::Payload;
+use trustmesh_proto::v1::{
+    BoolValues, ColumnData, CreateDatasetRequest, Dataset, DatasetFormat, DatasetState,
+    DoubleValues, GetDatasetRequest, Int64Values, ListDatasetsRequest, ListDatasetsResponse,
+    ReadRowsRequest, ReadRowsResponse, RowBatch, StringValues, UploadDatasetRequest,
+    UploadMetadata,
+};
+use trustmesh_store::{EncryptedObjects, TenantScope};
+use uuid::Uuid;
+
+use super::csv::{self, CsvOptions};
+use super::repo::{DatasetRepo, DatasetRow, FinishedUpload, state};
+use super::{DatasetName, SealedMeta, SealedUpload, StoredRows, parse_parent, schema};
+use crate::error::IngestError;
+use crate::settings::Limits;
+
+/// Default and largest `ListDatasets` page.
+const PAGE_DEFAULT: i64 = 50;
+const PAGE_MAX: i64 = 1000;
+/// Default and largest `ReadRows` batch.
+const BATCH_DEFAULT: u64 = 4096;
+const BATCH_MAX: u64 = 65536;
+/// Longest client-supplied string echoed into an audit event.
+const AUDIT_RESOURCE_MAX: usize = 256;
+
+/// The `DatasetService` handler.
+#[derive(Debug, Clone)]
+pub(crate) struct DatasetsHandler {
+    repo: DatasetRepo,
+    objects: EncryptedObjects,
+    limits: Limits,
+}
+
+type ReadRowsStream = Pin<Box<dyn Stream<Item = Result<ReadRowsResponse, Status>> + Send>>;
+
+impl DatasetsHandler {
+    pub(crate) fn new(repo: DatasetRepo, objects: EncryptedObjects, limits: Limits) -> Self {
+        Self {
+            repo,
+            objects,
+            limits,
+        }
+    }
+
+    fn entry(tenant: TenantId, action: &str, resource: &str, request_id: &str) -> AuditEntry {
+        let mut entry = AuditEntry::new(
+            Service::Ingest,
+            tenant,
+            action,
+            resource
+                .chars()
+                .take(AUDIT_RESOURCE_MAX)
+                .collect::<String>(),
+        );
+        // NOTE: no authenticated principal until `libs/auth` lands (see `Application::build`'s
+        // interceptor seam); the caller is recorded as anonymous.
+        entry.actor_type = ActorType::Anonymous;
+        entry.request_id = request_id.to_owned();
+        entry
+    }
+
+    /// Audits the call (when its tenant is known) and turns the result into the RPC's answer. An
+    /// allowed call whose audit cannot be recorded fails: no unaudited data access.
+    async fn settle<T>(
+        &self,
+        entry: Option<AuditEntry>,
+        result: Result<(T, u64), IngestError>,
+    ) -> Result<T, Status> {
+        let Some(mut entry) = entry else {
+            return result.map(|(value, _)| value).map_err(Status::from);
+        };
+        match result {
+            Ok((value, records)) => {
+                entry.records_affected = records;
+                self.repo.audit(entry).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                entry.outcome = Outcome::Error;
+                entry.grpc_code = error.code() as i32;
+                error.reason().clone_into(&mut entry.reason);
+                if let Err(audit_error) = self.repo.audit(entry).await {
+                    tracing::error!(error = %audit_error, "Could not record the audit event of a failed call.");
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn to_proto(&self, scope: &TenantScope, row: DatasetRow) -> Result<Dataset, IngestError> {
+        let meta = self.repo.open_meta(scope, &row).await?;
+        let upload = self
+            .repo
+            .open_upload(scope, &row)
+            .await?
+            .unwrap_or_default();
+        Ok(Dataset {
+            name: format!("tenants/{}/datasets/{}", scope.as_str(), row.id),
+            display_name: meta.display_name,
+            description: meta.description,
+            state: i32::from(row.state),
+            format: i32::from(row.format),
+            filename: upload.filename,
+            size_bytes: u64::try_from(row.size_bytes).unwrap_or_default(),
+            sha256: upload.sha256,
+            row_count: u64::try_from(row.row_count).unwrap_or_default(),
+            schema: upload.schema,
+            modality: i32::from(row.modality),
+            error: None,
+            create_time: Some(timestamp(row.created_at)),
+            update_time: Some(timestamp(row.updated_at)),
+        })
+    }
+
+    async fn create(
+        &self,
+        tenant: &TenantId,
+        req: CreateDatasetRequest,
+    ) -> Result<Dataset, IngestError> {
+        let request_id = if req.request_id.is_empty() {
+            None
+        } else {
+            Some(Uuid::try_parse(&req.request_id).map_err(|_| {
+                IngestError::InvalidArgument("request_id must be a UUID".to_owned())
+            })?)
+        };
+        let scope = TenantScope::new(tenant.clone());
+        let meta = SealedMeta {
+            display_name: req.display_name,
+            description: req.description,
+        };
+        let row = self.repo.create(&scope, request_id, &meta).await?;
+        self.to_proto(&scope, row).await
+    }
+
+    async fn get(&self, name: &DatasetName) -> Result<Dataset, IngestError> {
+        let scope = TenantScope::new(name.tenant.clone());
+        let row = self
+            .repo
+            .get(&scope, name.id)
+            .await?
+            .ok_or(IngestError::NotFound)?;
+        self.to_proto(&scope, row).await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        req: &ListDatasetsRequest,
+    ) -> Result<ListDatasetsResponse, IngestError> {
+        let size = match i64::from(req.page_size) {
+            n if n < 0 => {
+                return Err(IngestError::InvalidArgument(
+                    "page_size must not be negative".to_owned(),
+                ));
+            }
+            0 => PAGE_DEFAULT,
+            n => n.min(PAGE_MAX),
+        };
+        let state = (req.state != 0).then(|| i16::try_from(req.state).unwrap_or(-1));
+        let before = match req.page_token.as_str() {
+            "" => None,
+            token => Some(decode_token(token, tenant, req.state)?),
+        };
+        let scope = TenantScope::new(tenant.clone());
+        let mut rows = self.repo.list(&scope, state, before, size + 1).await?;
+        let more = rows.len() > usize::try_from(size).unwrap_or(usize::MAX);
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => encode_token(tenant, req.state, last.id),
+            Some(_) | None => String::new(),
+        };
+        let mut datasets = Vec::with_capacity(rows.len());
+        for row in rows {
+            datasets.push(self.to_proto(&scope, row).await?);
+        }
+        Ok(ListDatasetsResponse {
+            datasets,
+            next_page_token,
+        })
+    }
+
+    /// Receives, validates, parses and stores an upload. Nothing is stored unless all of it is
+    /// valid; `name` is set as soon as the metadata names the dataset.
+    async fn upload(
+        &self,
+        mut stream: Streaming<UploadDatasetRequest>,
+        request_id: &str,
+        name: &mut Option<DatasetName>,
+    ) -> Result<(Dataset, u64), IngestError> {
+        let first = stream
+            .message()
+            .await
+            .map_err(IngestError::StreamBroken)?
+            .and_then(|m| m.payload);
+        let Some(Payload::Metadata(metadata)) = first else {
+            return Err(IngestError::InvalidArgument(
+                "the first message of an upload must carry its metadata".to_owned(),
+            ));
+        };
+        let dataset = DatasetName::parse(&metadata.dataset)?;
+        *name = Some(dataset.clone());
+        let options = self.check_metadata(&metadata)?;
+        let scope = TenantScope::new(dataset.tenant.clone());
+        let row = self
+            .repo
+            .get(&scope, dataset.id)
+            .await?
+            .ok_or(IngestError::NotFound)?;
+        if row.state != state(DatasetState::AwaitingUpload) {
+            return Err(IngestError::FailedPrecondition(
+                "the dataset is not awaiting an upload",
+            ));
+        }
+
+        let mut bytes = Vec::new();
+        let mut hasher = Sha256::new();
+        while let Some(message) = stream.message().await.map_err(IngestError::StreamBroken)? {
+            let Some(Payload::Chunk(chunk)) = message.payload else {
+                return Err(IngestError::InvalidArgument(
+                    "every message after the first must carry a chunk".to_owned(),
+                ));
+            };
+            if (bytes.len() + chunk.len()) as u64 > self.limits.max_upload_bytes {
+                return Err(self.too_large());
+            }
+            hasher.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        let sha256 = hex_lower(&hasher.finalize());
+        if !metadata.sha256.is_empty() && !metadata.sha256.eq_ignore_ascii_case(&sha256) {
+            return Err(IngestError::DigestMismatch);
+        }
+
+        let limits = self.limits;
+        let overrides = metadata.column_overrides.clone();
+        let id_column = metadata.id_column.clone();
+        let (bytes, inferred) = tokio::task::spawn_blocking(move || {
+            csv::parse(&bytes, options, limits.max_rows, limits.max_columns)
+                .and_then(|table| schema::infer(table, &overrides, &id_column))
+                .map(|inferred| (bytes, inferred))
+        })
+        .await?
+        .map_err(|rejection| match rejection.code {
+            "TOO_MANY_ROWS" | "TOO_MANY_COLUMNS" => IngestError::TooLarge(rejection.to_string()),
+            _ => IngestError::Rejected(rejection),
+        })?;
+
+        let size_bytes = bytes.len() as u64;
+        let row_count = inferred
+            .columns
+            .first()
+            .map_or(0, |c| value_count(c) as u64);
+        let column_count = u32::try_from(inferred.columns.len()).unwrap_or(u32::MAX);
+        let stored = StoredRows {
+            row_count,
+            columns: inferred.columns,
+        };
+        let (raw_key, rows_key) = (dataset.raw_key()?, dataset.rows_key()?);
+        self.objects
+            .put(&scope, &raw_key, "upload", Bytes::from(bytes))
+            .await?;
+        let stored = async {
+            self.objects
+                .put(
+                    &scope,
+                    &rows_key,
+                    "rows",
+                    Bytes::from(stored.encode_to_vec()),
+                )
+                .await?;
+            let mut entry = Self::entry(
+                dataset.tenant.clone(),
+                "datasets.upload",
+                &dataset.to_string(),
+                request_id,
+            );
+            entry.records_affected = row_count;
+            let upload = FinishedUpload {
+                format: i32::from(DatasetFormat::Csv),
+                size_bytes,
+                row_count,
+                column_count,
+                modality: i32::from(inferred.modality),
+                upload: SealedUpload {
+                    filename: metadata.filename,
+                    sha256,
+                    schema: Some(inferred.schema),
+                },
+            };
+            self.repo
+                .finish_upload(&dataset, upload, request_id, entry)
+                .await
+        }
+        .await;
+        match stored {
+            Ok(row) => Ok((self.to_proto(&scope, row).await?, row_count)),
+            Err(error) => {
+                for key in [&raw_key, &rows_key] {
+                    if let Err(e) = self.objects.delete(&scope, key).await {
+                        tracing::warn!(error = %e, "Could not remove an object of a failed upload.");
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn too_large(&self) -> IngestError {
+        IngestError::TooLarge(format!(
+            "the upload exceeds the limit of {} bytes",
+            self.limits.max_upload_bytes
+        ))
+    }
+
+    fn check_metadata(&self, metadata: &UploadMetadata) -> Result<CsvOptions, IngestError> {
+        let format = metadata.format();
+        match format {
+            DatasetFormat::Csv => {}
+            DatasetFormat::Unspecified => {
+                return Err(IngestError::InvalidArgument(
+                    "metadata.format is required".to_owned(),
+                ));
+            }
+            DatasetFormat::Jsonl | DatasetFormat::Parquet | DatasetFormat::ImageZip => {
+                return Err(IngestError::InvalidArgument(format!(
+                    "format {} is not supported yet; upload CSV",
+                    format.as_str_name()
+                )));
+            }
+        }
+        let filename = metadata.filename.as_str();
+        if filename.len() > 255
+            || filename.contains(['/', '\\'])
+            || filename == "."
+            || filename == ".."
+            || filename.chars().any(char::is_control)
+        {
+            return Err(IngestError::InvalidArgument(
+                "metadata.filename must be a base name of at most 255 bytes".to_owned(),
+            ));
+        }
+        if metadata.size_bytes > self.limits.max_upload_bytes {
+            return Err(self.too_large());
+        }
+        let csv = metadata.csv.clone().unwrap_or_default();
+        let delimiter = match csv.delimiter.as_bytes() {
+            [] => b',',
+            [d] if d.is_ascii() && !matches!(d, b'"' | b'\n' | b'\r') => *d,
+            _ => {
+                return Err(IngestError::InvalidArgument(
+                    "csv.delimiter must be one ASCII character other than a quote or newline"
+                        .to_owned(),
+                ));
+            }
+        };
+        Ok(CsvOptions {
+            delimiter,
+            has_header: csv.has_header.unwrap_or(true),
+        })
+    }
+
+    async fn read_rows(
+        &self,
+        name: &DatasetName,
+        req: &ReadRowsRequest,
+    ) -> Result<(Vec<ReadRowsResponse>, u64), IngestError> {
+        let scope = TenantScope::new(name.tenant.clone());
+        let row = self
+            .repo
+            .get(&scope, name.id)
+            .await?
+            .ok_or(IngestError::NotFound)?;
+        if row.state != state(DatasetState::Ready) {
+            return Err(IngestError::FailedPrecondition("the dataset is not READY"));
+        }
+        let plaintext = self.objects.get(&scope, &name.rows_key()?).await?;
+        let stored = StoredRows::decode(plaintext)
+            .map_err(|_| IngestError::Corrupt("stored dataset rows"))?;
+        let selected: Vec<&ColumnData> = if req.columns.is_empty() {
+            stored.columns.iter().collect()
+        } else {
+            req.columns
+                .iter()
+                .map(|wanted| {
+                    stored
+                        .columns
+                        .iter()
+                        .find(|c| &c.name == wanted)
+                        .ok_or_else(|| {
+                            IngestError::InvalidArgument(format!(
+                                "column \"{wanted}\" is not in the dataset"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let total = stored.row_count;
+        if req.start_row > total {
+            return Err(IngestError::InvalidArgument(
+                "start_row is past the last row".to_owned(),
+            ));
+        }
+        let end = match req.row_count {
+            0 => total,
+            n => req.start_row.saturating_add(n).min(total),
+        };
+        let batch = match u64::from(req.batch_rows) {
+            0 => BATCH_DEFAULT,
+            n => n.min(BATCH_MAX),
+        };
+        let mut responses = Vec::new();
+        let mut from = req.start_row;
+        while from < end {
+            let to = from.saturating_add(batch).min(end);
+            let columns = selected
+                .iter()
+                .map(|c| slice(c, from, to))
+                .collect::<Result<_, _>>()?;
+            responses.push(ReadRowsResponse {
+                batch: Some(RowBatch {
+                    start_row: from,
+                    row_count: u32::try_from(to - from).unwrap_or(u32::MAX),
+                    columns,
+                }),
+            });
+            from = to;
+        }
+        Ok((responses, end - req.start_row))
+    }
+}
+
+fn value_count(column: &ColumnData) -> usize {
+    match &column.values {
+        Some(Values::Strings(v)) => v.values.len(),
+        Some(Values::Integers(v) | Values::DatetimesMicros(v)) => v.values.len(),
+        Some(Values::Floats(v)) => v.values.len(),
+        Some(Values::Booleans(v)) => v.values.len(),
+        Some(Values::Images(v)) => v.values.len(),
+        Some(Values::FloatLists(v)) => v.values.len() / (v.list_length.max(1) as usize),
+        Some(Values::StringLists(v)) => v.values.len(),
+        None => 0,
+    }
+}
+
+/// Rows `from..to` of a stored column.
+fn slice(column: &ColumnData, from: u64, to: u64) -> Result<ColumnData, IngestError> {
+    let corrupt = || IngestError::Corrupt("stored column shorter than its row count");
+    let range = usize::try_from(from).map_err(|_| corrupt())?
+        ..usize::try_from(to).map_err(|_| corrupt())?;
+    let values = match &column.values {
+        Some(Values::Strings(v)) => Values::Strings(StringValues {
+            values: v.values.get(range.clone()).ok_or_else(corrupt)?.to_vec(),
+        }),
+        Some(Values::Integers(v)) => Values::Integers(Int64Values {
+            values: v.values.get(range.clone()).ok_or_else(corrupt)?.to_vec(),
+        }),
+        Some(Values::Floats(v)) => Values::Floats(DoubleValues {
+            values: v.values.get(range.clone()).ok_or_else(corrupt)?.to_vec(),
+        }),
+        Some(Values::Booleans(v)) => Values::Booleans(BoolValues {
+            values: v.values.get(range.clone()).ok_or_else(corrupt)?.to_vec(),
+        }),
+        Some(
+            Values::DatetimesMicros(_)
+            | Values::Images(_)
+            | Values::FloatLists(_)
+            | Values::StringLists(_),
+        )
+        | None => {
+            return Err(IngestError::Corrupt(
+                "a CSV column of a kind CSV never yields",
+            ));
+        }
+    };
+    let valid = if column.valid.is_empty() {
+        Vec::new()
+    } else {
+        column.valid.get(range).ok_or_else(corrupt)?.to_vec()
+    };
+    Ok(ColumnData {
+        name: column.name.clone(),
+        valid,
+        values: Some(values),
+    })
+}
+
+fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or_default(),
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The page token after dataset `last`, bound to the tenant and the state filter.
+fn encode_token(tenant: &TenantId, state: i32, last: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1|{tenant}|{state}|{last}"))
+}
+
+fn decode_token(token: &str, tenant: &TenantId, state: i32) -> Result<Uuid, IngestError> {
+    let invalid =
+        || IngestError::InvalidArgument("page_token does not belong to this query".to_owned());
+    let decoded = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+    let mut parts = decoded.split('|');
+    let (Some("v1"), Some(t), Some(s), Some(last), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(invalid());
+    };
+    if t != tenant.as_str() || s != state.to_string() {
+        return Err(invalid());
+    }
+    Uuid::try_parse(last).map_err(|_| invalid())
+}
+
+/// The caller's `x-request-id` if it is a short printable token, else a fresh UUIDv7.
+fn request_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+#[tonic::async_trait]
+impl DatasetService for DatasetsHandler {
+    async fn create_dataset(
+        &self,
+        request: Request<CreateDatasetRequest>,
+    ) -> Result<Response<Dataset>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let tenant = parse_parent(&req.parent)?;
+        let entry = Self::entry(tenant.clone(), "datasets.create", &req.parent, &request_id);
+        let result = self.create(&tenant, req).await.map(|d| (d, 1));
+        self.settle(Some(entry), result).await.map(Response::new)
+    }
+
+    async fn upload_dataset(
+        &self,
+        request: Request<Streaming<UploadDatasetRequest>>,
+    ) -> Result<Response<Dataset>, Status> {
+        let request_id = request_id(&request);
+        let mut name = None;
+        let result = self
+            .upload(request.into_inner(), &request_id, &mut name)
+            .await;
+        // A successful upload recorded its audit event with the dataset, in one transaction.
+        let entry = match (&result, name) {
+            (Err(_), Some(name)) => Some(Self::entry(
+                name.tenant.clone(),
+                "datasets.upload",
+                &name.to_string(),
+                &request_id,
+            )),
+            (Ok(_) | Err(_), _) => None,
+        };
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    async fn get_dataset(
+        &self,
+        request: Request<GetDatasetRequest>,
+    ) -> Result<Response<Dataset>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = DatasetName::parse(&req.name)?;
+        let entry = Self::entry(name.tenant.clone(), "datasets.get", &req.name, &request_id);
+        let result = self.get(&name).await.map(|d| (d, 1));
+        self.settle(Some(entry), result).await.map(Response::new)
+    }
+
+    async fn list_datasets(
+        &self,
+        request: Request<ListDatasetsRequest>,
+    ) -> Result<Response<ListDatasetsResponse>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let tenant = parse_parent(&req.parent)?;
+        let entry = Self::entry(tenant.clone(), "datasets.list", &req.parent, &request_id);
+        let result = self.list(&tenant, &req).await.map(|r| {
+            let n = r.datasets.len() as u64;
+            (r, n)
+        });
+        self.settle(Some(entry), result).await.map(Response::new)
+    }
+
+    type ReadRowsStream = ReadRowsStream;
+
+    async fn read_rows(
+        &self,
+        request: Request<ReadRowsRequest>,
+    ) -> Result<Response<Self::ReadRowsStream>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = DatasetName::parse(&req.name)?;
+        let entry = Self::entry(
+            name.tenant.clone(),
+            "datasets.rows.read",
+            &req.name,
+            &request_id,
+        );
+        let result = self.read_rows(&name, &req).await;
+        let responses = self.settle(Some(entry), result).await?;
+        let stream: ReadRowsStream = Box::pin(tokio_stream::iter(responses.into_iter().map(Ok)));
+        Ok(Response::new(stream))
+    }
+}

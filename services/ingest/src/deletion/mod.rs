@@ -1,0 +1,3 @@
+//! Deletion: the `ingest-deletion` consumer of `deletion.requested` ([`consumer`]).
+
+pub(crate) mod consumer;

@@ -1,0 +1,114 @@
+//! The service's one error type and its one mapping to `tonic::Status`.
+
+use tonic::{Code, Status};
+use trustmesh_runtime::cause_chain;
+
+use crate::datasets::csv::Rejection;
+
+/// Why a request or a consumer step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The request is malformed; the message is ours and safe to show.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The uploaded file was rejected (row and column named, never a value).
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// The upload exceeds a limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// No such dataset for this tenant (another tenant's is not told apart).
+    #[error("dataset not found")]
+    NotFound,
+    /// The dataset is not in the state the call needs.
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
+    /// The uploaded bytes do not match the announced SHA-256.
+    #[error("the uploaded bytes do not match the sha256 given in the metadata")]
+    DigestMismatch,
+    /// The client's stream broke off.
+    #[error("the upload stream broke off; the dataset still awaits its upload")]
+    StreamBroken(#[source] Status),
+    /// Postgres failed.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Encrypted object storage failed.
+    #[error("encrypted object storage failed")]
+    Objects(#[from] trustmesh_store::EncryptedError),
+    /// Sealing or opening metadata failed.
+    #[error("metadata encryption failed")]
+    Crypto(#[from] trustmesh_crypto::Error),
+    /// Writing an event to the outbox failed.
+    #[error("outbox write failed")]
+    Outbox(#[from] trustmesh_bus::OutboxError),
+    /// Stored data did not decode (corruption or a bug).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// A background task failed.
+    #[error("a worker task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl IngestError {
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) | Self::Rejected(_) => Code::InvalidArgument,
+            Self::TooLarge(_) => Code::ResourceExhausted,
+            Self::NotFound => Code::NotFound,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::DigestMismatch => Code::DataLoss,
+            Self::StreamBroken(_) => Code::Aborted,
+            Self::Database(_) | Self::Outbox(_) => Code::Unavailable,
+            Self::Objects(_) | Self::Crypto(_) | Self::Corrupt(_) | Self::Task(_) => Code::Internal,
+        }
+    }
+
+    /// A short machine-readable reason for the audit log (never content).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::Rejected(rejection) => rejection.code,
+            Self::TooLarge(_) => "TOO_LARGE",
+            Self::NotFound => "NOT_FOUND",
+            Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Self::DigestMismatch => "DIGEST_MISMATCH",
+            Self::StreamBroken(_) => "STREAM_BROKEN",
+            Self::Database(_) => "DATABASE",
+            Self::Outbox(_) => "OUTBOX",
+            Self::Objects(_) => "OBJECT_STORE",
+            Self::Crypto(_) => "CRYPTO",
+            Self::Corrupt(_) => "CORRUPT",
+            Self::Task(_) => "TASK",
+        }
+    }
+}
+
+impl From<IngestError> for Status {
+    fn from(error: IngestError) -> Self {
+        let code = error.code();
+        match error {
+            IngestError::InvalidArgument(_)
+            | IngestError::Rejected(_)
+            | IngestError::TooLarge(_)
+            | IngestError::NotFound
+            | IngestError::FailedPrecondition(_)
+            | IngestError::DigestMismatch
+            | IngestError::StreamBroken(_) => Status::new(code, error.to_string()),
+            IngestError::Database(_)
+            | IngestError::Outbox(_)
+            | IngestError::Objects(_)
+            | IngestError::Crypto(_)
+            | IngestError::Corrupt(_)
+            | IngestError::Task(_) => {
+                tracing::error!(error.cause_chain = %cause_chain(&error), "A request failed on an internal error.");
+                let message = if code == Code::Unavailable {
+                    "the service is temporarily unavailable; retry later"
+                } else {
+                    "internal error"
+                };
+                Status::new(code, message)
+            }
+        }
+    }
+}
