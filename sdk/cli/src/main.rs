@@ -1,6 +1,7 @@
 //! The `trustmesh` command line.
 
 mod check;
+mod demo;
 
 use clap::{Parser, Subcommand};
 
@@ -17,10 +18,13 @@ struct Cli {
 enum Command {
     /// Find label errors, outliers, duplicates, ... in a CSV file, without the mesh.
     Check(check::CheckArgs),
+    /// Show what trustmesh finds in a bundled noisy dataset.
+    Demo,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Check(args) => check::run(&args),
+        Command::Demo => demo::run(),
     }
 }
