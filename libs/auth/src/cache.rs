@@ -1,0 +1,293 @@
+//! [`KeyCache`]: every service's local replica of `tm_auth`, so keys resolve without a round trip.
+//!
+//! # Revocation bound
+//!
+//! The cache follows the bucket with a KV watch (an ordered push consumer): a revocation written by
+//! `tenancy` reaches every connected cache as soon as the server pushes it, typically within a few
+//! milliseconds (one server hop; the tests assert well under two seconds). A cache cut off from the
+//! bucket (connection lost, watch broken) keeps its last state for at most
+//! [`CacheOptions::max_staleness`] (default 10 s) and then refuses every key until it is connected
+//! and watching again (fail closed). So a revoked key stops working everywhere within
+//! `max_staleness` + one health tick (1 s) in the worst case, and within milliseconds normally.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt as _;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{AuthError, KeyStoreError};
+use crate::key::{KeyId, PresentedKey};
+use crate::principal::KeyPrincipal;
+use crate::record::{AuthBucket, KEYS_PREFIX, KeyRecord};
+
+/// How often the cache checks that it is still connected.
+const HEALTH_TICK: Duration = Duration::from_secs(1);
+
+/// How a [`KeyCache`] loads and how stale it may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// How long [`KeyCache::start`] waits for the bucket's current contents.
+    pub load_timeout: Duration,
+    /// How long the cache may be cut off from the bucket before it refuses every key.
+    pub max_staleness: Duration,
+    /// Replicas of the bucket if the cache has to create it.
+    pub replicas: usize,
+}
+
+impl Default for CacheOptions {
+    /// 30 s to load, 10 s of staleness, one replica.
+    fn default() -> Self {
+        Self {
+            load_timeout: Duration::from_secs(30),
+            max_staleness: Duration::from_secs(10),
+            replicas: 1,
+        }
+    }
+}
+
+/// A local, continuously updated replica of the key records in `tm_auth`; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KeyCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    keys: RwLock<HashMap<KeyId, KeyRecord>>,
+    /// When the cache lost the bucket, if it has.
+    cut_off_since: Mutex<Option<Instant>>,
+    max_staleness: Duration,
+}
+
+impl KeyCache {
+    /// Opens `tm_auth` (creating it if missing), loads its current contents and keeps following it
+    /// until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// [`KeyStoreError`] if the bucket cannot be opened or watched, or is not loaded within
+    /// [`CacheOptions::load_timeout`].
+    pub async fn start(
+        jetstream: &jetstream::Context,
+        options: CacheOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Self, KeyStoreError> {
+        let bucket = AuthBucket::open(jetstream, options.replicas).await?;
+        let inner = Arc::new(Inner {
+            keys: RwLock::new(HashMap::new()),
+            cut_off_since: Mutex::new(None),
+            max_staleness: options.max_staleness,
+        });
+        let empty = bucket
+            .store()
+            .status()
+            .await
+            .map_err(|e| KeyStoreError::Watch(e.into()))?
+            .values()
+            == 0;
+        let watch = bucket
+            .store()
+            .watch_with_history(">")
+            .await
+            .map_err(|e| KeyStoreError::Watch(e.into()))?;
+        let (loaded_tx, loaded_rx) = oneshot::channel();
+        let loaded = if empty {
+            let _ = loaded_tx.send(());
+            None
+        } else {
+            Some(loaded_tx)
+        };
+        tokio::spawn(follow(
+            bucket,
+            jetstream.client(),
+            watch,
+            Arc::clone(&inner),
+            loaded,
+            shutdown,
+        ));
+        tokio::time::timeout(options.load_timeout, loaded_rx)
+            .await
+            .map_err(|_| KeyStoreError::LoadTimeout(options.load_timeout))?
+            .map_err(|_| KeyStoreError::LoadTimeout(options.load_timeout))?;
+        tracing::info!(
+            keys = inner.len(),
+            "The API-key cache is loaded from tm_auth."
+        );
+        Ok(Self { inner })
+    }
+
+    /// Resolves a presented key at `now`: known, secret matching (constant time), not revoked, not
+    /// expired, and the cache not cut off for longer than allowed.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownKey`], [`AuthError::WrongSecret`], [`AuthError::Revoked`],
+    /// [`AuthError::Expired`] or [`AuthError::CacheStale`].
+    pub fn authenticate(
+        &self,
+        presented: &PresentedKey,
+        now: OffsetDateTime,
+    ) -> Result<KeyPrincipal, AuthError> {
+        if self.inner.is_stale() {
+            return Err(AuthError::CacheStale);
+        }
+        let keys = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let record = keys.get(presented.key_id()).ok_or(AuthError::UnknownKey)?;
+        if !record.digest.matches(presented.digest()) {
+            return Err(AuthError::WrongSecret);
+        }
+        if record.revoked {
+            return Err(AuthError::Revoked);
+        }
+        if record.is_expired(now) {
+            return Err(AuthError::Expired);
+        }
+        let tenant = record.tenant_id().map_err(|_| AuthError::UnknownKey)?;
+        Ok(KeyPrincipal {
+            tenant,
+            key_id: record.key_id.clone(),
+            scopes: record.scopes.clone(),
+        })
+    }
+
+    /// The record of `key_id` as the cache holds it.
+    #[must_use]
+    pub fn get(&self, key_id: &KeyId) -> Option<KeyRecord> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+            .cloned()
+    }
+}
+
+impl Inner {
+    fn len(&self) -> usize {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn is_stale(&self) -> bool {
+        self.cut_off_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|since| since.elapsed() > self.max_staleness)
+    }
+
+    fn set_connected(&self, connected: bool) {
+        let mut since = self
+            .cut_off_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (connected, *since) {
+            (true, Some(_)) => {
+                tracing::info!("The API-key cache is connected to tm_auth again.");
+                *since = None;
+            }
+            (false, None) => {
+                tracing::warn!(
+                    "The API-key cache lost tm_auth; keys are refused if it stays cut off."
+                );
+                *since = Some(Instant::now());
+            }
+            (true, None) | (false, Some(_)) => {}
+        }
+    }
+
+    fn apply(&self, entry: &kv::Entry) {
+        let Some(id) = entry.key.strip_prefix(KEYS_PREFIX) else {
+            return;
+        };
+        let Ok(key_id) = KeyId::parse(id) else {
+            tracing::warn!(kv.key = %entry.key, "Ignoring a tm_auth entry with an invalid key id.");
+            return;
+        };
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        match entry.operation {
+            kv::Operation::Put => match KeyRecord::decode(&entry.value) {
+                Ok(record) if record.key_id == key_id => {
+                    keys.insert(key_id, record);
+                }
+                Ok(_) | Err(_) => {
+                    // Fail closed: a record that cannot be trusted authenticates nothing.
+                    tracing::warn!(key.id = %key_id, "Dropping an undecodable tm_auth record.");
+                    keys.remove(&key_id);
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                keys.remove(&key_id);
+            }
+        }
+    }
+}
+
+/// Applies every change of the bucket to `inner` until `shutdown`; re-watches after a broken watch.
+async fn follow(
+    bucket: AuthBucket,
+    client: async_nats::Client,
+    mut watch: kv::Watch,
+    inner: Arc<Inner>,
+    mut loaded: Option<oneshot::Sender<()>>,
+    shutdown: CancellationToken,
+) {
+    let mut health = tokio::time::interval(HEALTH_TICK);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = health.tick() => inner.set_connected(client.connection_state() == State::Connected),
+            entry = watch.next() => match entry {
+                Some(Ok(entry)) => {
+                    inner.apply(&entry);
+                    if entry.seen_current
+                        && let Some(loaded) = loaded.take()
+                    {
+                        let _ = loaded.send(());
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(error = %error, "The tm_auth watch failed; watching again.");
+                    let Some(again) = rewatch(&bucket, &inner, &shutdown).await else { return };
+                    watch = again;
+                }
+                None => {
+                    tracing::warn!("The tm_auth watch ended; watching again.");
+                    let Some(again) = rewatch(&bucket, &inner, &shutdown).await else { return };
+                    watch = again;
+                }
+            },
+        }
+    }
+}
+
+/// Starts a new watch (with history, so the cache converges to the bucket), retrying every second
+/// until it works (`None` once `shutdown` is cancelled); the cache counts as cut off meanwhile.
+async fn rewatch(
+    bucket: &AuthBucket,
+    inner: &Inner,
+    shutdown: &CancellationToken,
+) -> Option<kv::Watch> {
+    inner.set_connected(false);
+    loop {
+        match bucket.store().watch_with_history(">").await {
+            Ok(watch) => return Some(watch),
+            Err(error) => {
+                tracing::warn!(error = %error, "Cannot watch tm_auth yet; retrying.");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(HEALTH_TICK) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Request denials ([`AuthError`], with the one mapping to `tonic::Status`) and bucket failures
+//! ([`KeyStoreError`]).
+
+use tonic::Status;
+
+use crate::scope::Scope;
+
+/// Why a request is refused by the auth layer. Messages sent to clients never say which check failed
+/// for an unauthenticated call, and never reveal whether another tenant's resource exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization: Bearer <credential>` header.
+    #[error("no bearer credential")]
+    MissingCredential,
+    /// The credential is neither an API key nor the operator credential.
+    #[error("the credential is malformed")]
+    MalformedCredential,
+    /// No key with that id is known.
+    #[error("unknown key")]
+    UnknownKey,
+    /// The key's secret does not match its digest.
+    #[error("wrong secret")]
+    WrongSecret,
+    /// The key was revoked.
+    #[error("revoked key")]
+    Revoked,
+    /// The key has expired.
+    #[error("expired key")]
+    Expired,
+    /// The key cache has been cut off from `tm_auth` longer than allowed, so a revocation might be
+    /// missed: every key is refused until it catches up (fail closed).
+    #[error("the key cache is stale")]
+    CacheStale,
+    /// The caller lacks `scope` on `resource` (its own tenant's).
+    #[error("missing scope {scope} on {resource}")]
+    MissingScope {
+        /// The scope needed.
+        scope: Scope,
+        /// The resource name asked for.
+        resource: String,
+    },
+    /// The resource belongs to another tenant; answered exactly like a resource that does not exist.
+    #[error("{resource} belongs to another tenant")]
+    OtherTenant {
+        /// The resource name asked for.
+        resource: String,
+    },
+    /// The method needs the operator credential.
+    #[error("operator credential needed")]
+    OperatorOnly,
+    /// The operator credential was used on a tenant's data.
+    #[error("the operator may not access tenant data")]
+    OperatorDenied {
+        /// The resource name asked for.
+        resource: String,
+    },
+    /// The resource name does not start with `tenants/{tenant}`.
+    #[error("invalid resource name")]
+    InvalidResourceName {
+        /// The request field holding it.
+        field: &'static str,
+    },
+}
+
+impl AuthError {
+    /// A short machine-readable reason for the audit log (UPPER_SNAKE).
+    #[must_use]
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingCredential => "MISSING_CREDENTIAL",
+            Self::MalformedCredential => "MALFORMED_CREDENTIAL",
+            Self::UnknownKey => "UNKNOWN_KEY",
+            Self::WrongSecret => "WRONG_SECRET",
+            Self::Revoked => "KEY_REVOKED",
+            Self::Expired => "KEY_EXPIRED",
+            Self::CacheStale => "KEY_CACHE_STALE",
+            Self::MissingScope { .. } => "MISSING_SCOPE",
+            Self::OtherTenant { .. } => "OTHER_TENANT",
+            Self::OperatorOnly => "OPERATOR_ONLY",
+            Self::OperatorDenied { .. } => "OPERATOR_DENIED",
+            Self::InvalidResourceName { .. } => "INVALID_RESOURCE_NAME",
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::MissingCredential
+            | AuthError::MalformedCredential
+            | AuthError::UnknownKey
+            | AuthError::WrongSecret
+            | AuthError::Revoked
+            | AuthError::Expired => Status::unauthenticated(
+                "missing or invalid credentials: send `authorization: Bearer <api key>`",
+            ),
+            AuthError::CacheStale => {
+                Status::unavailable("credentials cannot be checked right now; retry shortly")
+            }
+            AuthError::MissingScope { scope, resource } => Status::permission_denied(format!(
+                "Permission `{scope}` denied on resource `{resource}` (or it might not exist)"
+            )),
+            AuthError::OtherTenant { resource } => {
+                Status::not_found(format!("resource `{resource}` not found"))
+            }
+            AuthError::OperatorOnly => {
+                Status::permission_denied("this method needs the operator credential")
+            }
+            AuthError::OperatorDenied { resource } => Status::permission_denied(format!(
+                "the operator credential may not access `{resource}`"
+            )),
+            AuthError::InvalidResourceName { field } => Status::invalid_argument(format!(
+                "`{field}` must be a resource name starting with `tenants/{{tenant}}`"
+            )),
+        }
+    }
+}
+
+/// Why the `tm_auth` bucket could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    /// The bucket could not be created or opened.
+    #[error("cannot open the tm_auth key-value bucket")]
+    Bucket(#[source] async_nats::Error),
+    /// A record could not be written.
+    #[error("cannot write key {key} to tm_auth")]
+    Put {
+        /// The bucket key.
+        key: String,
+        /// Why.
+        #[source]
+        source: async_nats::Error,
+    },
+    /// The watch on the bucket could not be started.
+    #[error("cannot watch the tm_auth bucket")]
+    Watch(#[source] async_nats::Error),
+    /// The cache did not load the bucket within its start timeout.
+    #[error("the key cache did not load tm_auth within {0:?}")]
+    LoadTimeout(std::time::Duration),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthenticated_reasons_share_one_message() {
+        let messages: Vec<String> = [
+            AuthError::MissingCredential,
+            AuthError::MalformedCredential,
+            AuthError::UnknownKey,
+            AuthError::WrongSecret,
+            AuthError::Revoked,
+            AuthError::Expired,
+        ]
+        .into_iter()
+        .map(|e| {
+            let status = Status::from(e);
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+            status.message().to_owned()
+        })
+        .collect();
+        assert!(messages.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn another_tenants_resource_looks_absent() {
+        let status = Status::from(AuthError::OtherTenant {
+            resource: "tenants/bbb/datasets/1".to_owned(),
+        });
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        // Word for word what a service answers for a resource that does not exist.
+        assert_eq!(
+            status.message(),
+            "resource `tenants/bbb/datasets/1` not found"
+        );
+    }
+}

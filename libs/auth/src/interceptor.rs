@@ -1,0 +1,141 @@
+//! The tonic interceptor every service puts in front of its API: `authorization: Bearer <credential>`
+//! → a [`Principal`] in the request's extensions, or UNAUTHENTICATED.
+//!
+//! Use it as `FooServiceServer::with_interceptor(handler, authenticator)`; handlers then call
+//! [`Principal::of`] and [`Principal::require`].
+
+use secrecy::{ExposeSecret as _, SecretString};
+use time::OffsetDateTime;
+use tonic::metadata::MetadataMap;
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+use crate::cache::KeyCache;
+use crate::error::AuthError;
+use crate::key::{KEY_PREFIX, PresentedKey, SecretDigest};
+use crate::principal::Principal;
+
+/// Shortest operator credential accepted, in characters.
+pub const OPERATOR_CREDENTIAL_MIN_LEN: usize = 32;
+
+/// The operator credential (a secret from the settings), kept only as its digest.
+#[derive(Clone)]
+pub struct OperatorCredential {
+    digest: SecretDigest,
+}
+
+impl std::fmt::Debug for OperatorCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorCredential(..)")
+    }
+}
+
+/// Why an operator credential is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the operator credential must be at least {OPERATOR_CREDENTIAL_MIN_LEN} characters, printable ASCII, and must not start with `{KEY_PREFIX}_`"
+)]
+pub struct WeakOperatorCredential;
+
+impl OperatorCredential {
+    /// The credential `secret`.
+    ///
+    /// # Errors
+    /// [`WeakOperatorCredential`] if it is too short, not printable ASCII, or shaped like an API key.
+    pub fn new(secret: &SecretString) -> Result<Self, WeakOperatorCredential> {
+        let text = secret.expose_secret();
+        let valid = text.len() >= OPERATOR_CREDENTIAL_MIN_LEN
+            && text.chars().all(|c| c.is_ascii_graphic())
+            && !text.starts_with(&format!("{KEY_PREFIX}_"));
+        if !valid {
+            return Err(WeakOperatorCredential);
+        }
+        Ok(Self {
+            digest: SecretDigest::of(text.as_bytes()),
+        })
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        self.digest.matches(&SecretDigest::of(presented.as_bytes()))
+    }
+}
+
+/// Resolves the bearer credential of each request: an API key through the [`KeyCache`], or the
+/// operator credential if one is configured.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    cache: KeyCache,
+    operator: Option<OperatorCredential>,
+}
+
+impl Authenticator {
+    /// An authenticator of API keys only.
+    #[must_use]
+    pub fn new(cache: KeyCache) -> Self {
+        Self {
+            cache,
+            operator: None,
+        }
+    }
+
+    /// The same authenticator also accepting `operator` (only `tenancy` needs it).
+    #[must_use]
+    pub fn with_operator(mut self, operator: OperatorCredential) -> Self {
+        self.operator = Some(operator);
+        self
+    }
+
+    /// The principal of the bearer credential in `metadata` at `now`.
+    ///
+    /// # Errors
+    /// The [`AuthError`] naming why the credential is refused (for logs and audit; the client sees one
+    /// UNAUTHENTICATED message for all of them).
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        now: OffsetDateTime,
+    ) -> Result<Principal, AuthError> {
+        let value = metadata
+            .get("authorization")
+            .ok_or(AuthError::MissingCredential)?
+            .to_str()
+            .map_err(|_| AuthError::MalformedCredential)?;
+        let (scheme, credential) = value
+            .split_once(' ')
+            .ok_or(AuthError::MalformedCredential)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::MalformedCredential);
+        }
+        let credential = credential.trim();
+        if credential.starts_with(&format!("{KEY_PREFIX}_")) {
+            let presented = PresentedKey::parse(&SecretString::from(credential))
+                .map_err(|_| AuthError::MalformedCredential)?;
+            return self
+                .cache
+                .authenticate(&presented, now)
+                .map(Principal::ApiKey);
+        }
+        match &self.operator {
+            Some(operator) if operator.matches(credential) => Ok(Principal::Operator),
+            Some(_) | None => Err(AuthError::MalformedCredential),
+        }
+    }
+}
+
+impl Interceptor for Authenticator {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        match self.authenticate(request.metadata(), OffsetDateTime::now_utc()) {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                Ok(request)
+            }
+            Err(error) => {
+                tracing::info!(
+                    auth.reason = error.reason(),
+                    "A request was refused: {error}."
+                );
+                Err(error.into())
+            }
+        }
+    }
+}

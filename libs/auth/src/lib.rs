@@ -1,0 +1,36 @@
+//! The one auth layer of every trustmesh service: API keys, their replication through the NATS KV
+//! bucket `tm_auth`, the gRPC interceptor that turns `authorization: Bearer <key>` into a
+//! [`Principal`], and the scope and tenant checks handlers run on every resource name.
+//!
+//! Layout:
+//! - [`scope`]: [`Scope`], what a key may do (`datasets:write`, ..., `admin`).
+//! - [`key`]: [`IssuedKey`] (a fresh `tmk_<key id>_<secret>`, shown once), [`PresentedKey`] (a parsed
+//!   bearer token), [`KeyId`] and [`SecretDigest`] (SHA-256 of the secret, compared in constant time).
+//! - [`record`]: [`KeyRecord`], what `tm_auth` holds per key (digest, tenant, scopes, expiry,
+//!   revocation), and [`AuthBucket`], the bucket itself (created if missing).
+//! - [`cache`]: [`KeyCache`], a local replica of `tm_auth` kept current by a KV watch, which resolves
+//!   keys without a network round trip; its revocation bound is documented there.
+//! - [`principal`]: [`Principal`] (an API key of a tenant, or the operator) and its checks
+//!   ([`Principal::require`], [`Principal::require_operator`]).
+//! - [`interceptor`]: [`Authenticator`], the tonic interceptor, and [`OperatorCredential`].
+//! - [`page`]: page sizes and page tokens bound to a tenant and a query.
+//! - [`error`]: [`AuthError`] (request denials, with the one mapping to `tonic::Status`) and
+//!   [`KeyStoreError`] (the bucket could not be reached).
+
+pub mod cache;
+pub mod error;
+pub mod interceptor;
+pub mod key;
+pub mod page;
+pub mod principal;
+pub mod record;
+pub mod scope;
+
+pub use cache::{CacheOptions, KeyCache};
+pub use error::{AuthError, KeyStoreError};
+pub use interceptor::{Authenticator, OperatorCredential};
+pub use key::{IssuedKey, KEY_PREFIX, KeyId, PresentedKey, SecretDigest};
+pub use page::{PageError, PageToken, page_size};
+pub use principal::{KeyPrincipal, Principal, resource_tenant};
+pub use record::{AuthBucket, KeyRecord};
+pub use scope::Scope;

@@ -1,0 +1,138 @@
+//! What `tm_auth` holds per key, and the bucket itself.
+//!
+//! Entries are `keys.<key id>` → a JSON [`KeyRecord`]: the digest of the secret (never the secret),
+//! the tenant, the scopes, the expiry and the revocation flag. `tenancy` writes them; every service's
+//! [`crate::KeyCache`] reads them.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use trustmesh_events::{AUTH_KV_BUCKET, TenantId};
+
+use crate::error::KeyStoreError;
+use crate::key::{KeyId, SecretDigest};
+use crate::scope::Scope;
+
+/// Prefix of key records in the bucket.
+pub(crate) const KEYS_PREFIX: &str = "keys.";
+
+/// Values kept per bucket key: the last few, so a revocation's history is visible to operators.
+const HISTORY: i64 = 5;
+
+/// One API key as replicated to every service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The key id.
+    pub key_id: KeyId,
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// What the key may do.
+    pub scopes: BTreeSet<Scope>,
+    /// When the key stops working, in Unix seconds (UTC).
+    pub expires_at: i64,
+    /// Whether the key was revoked.
+    pub revoked: bool,
+    /// SHA-256 of the key's secret.
+    pub digest: SecretDigest,
+}
+
+impl KeyRecord {
+    /// The bucket key of this record: `keys.<key id>`.
+    #[must_use]
+    pub fn bucket_key(&self) -> String {
+        format!("{KEYS_PREFIX}{}", self.key_id)
+    }
+
+    /// The tenant, validated.
+    ///
+    /// # Errors
+    /// The validation error if the record holds an invalid tenant id.
+    pub fn tenant_id(&self) -> Result<TenantId, trustmesh_events::TenantIdError> {
+        TenantId::parse(self.tenant.as_str())
+    }
+
+    /// Whether the key has expired at `now`.
+    #[must_use]
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        now.unix_timestamp() >= self.expires_at
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
+        // NOTE: serializing plain strings, integers and a set cannot fail.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// The `tm_auth` key-value bucket.
+#[derive(Debug, Clone)]
+pub struct AuthBucket {
+    store: kv::Store,
+}
+
+impl AuthBucket {
+    /// Opens `tm_auth`, creating it (file storage, `replicas` replicas) if it is missing.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Bucket`] if the server refuses or cannot be reached.
+    pub async fn open(
+        jetstream: &jetstream::Context,
+        replicas: usize,
+    ) -> Result<Self, KeyStoreError> {
+        let store = match jetstream.get_key_value(AUTH_KV_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => jetstream
+                .create_or_update_key_value(kv::Config {
+                    bucket: AUTH_KV_BUCKET.to_owned(),
+                    description: "API-key digests, tenants, scopes, expiry and revocation, replicated to every service.".to_owned(),
+                    history: HISTORY,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas.max(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| KeyStoreError::Bucket(e.into()))?,
+        };
+        Ok(Self { store })
+    }
+
+    /// Writes `record` (a new key, or a revocation) and returns its revision.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Put`] if the server does not accept it.
+    pub async fn put(&self, record: &KeyRecord) -> Result<u64, KeyStoreError> {
+        let key = record.bucket_key();
+        self.store
+            .put(&key, record.encode())
+            .await
+            .map_err(|source| KeyStoreError::Put {
+                key,
+                source: source.into(),
+            })
+    }
+
+    /// The record of `key_id` as stored, if any.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Bucket`] if the server cannot be reached or the value does not decode.
+    pub async fn get(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, KeyStoreError> {
+        let value = self
+            .store
+            .get(format!("{KEYS_PREFIX}{key_id}"))
+            .await
+            .map_err(|e| KeyStoreError::Bucket(e.into()))?;
+        value
+            .map(|v| KeyRecord::decode(&v).map_err(|e| KeyStoreError::Bucket(e.into())))
+            .transpose()
+    }
+
+    pub(crate) fn store(&self) -> &kv::Store {
+        &self.store
+    }
+}

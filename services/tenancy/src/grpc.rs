@@ -1,0 +1,621 @@
+//! `TenancyService`: tenants (operator) and API keys (tenant admin or operator).
+//!
+//! Every call that reaches a tenant is audited once: allowed calls through the outbox in the same
+//! transaction as their effect, denied and failed calls published straight away.
+
+use std::collections::BTreeSet;
+
+use prost_types::Timestamp;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+use trustmesh_auth::key::display_prefix;
+use trustmesh_auth::{
+    AuthBucket, IssuedKey, KeyId, PageToken, Principal, Scope, page_size, resource_tenant,
+};
+use trustmesh_bus::audit::{self, AuditEntry};
+use trustmesh_bus::{Outbox, Publisher};
+use trustmesh_events::{Service, TenantId};
+use trustmesh_proto::events::v1::{ActorType, Outcome};
+use trustmesh_proto::v1::tenancy_service_server::TenancyService;
+use trustmesh_proto::v1::{
+    ApiKey, CreateApiKeyRequest, CreateApiKeyResponse, CreateSupportAccessGrantRequest,
+    CreateTenantRequest, CreateWebhookEndpointRequest, CreateWebhookEndpointResponse,
+    DeleteWebhookEndpointRequest, DeleteWebhookEndpointResponse, DisableTenantRequest,
+    EnableTenantRequest, GetQuotaRequest, GetTenantRequest, GetWebhookEndpointRequest,
+    ListApiKeysRequest, ListApiKeysResponse, ListSupportAccessGrantsRequest,
+    ListSupportAccessGrantsResponse, ListTenantsRequest, ListTenantsResponse,
+    ListWebhookDeliveriesRequest, ListWebhookDeliveriesResponse, ListWebhookEndpointsRequest,
+    ListWebhookEndpointsResponse, Quota, RevokeApiKeyRequest, RevokeSupportAccessGrantRequest,
+    RotateWebhookSecretRequest, RotateWebhookSecretResponse, SupportAccessGrant, Tenant,
+    TenantState, UpdateQuotaRequest, UpdateWebhookEndpointRequest, WebhookEndpoint,
+};
+
+use crate::error::TenancyError;
+use crate::repo::{self, KeyRow, NewKey, TenantRow};
+
+/// Longest display name accepted.
+const MAX_DISPLAY_NAME: usize = 200;
+/// Default and largest `ListApiKeys` page.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+
+/// Audited action names.
+mod action {
+    pub(super) const TENANT_CREATE: &str = "tenants.create";
+    pub(super) const TENANT_GET: &str = "tenants.get";
+    pub(super) const KEY_CREATE: &str = "apiKeys.create";
+    pub(super) const KEY_LIST: &str = "apiKeys.list";
+    pub(super) const KEY_REVOKE: &str = "apiKeys.revoke";
+}
+
+/// The `TenancyService` implementation.
+#[derive(Debug, Clone)]
+pub struct TenancyHandler {
+    pool: PgPool,
+    bucket: AuthBucket,
+    outbox: Outbox,
+    publisher: Publisher,
+    max_key_lifetime: time::Duration,
+}
+
+impl TenancyHandler {
+    /// A handler over the `tenancy` schema, replicating keys to `bucket` and auditing through
+    /// `outbox` (allowed calls) and `publisher` (denied and failed calls).
+    pub(crate) fn new(
+        pool: PgPool,
+        bucket: AuthBucket,
+        outbox: Outbox,
+        publisher: Publisher,
+        max_key_lifetime: time::Duration,
+    ) -> Self {
+        Self {
+            pool,
+            bucket,
+            outbox,
+            publisher,
+            max_key_lifetime,
+        }
+    }
+
+    /// Runs `call` for `principal`; on failure, audits it against `resource`'s tenant (if the name has
+    /// one) and returns the client-safe status.
+    async fn audited<T>(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+        resource: &str,
+        result: Result<T, TenancyError>,
+    ) -> Result<Response<T>, Status> {
+        let error = match result {
+            Ok(value) => return Ok(Response::new(value)),
+            Err(error) => error,
+        };
+        let outcome = match &error {
+            TenancyError::Auth(_) => Outcome::Denied,
+            TenancyError::Page(_)
+            | TenancyError::InvalidArgument { .. }
+            | TenancyError::TenantExists(_)
+            | TenancyError::NotFound(_)
+            | TenancyError::NotAvailable(_)
+            | TenancyError::Database(_)
+            | TenancyError::CorruptKey(_)
+            | TenancyError::KeyStore(_)
+            | TenancyError::Outbox(_) => Outcome::Error,
+        };
+        let reason = error.reason();
+        let status = Status::from(error);
+        if let Ok(tenant) = resource_tenant("name", resource) {
+            let mut entry = entry(principal, tenant, action, resource);
+            entry.outcome = outcome;
+            entry.grpc_code = status.code() as i32;
+            entry.reason = reason.to_owned();
+            if let Err(error) = audit::publish(&self.publisher, entry).await {
+                tracing::error!(error = %error, audit.action = action, "An audit event could not be published.");
+            }
+        }
+        Err(status)
+    }
+
+    async fn create_tenant_inner(
+        &self,
+        principal: &Principal,
+        request: CreateTenantRequest,
+    ) -> Result<Tenant, TenancyError> {
+        principal.require_operator()?;
+        let tenant = TenantId::parse(request.tenant_id.as_str())
+            .map_err(|e| TenancyError::invalid("tenant_id", e.to_string()))?;
+        let display_name = display_name(&request.display_name)?;
+        let request_id = request_id(&request.request_id)?;
+        let mut tx = self.pool.begin().await?;
+        let inserted =
+            repo::insert_tenant(&mut tx, tenant.as_str(), display_name, request_id).await?;
+        let Some(row) = inserted else {
+            let existing = repo::get_tenant(&self.pool, tenant.as_str()).await?;
+            return match existing {
+                Some(row) if request_id.is_some() && row.request_id.as_deref() == request_id => {
+                    Ok(tenant_proto(&row))
+                }
+                Some(_) | None => Err(TenancyError::TenantExists(tenant.into_string())),
+            };
+        };
+        let name = tenant_name(&tenant);
+        audit::enqueue(
+            &self.outbox,
+            &mut tx,
+            entry(principal, tenant, action::TENANT_CREATE, &name),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(tenant.id = %row.id, "Tenant created.");
+        Ok(tenant_proto(&row))
+    }
+
+    async fn get_tenant_inner(
+        &self,
+        principal: &Principal,
+        request: GetTenantRequest,
+    ) -> Result<Tenant, TenancyError> {
+        let tenant = principal.require_or_operator(Scope::Admin, "name", &request.name)?;
+        exact_tenant_name("name", &tenant, &request.name)?;
+        let row = repo::get_tenant(&self.pool, tenant.as_str())
+            .await?
+            .ok_or_else(|| TenancyError::NotFound(request.name.clone()))?;
+        self.record(entry(principal, tenant, action::TENANT_GET, &request.name))
+            .await?;
+        Ok(tenant_proto(&row))
+    }
+
+    async fn create_api_key_inner(
+        &self,
+        principal: &Principal,
+        request: CreateApiKeyRequest,
+    ) -> Result<CreateApiKeyResponse, TenancyError> {
+        let tenant = principal.require_or_operator(Scope::Admin, "parent", &request.parent)?;
+        exact_tenant_name("parent", &tenant, &request.parent)?;
+        let scopes = scopes(&request.scopes)?;
+        let expire_time = self.expire_time(request.expire_time.as_ref())?;
+        let display_name = display_name(&request.display_name)?;
+        let request_id = request_id(&request.request_id)?;
+        self.active_tenant(&tenant, &request.parent).await?;
+        if let Some(request_id) = request_id
+            && let Some(row) = repo::key_by_request(&self.pool, tenant.as_str(), request_id).await?
+        {
+            // A retry: the key exists; its secret was shown once and is not shown again.
+            return Ok(CreateApiKeyResponse {
+                api_key: Some(key_proto(&row)),
+                secret: String::new(),
+            });
+        }
+
+        let issued = IssuedKey::generate();
+        let mut tx = self.pool.begin().await?;
+        let row = repo::insert_key(
+            &mut tx,
+            NewKey {
+                key_id: issued.key_id().as_str(),
+                tenant: tenant.as_str(),
+                display_name,
+                scopes: scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+                digest: issued.digest().as_bytes(),
+                expire_time,
+                request_id,
+            },
+        )
+        .await?;
+        let name = key_name(&tenant, issued.key_id());
+        let mut audit_entry = entry(principal, tenant, action::KEY_CREATE, &name);
+        audit_entry.request_id = request_id.unwrap_or_default().to_owned();
+        audit::enqueue(&self.outbox, &mut tx, audit_entry).await?;
+        self.replicate(&row).await?;
+        tx.commit().await?;
+        tracing::info!(key.name = %name, "API key created.");
+        Ok(CreateApiKeyResponse {
+            api_key: Some(key_proto(&row)),
+            secret: trustmesh_runtime::ExposeSecret::expose_secret(issued.token()).to_owned(),
+        })
+    }
+
+    async fn list_api_keys_inner(
+        &self,
+        principal: &Principal,
+        request: ListApiKeysRequest,
+    ) -> Result<ListApiKeysResponse, TenancyError> {
+        let tenant = principal.require_or_operator(Scope::Admin, "parent", &request.parent)?;
+        exact_tenant_name("parent", &tenant, &request.parent)?;
+        let size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)?;
+        let query = format!("apiKeys?show_inactive={}", request.show_inactive);
+        let cursor = PageToken::decode(&request.page_token, &tenant, &query)?;
+        let limit = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let mut rows = repo::list_keys(
+            &self.pool,
+            tenant.as_str(),
+            request.show_inactive,
+            cursor.as_deref(),
+            limit,
+        )
+        .await?;
+        let next_page_token = if rows.len() > size {
+            rows.truncate(size);
+            rows.last()
+                .map(|row| PageToken::encode(&tenant, &query, &row.key_id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut audit_entry = entry(principal, tenant, action::KEY_LIST, &request.parent);
+        audit_entry.records_affected = rows.len() as u64;
+        self.record(audit_entry).await?;
+        Ok(ListApiKeysResponse {
+            api_keys: rows.iter().map(key_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn revoke_api_key_inner(
+        &self,
+        principal: &Principal,
+        request: RevokeApiKeyRequest,
+    ) -> Result<ApiKey, TenancyError> {
+        let tenant = principal.require_or_operator(Scope::Admin, "name", &request.name)?;
+        let key_id = request
+            .name
+            .strip_prefix(&format!("{}/apiKeys/", tenant_name(&tenant)))
+            .ok_or_else(|| {
+                TenancyError::invalid("name", "expected `tenants/{tenant}/apiKeys/{api_key}`")
+            })?;
+        let key_id =
+            KeyId::parse(key_id).map_err(|_| TenancyError::NotFound(request.name.clone()))?;
+        let mut tx = self.pool.begin().await?;
+        let row = repo::revoke_key(&mut tx, tenant.as_str(), key_id.as_str())
+            .await?
+            .ok_or_else(|| TenancyError::NotFound(request.name.clone()))?;
+        audit::enqueue(
+            &self.outbox,
+            &mut tx,
+            entry(principal, tenant, action::KEY_REVOKE, &request.name),
+        )
+        .await?;
+        // Replicate before committing: if the bucket refuses, nothing is recorded and the caller retries.
+        self.replicate(&row).await?;
+        tx.commit().await?;
+        tracing::info!(key.name = %request.name, "API key revoked.");
+        Ok(key_proto(&row))
+    }
+
+    /// Audits an allowed read through the outbox.
+    async fn record(&self, entry: AuditEntry) -> Result<(), TenancyError> {
+        let mut tx = self.pool.begin().await?;
+        audit::enqueue(&self.outbox, &mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes `row`'s record to `tm_auth`.
+    async fn replicate(&self, row: &KeyRow) -> Result<(), TenancyError> {
+        let Some(record) = row.to_record() else {
+            return Err(TenancyError::CorruptKey(row.key_id.clone()));
+        };
+        self.bucket.put(&record).await?;
+        Ok(())
+    }
+
+    /// Checks that `tenant` exists and is active.
+    async fn active_tenant(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<TenantRow, TenancyError> {
+        match repo::get_tenant(&self.pool, tenant.as_str()).await? {
+            Some(row) if row.state == "active" => Ok(row),
+            Some(_) | None => Err(TenancyError::NotFound(name.to_owned())),
+        }
+    }
+
+    fn expire_time(&self, expire: Option<&Timestamp>) -> Result<OffsetDateTime, TenancyError> {
+        let expire = expire.ok_or_else(|| TenancyError::invalid("expire_time", "required"))?;
+        let at = OffsetDateTime::from_unix_timestamp(expire.seconds)
+            .ok()
+            .and_then(|t| t.checked_add(time::Duration::nanoseconds(i64::from(expire.nanos))))
+            .ok_or_else(|| TenancyError::invalid("expire_time", "out of range"))?;
+        let now = OffsetDateTime::now_utc();
+        if at <= now {
+            return Err(TenancyError::invalid(
+                "expire_time",
+                "must be in the future",
+            ));
+        }
+        if at > now + self.max_key_lifetime {
+            return Err(TenancyError::invalid(
+                "expire_time",
+                format!(
+                    "must be at most {} days away",
+                    self.max_key_lifetime.whole_days()
+                ),
+            ));
+        }
+        Ok(at)
+    }
+}
+
+/// The audit entry of `principal` doing `action` on `resource` of `tenant`.
+fn entry(principal: &Principal, tenant: TenantId, action: &str, resource: &str) -> AuditEntry {
+    let mut entry = AuditEntry::new(Service::Tenancy, tenant, action, resource);
+    entry.actor_type = match principal {
+        Principal::ApiKey(_) => ActorType::ApiKey,
+        Principal::Operator => ActorType::Operator,
+    };
+    entry.actor_id = principal.actor_id();
+    entry
+}
+
+fn tenant_name(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}")
+}
+
+fn key_name(tenant: &TenantId, key_id: &KeyId) -> String {
+    format!("tenants/{tenant}/apiKeys/{key_id}")
+}
+
+/// Checks that `name` is exactly `tenants/{tenant}`.
+fn exact_tenant_name(
+    field: &'static str,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<(), TenancyError> {
+    if name == tenant_name(tenant) {
+        Ok(())
+    } else {
+        Err(TenancyError::invalid(field, "expected `tenants/{tenant}`"))
+    }
+}
+
+fn display_name(name: &str) -> Result<&str, TenancyError> {
+    if name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
+        return Err(TenancyError::invalid(
+            "display_name",
+            format!("at most {MAX_DISPLAY_NAME} characters, no control characters"),
+        ));
+    }
+    Ok(name)
+}
+
+fn request_id(id: &str) -> Result<Option<&str>, TenancyError> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    uuid::Uuid::parse_str(id)
+        .map(|_| Some(id))
+        .map_err(|_| TenancyError::invalid("request_id", "must be a UUID"))
+}
+
+fn scopes(values: &[i32]) -> Result<BTreeSet<Scope>, TenancyError> {
+    if values.is_empty() {
+        return Err(TenancyError::invalid(
+            "scopes",
+            "at least one scope is required",
+        ));
+    }
+    values
+        .iter()
+        .map(|v| {
+            Scope::from_proto(*v)
+                .ok_or_else(|| TenancyError::invalid("scopes", format!("{v} is not a valid scope")))
+        })
+        .collect()
+}
+
+fn timestamp(t: OffsetDateTime) -> Timestamp {
+    Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    }
+}
+
+fn tenant_proto(row: &TenantRow) -> Tenant {
+    let state = match row.state.as_str() {
+        "active" => TenantState::Active,
+        "disabled" => TenantState::Disabled,
+        "deleting" => TenantState::Deleting,
+        _ => TenantState::Unspecified,
+    };
+    Tenant {
+        name: format!("tenants/{}", row.id),
+        display_name: row.display_name.clone(),
+        state: state.into(),
+        disable_reason: row.disable_reason.clone(),
+        create_time: Some(timestamp(row.create_time)),
+        update_time: Some(timestamp(row.update_time)),
+    }
+}
+
+fn key_proto(row: &KeyRow) -> ApiKey {
+    let prefix = KeyId::parse(&row.key_id)
+        .map(|id| display_prefix(&id))
+        .unwrap_or_default();
+    ApiKey {
+        name: format!("tenants/{}/apiKeys/{}", row.tenant, row.key_id),
+        display_name: row.display_name.clone(),
+        key_prefix: prefix,
+        scopes: row
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::from_name(s))
+            .map(|s| s.to_proto() as i32)
+            .collect(),
+        create_time: Some(timestamp(row.create_time)),
+        expire_time: Some(timestamp(row.expire_time)),
+        revoke_time: row.revoke_time.map(timestamp),
+        last_use_time: None,
+    }
+}
+
+/// The answer of the RPCs that later versions implement.
+fn not_available<T>(method: &'static str) -> Result<Response<T>, Status> {
+    Err(TenancyError::NotAvailable(method).into())
+}
+
+#[tonic::async_trait]
+impl TenancyService for TenancyHandler {
+    async fn create_tenant(
+        &self,
+        request: Request<CreateTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = format!("tenants/{}", request.tenant_id);
+        let result = self.create_tenant_inner(&principal, request).await;
+        self.audited(&principal, action::TENANT_CREATE, &resource, result)
+            .await
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<GetTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = request.name.clone();
+        let result = self.get_tenant_inner(&principal, request).await;
+        self.audited(&principal, action::TENANT_GET, &resource, result)
+            .await
+    }
+
+    async fn list_tenants(
+        &self,
+        _: Request<ListTenantsRequest>,
+    ) -> Result<Response<ListTenantsResponse>, Status> {
+        not_available("ListTenants")
+    }
+
+    async fn disable_tenant(
+        &self,
+        _: Request<DisableTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        not_available("DisableTenant")
+    }
+
+    async fn enable_tenant(
+        &self,
+        _: Request<EnableTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        not_available("EnableTenant")
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<CreateApiKeyRequest>,
+    ) -> Result<Response<CreateApiKeyResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = request.parent.clone();
+        let result = self.create_api_key_inner(&principal, request).await;
+        self.audited(&principal, action::KEY_CREATE, &resource, result)
+            .await
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = request.parent.clone();
+        let result = self.list_api_keys_inner(&principal, request).await;
+        self.audited(&principal, action::KEY_LIST, &resource, result)
+            .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<RevokeApiKeyRequest>,
+    ) -> Result<Response<ApiKey>, Status> {
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = request.name.clone();
+        let result = self.revoke_api_key_inner(&principal, request).await;
+        self.audited(&principal, action::KEY_REVOKE, &resource, result)
+            .await
+    }
+
+    async fn create_webhook_endpoint(
+        &self,
+        _: Request<CreateWebhookEndpointRequest>,
+    ) -> Result<Response<CreateWebhookEndpointResponse>, Status> {
+        not_available("CreateWebhookEndpoint")
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        _: Request<GetWebhookEndpointRequest>,
+    ) -> Result<Response<WebhookEndpoint>, Status> {
+        not_available("GetWebhookEndpoint")
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        _: Request<ListWebhookEndpointsRequest>,
+    ) -> Result<Response<ListWebhookEndpointsResponse>, Status> {
+        not_available("ListWebhookEndpoints")
+    }
+
+    async fn update_webhook_endpoint(
+        &self,
+        _: Request<UpdateWebhookEndpointRequest>,
+    ) -> Result<Response<WebhookEndpoint>, Status> {
+        not_available("UpdateWebhookEndpoint")
+    }
+
+    async fn delete_webhook_endpoint(
+        &self,
+        _: Request<DeleteWebhookEndpointRequest>,
+    ) -> Result<Response<DeleteWebhookEndpointResponse>, Status> {
+        not_available("DeleteWebhookEndpoint")
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        _: Request<RotateWebhookSecretRequest>,
+    ) -> Result<Response<RotateWebhookSecretResponse>, Status> {
+        not_available("RotateWebhookSecret")
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        _: Request<ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<ListWebhookDeliveriesResponse>, Status> {
+        not_available("ListWebhookDeliveries")
+    }
+
+    async fn get_quota(&self, _: Request<GetQuotaRequest>) -> Result<Response<Quota>, Status> {
+        not_available("GetQuota")
+    }
+
+    async fn update_quota(
+        &self,
+        _: Request<UpdateQuotaRequest>,
+    ) -> Result<Response<Quota>, Status> {
+        not_available("UpdateQuota")
+    }
+
+    async fn create_support_access_grant(
+        &self,
+        _: Request<CreateSupportAccessGrantRequest>,
+    ) -> Result<Response<SupportAccessGrant>, Status> {
+        not_available("CreateSupportAccessGrant")
+    }
+
+    async fn list_support_access_grants(
+        &self,
+        _: Request<ListSupportAccessGrantsRequest>,
+    ) -> Result<Response<ListSupportAccessGrantsResponse>, Status> {
+        not_available("ListSupportAccessGrants")
+    }
+
+    async fn revoke_support_access_grant(
+        &self,
+        _: Request<RevokeSupportAccessGrantRequest>,
+    ) -> Result<Response<SupportAccessGrant>, Status> {
+        not_available("RevokeSupportAccessGrant")
+    }
+}

@@ -1,0 +1,177 @@
+//! The `tenancy` schema: tenants and API keys (digests only).
+
+use sqlx::{PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+use trustmesh_auth::{KeyId, KeyRecord, Scope, SecretDigest};
+
+/// A row of `tenants`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct TenantRow {
+    pub(crate) id: String,
+    pub(crate) display_name: String,
+    pub(crate) state: String,
+    pub(crate) disable_reason: String,
+    pub(crate) request_id: Option<String>,
+    pub(crate) create_time: OffsetDateTime,
+    pub(crate) update_time: OffsetDateTime,
+}
+
+/// A row of `api_keys`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    pub(crate) key_id: String,
+    pub(crate) tenant: String,
+    pub(crate) display_name: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) secret_digest: Vec<u8>,
+    pub(crate) create_time: OffsetDateTime,
+    pub(crate) expire_time: OffsetDateTime,
+    pub(crate) revoke_time: Option<OffsetDateTime>,
+}
+
+impl KeyRow {
+    /// The record replicated to `tm_auth`; `None` if the row is corrupt (then nothing is replicated,
+    /// so the key authenticates nothing).
+    pub(crate) fn to_record(&self) -> Option<KeyRecord> {
+        Some(KeyRecord {
+            key_id: KeyId::parse(&self.key_id).ok()?,
+            tenant: self.tenant.clone(),
+            scopes: self
+                .scopes
+                .iter()
+                .filter_map(|s| Scope::from_name(s))
+                .collect(),
+            expires_at: self.expire_time.unix_timestamp(),
+            revoked: self.revoke_time.is_some(),
+            digest: SecretDigest::from_slice(&self.secret_digest).ok()?,
+        })
+    }
+}
+
+const TENANT_COLUMNS: &str =
+    "id, display_name, state, disable_reason, request_id, create_time, update_time";
+const KEY_COLUMNS: &str =
+    "key_id, tenant, display_name, scopes, secret_digest, create_time, expire_time, revoke_time";
+
+/// Inserts a tenant; `None` if the id is taken.
+pub(crate) async fn insert_tenant(
+    tx: &mut Transaction<'static, Postgres>,
+    id: &str,
+    display_name: &str,
+    request_id: Option<&str>,
+) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO tenants (id, display_name, request_id) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO NOTHING RETURNING {TENANT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(display_name)
+    .bind(request_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// The tenant `id`, if it exists.
+pub(crate) async fn get_tenant(pool: &PgPool, id: &str) -> Result<Option<TenantRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A new key's row.
+pub(crate) struct NewKey<'a> {
+    pub(crate) key_id: &'a str,
+    pub(crate) tenant: &'a str,
+    pub(crate) display_name: &'a str,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) digest: &'a [u8],
+    pub(crate) expire_time: OffsetDateTime,
+    pub(crate) request_id: Option<&'a str>,
+}
+
+/// Inserts a key (its digest only).
+pub(crate) async fn insert_key(
+    tx: &mut Transaction<'static, Postgres>,
+    key: NewKey<'_>,
+) -> Result<KeyRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO api_keys (key_id, tenant, display_name, scopes, secret_digest, expire_time, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(key.key_id)
+    .bind(key.tenant)
+    .bind(key.display_name)
+    .bind(&key.scopes)
+    .bind(key.digest)
+    .bind(key.expire_time)
+    .bind(key.request_id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// The key a `CreateApiKey` with `request_id` created in `tenant`, if any.
+pub(crate) async fn key_by_request(
+    pool: &PgPool,
+    tenant: &str,
+    request_id: &str,
+) -> Result<Option<KeyRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = $1 AND request_id = $2"
+    ))
+    .bind(tenant)
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Up to `limit` keys of `tenant`, newest first, after cursor `before` (a key id).
+pub(crate) async fn list_keys(
+    pool: &PgPool,
+    tenant: &str,
+    show_inactive: bool,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<KeyRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys
+         WHERE tenant = $1
+           AND ($2 OR (revoke_time IS NULL AND expire_time > now()))
+           AND ($3::text IS NULL OR key_id < $3)
+         ORDER BY key_id DESC LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(show_inactive)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks key `key_id` of `tenant` revoked (keeping the first revocation time); `None` if there is
+/// no such key.
+pub(crate) async fn revoke_key(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+    key_id: &str,
+) -> Result<Option<KeyRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE api_keys SET revoke_time = COALESCE(revoke_time, now())
+         WHERE tenant = $1 AND key_id = $2 RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(key_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Every key, for reconciling `tm_auth` at start.
+pub(crate) async fn all_keys(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY key_id"
+    ))
+    .fetch_all(pool)
+    .await
+}
