@@ -1,0 +1,10 @@
+//! Deletions: the gRPC API (`grpc.rs`), the workflow (`service.rs`), the receipt consumer
+//! (`receipts.rs`), the sweeper for late receipts (`sweeper.rs`), the tables (`repo.rs`) and the
+//! row/API model (`model.rs`).
+
+pub(crate) mod grpc;
+pub(crate) mod model;
+pub(crate) mod receipts;
+pub(crate) mod repo;
+pub(crate) mod service;
+pub(crate) mod sweeper;
