@@ -1,13 +1,14 @@
-//! [`Application`]: connects, migrates, ensures streams and the consumer, binds the listeners; then
-//! serves gRPC and admin, relays the outbox and runs the deletion consumer until shutdown.
+//! [`Application`]: connects, migrates, ensures streams and the consumer, loads the API-key cache,
+//! binds the listeners; then serves gRPC (every call authenticated) and admin, relays the outbox and
+//! runs the deletion consumer until shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
+use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
 use trustmesh_bus::{
     ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
     ensure_schema, ensure_streams,
@@ -54,6 +55,9 @@ pub enum AppError {
     /// The object store could not be opened.
     #[error("cannot open the object store")]
     Objects(#[from] trustmesh_store::ObjectError),
+    /// The API-key cache could not open or load `tm_auth`.
+    #[error("API-key cache setup failed")]
+    KeyStore(#[from] KeyStoreError),
     /// The key file could not be opened.
     #[error("cannot open the key-encryption keys")]
     Keys(#[from] trustmesh_crypto::Error),
@@ -72,6 +76,8 @@ pub struct Application {
     relay: OutboxRelay,
     consumer: ConsumerRunner<DeletionHandler>,
     consumer_ready: Dependency,
+    /// Stops the API-key cache's watch once the servers are done.
+    background: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
@@ -85,22 +91,18 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     /// Connects to Postgres (migrating schema `ingest`) and NATS (ensuring streams and the
-    /// `ingest-deletion` consumer), opens the object store and keyring, and binds the gRPC and admin
-    /// listeners. `auth` runs before every `DatasetService` call.
-    ///
-    /// NOTE: `auth` is the seam for `libs/auth`'s API-key interceptor (not written yet); until it
-    /// lands, the caller's tenant is the one in the resource name.
+    /// `ingest-deletion` consumer), loads the API-key cache from `tm_auth`, opens the object store
+    /// and keyring, and binds the gRPC and admin listeners. Every `DatasetService` call goes through
+    /// `trustmesh_auth::Authenticator` (API keys only; the operator credential reads no datasets).
     ///
     /// # Errors
     ///
     /// [`AppError`] naming what could not be set up.
-    pub async fn build<A>(settings: Settings, auth: A) -> Result<Self, AppError>
-    where
-        A: Interceptor + Clone + Send + Sync + 'static,
-    {
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let readiness = Readiness::new();
         let postgres_ready = readiness.register("postgres");
         let nats_ready = readiness.register("nats");
+        let keys_ready = readiness.register("tm_auth key cache");
         let consumer_ready = readiness.register("ingest-deletion consumer");
 
         let schema = SchemaName::new(SCHEMA)?;
@@ -119,8 +121,14 @@ impl Application {
         let jetstream = async_nats::jetstream::new(client);
         ensure_streams(&jetstream).await?;
         let pull = ensure_consumer(&jetstream, &INGEST_DELETION).await?;
-        let publisher = Publisher::new(jetstream);
         nats_ready.set_ready();
+        let background = CancellationToken::new();
+        // Stops the cache's watch if anything below fails; disarmed once the app is built.
+        let stop_background = background.clone().drop_guard();
+        let cache =
+            KeyCache::start(&jetstream, CacheOptions::default(), background.clone()).await?;
+        keys_ready.set_ready();
+        let publisher = Publisher::new(jetstream);
 
         let store: Arc<dyn ObjectStore> = match &settings.objects {
             ObjectStoreSettings::Local { dir } => Arc::new(LocalDirStore::open(dir).await?),
@@ -179,7 +187,7 @@ impl Application {
             DatasetServiceServer::new(DatasetsHandler::new(repo, objects, settings.limits))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let grpc = GrpcServer::builder(settings.grpc, readiness.clone())
-            .add_service(InterceptedService::new(datasets, auth))
+            .add_service(InterceptedService::new(datasets, Authenticator::new(cache)))
             .file_descriptor_set(trustmesh_proto::FILE_DESCRIPTOR_SET)
             .grace_period(settings.shutdown.grace_period())
             .on_rpc(move |method, code, elapsed| {
@@ -188,12 +196,14 @@ impl Application {
             .build()
             .await?;
         let admin = AdminServer::bind(&settings.admin, readiness, move || metrics.render()).await?;
+        stop_background.disarm();
         Ok(Self {
             grpc,
             admin,
             relay,
             consumer,
             consumer_ready,
+            background,
         })
     }
 
@@ -235,6 +245,7 @@ impl Application {
         });
         let served = trustmesh_runtime::serve(self.grpc, self.admin, shutdown.clone()).await;
         shutdown.cancel();
+        self.background.cancel();
         if let Err(error) = relay.await {
             tracing::warn!(error = %error, "The outbox relay task ended abnormally.");
         }

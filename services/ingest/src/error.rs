@@ -1,6 +1,7 @@
 //! The service's one error type and its one mapping to `tonic::Status`.
 
 use tonic::{Code, Status};
+use trustmesh_auth::{AuthError, PageError};
 use trustmesh_runtime::cause_chain;
 
 use crate::datasets::csv::Rejection;
@@ -17,9 +18,21 @@ pub enum IngestError {
     /// The upload exceeds a limit.
     #[error("{0}")]
     TooLarge(String),
-    /// No such dataset for this tenant (another tenant's is not told apart).
-    #[error("dataset not found")]
-    NotFound,
+    /// The caller may not make this call on this resource (or has no valid key): answered as
+    /// `libs/auth` maps it, so another tenant's dataset looks exactly like a missing one.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// `page_size` or `page_token` is not acceptable.
+    #[error(transparent)]
+    Page(#[from] PageError),
+    /// No such resource for this tenant.
+    // NOTE: the message is word for word `AuthError::OtherTenant`'s (a unit test holds them
+    // together), so a missing dataset and another tenant's cannot be told apart.
+    #[error("resource `{resource}` not found")]
+    NotFound {
+        /// The resource name asked for.
+        resource: String,
+    },
     /// The dataset is not in the state the call needs.
     #[error("{0}")]
     FailedPrecondition(&'static str),
@@ -53,9 +66,10 @@ impl IngestError {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument(_) | Self::Rejected(_) => Code::InvalidArgument,
+            Self::Auth(error) => Status::from(error.clone()).code(),
+            Self::InvalidArgument(_) | Self::Rejected(_) | Self::Page(_) => Code::InvalidArgument,
             Self::TooLarge(_) => Code::ResourceExhausted,
-            Self::NotFound => Code::NotFound,
+            Self::NotFound { .. } => Code::NotFound,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::DigestMismatch => Code::DataLoss,
             Self::StreamBroken(_) => Code::Aborted,
@@ -67,10 +81,11 @@ impl IngestError {
     /// A short machine-readable reason for the audit log (never content).
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::Auth(error) => error.reason(),
+            Self::InvalidArgument(_) | Self::Page(_) => "INVALID_ARGUMENT",
             Self::Rejected(rejection) => rejection.code,
             Self::TooLarge(_) => "TOO_LARGE",
-            Self::NotFound => "NOT_FOUND",
+            Self::NotFound { .. } => "NOT_FOUND",
             Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
             Self::DigestMismatch => "DIGEST_MISMATCH",
             Self::StreamBroken(_) => "STREAM_BROKEN",
@@ -88,10 +103,12 @@ impl From<IngestError> for Status {
     fn from(error: IngestError) -> Self {
         let code = error.code();
         match error {
+            IngestError::Auth(error) => error.into(),
+            IngestError::Page(error) => error.into(),
             IngestError::InvalidArgument(_)
             | IngestError::Rejected(_)
             | IngestError::TooLarge(_)
-            | IngestError::NotFound
+            | IngestError::NotFound { .. }
             | IngestError::FailedPrecondition(_)
             | IngestError::DigestMismatch
             | IngestError::StreamBroken(_) => Status::new(code, error.to_string()),
@@ -110,5 +127,25 @@ impl From<IngestError> for Status {
                 Status::new(code, message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_dataset_and_another_tenants_answer_alike() {
+        let resource = "tenants/acme/datasets/01900000-0000-7000-8000-000000000001";
+        let missing = Status::from(IngestError::NotFound {
+            resource: resource.to_owned(),
+        });
+        let foreign = Status::from(IngestError::Auth(AuthError::OtherTenant {
+            resource: resource.to_owned(),
+        }));
+        assert_eq!(
+            (missing.code(), missing.message()),
+            (foreign.code(), foreign.message())
+        );
     }
 }

@@ -4,11 +4,13 @@
 //!
 //! Layout:
 //! - [`Application`] (`app.rs`): build (connect, migrate schema `ingest`, ensure streams and the
-//!   `ingest-deletion` consumer, bind listeners) and `run_until_stopped`.
+//!   `ingest-deletion` consumer, load the `tm_auth` key cache, bind listeners behind
+//!   `trustmesh_auth::Authenticator`) and `run_until_stopped`.
 //! - [`settings`]: typed, layered settings.
-//! - `datasets/`: `grpc.rs` (the `DatasetService` handler, auditing every call), `repo.rs` (the
-//!   `datasets` table: display name, description, file name and schema sealed), `csv.rs` (parsing
-//!   and rejections naming line and column), `schema.rs` (types, roles, typed columns).
+//! - `datasets/`: `grpc.rs` (the `DatasetService` handler: scope and tenant checks on every call,
+//!   every call audited, denials included; how service-to-service reads authenticate), `repo.rs`
+//!   (the `datasets` table: display name, description, file name and schema sealed), `csv.rs`
+//!   (parsing and rejections naming line and column), `schema.rs` (types, roles, typed columns).
 //! - `deletion/consumer.rs`: deletes a dataset's or tenant's data, crypto-shreds, scans for residue,
 //!   publishes `deletion.receipt`, once per deletion.
 //! - `error.rs`: [`IngestError`] and its one mapping to `tonic::Status`.

@@ -2,22 +2,12 @@
 
 use std::process::ExitCode;
 
-use tonic::{Request, Status};
 use trustmesh_ingest::{Application, Settings};
-
-/// NOTE: the placeholder for `libs/auth`'s API-key interceptor, which does not exist yet: every call
-/// passes, and the tenant comes from the resource name. Replace it when `libs/auth` lands.
-fn no_auth_yet(request: Request<()>) -> Result<Request<()>, Status> {
-    Ok(request)
-}
 
 fn main() -> ExitCode {
     trustmesh_runtime::run_main("ingest", |settings: Settings, shutdown| async move {
         let _telemetry = trustmesh_telemetry::init("ingest", &settings.telemetry)?;
-        tracing::warn!(
-            "API-key authentication is not wired yet (libs/auth): every caller is trusted."
-        );
-        Application::build(settings, no_auth_yet)
+        Application::build(settings)
             .await?
             .run_until_stopped(shutdown)
             .await?;

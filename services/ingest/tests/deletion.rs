@@ -173,7 +173,8 @@ async fn a_tenant_deletion_crypto_shreds_and_removes_everything() {
             .all(|p| !p.to_string_lossy().contains("/acme/"))
     );
     // Another tenant is untouched.
-    app.client
+    app.client_of("other")
+        .await
         .get_dataset(GetDatasetRequest { name: other.name })
         .await
         .unwrap();

@@ -1,15 +1,29 @@
 //! `DatasetService`: Create, Upload (client-streaming), Get, List and ReadRows (server-streaming).
-//! Every call is audited (allowed or failed) on `tm.<tenant>.audit.ingest` through the outbox.
+//!
+//! Every call comes through `trustmesh_auth::Authenticator` (no valid API key: UNAUTHENTICATED) and
+//! is checked with [`Principal::require`] before anything is read: `datasets:write` for Create and
+//! Upload, `datasets:read` for Get, List and ReadRows. A key of another tenant gets NOT_FOUND, word
+//! for word what a missing dataset gets.
+//!
+//! Every call is audited (allowed, denied or failed) through the outbox on
+//! `tm.<tenant>.audit.ingest` of the tenant the resource name names, that is the owner's log even
+//! when another tenant's key is refused; the actor is the calling key.
+//!
+//! Service-to-service reads (`analysis` and `trust-scoring` calling `ReadRows` or `GetDataset`)
+//! authenticate like any client, for now: the caller forwards the bearer key of the request that
+//! started the work, so the read needs `datasets:read` on that tenant, stops working as soon as the
+//! key is revoked or expires, and is audited as that key's access.
+// NOTE: there is no service identity in `libs/auth` yet; when one lands (mTLS identities acting for a
+// tenant), ReadRows should accept it instead of a forwarded user key.
 
 use std::pin::Pin;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use futures::Stream;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
+use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size, resource_tenant};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
 use trustmesh_proto::events::v1::{ActorType, Outcome};
@@ -32,8 +46,8 @@ use crate::error::IngestError;
 use crate::settings::Limits;
 
 /// Default and largest `ListDatasets` page.
-const PAGE_DEFAULT: i64 = 50;
-const PAGE_MAX: i64 = 1000;
+const PAGE_DEFAULT: usize = 50;
+const PAGE_MAX: usize = 1000;
 /// Default and largest `ReadRows` batch.
 const BATCH_DEFAULT: u64 = 4096;
 const BATCH_MAX: u64 = 65536;
@@ -59,7 +73,14 @@ impl DatasetsHandler {
         }
     }
 
-    fn entry(tenant: TenantId, action: &str, resource: &str, request_id: &str) -> AuditEntry {
+    /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
+    fn entry(
+        principal: &Principal,
+        tenant: TenantId,
+        action: &str,
+        resource: &str,
+        request_id: &str,
+    ) -> AuditEntry {
         let mut entry = AuditEntry::new(
             Service::Ingest,
             tenant,
@@ -69,15 +90,29 @@ impl DatasetsHandler {
                 .take(AUDIT_RESOURCE_MAX)
                 .collect::<String>(),
         );
-        // NOTE: no authenticated principal until `libs/auth` lands (see `Application::build`'s
-        // interceptor seam); the caller is recorded as anonymous.
-        entry.actor_type = ActorType::Anonymous;
+        entry.actor_type = match principal {
+            Principal::ApiKey(_) => ActorType::ApiKey,
+            Principal::Operator => ActorType::Operator,
+        };
+        entry.actor_id = principal.actor_id();
         entry.request_id = request_id.to_owned();
         entry
     }
 
-    /// Audits the call (when its tenant is known) and turns the result into the RPC's answer. An
-    /// allowed call whose audit cannot be recorded fails: no unaudited data access.
+    /// [`Self::entry`] in the tenant `resource` names (its owner, whoever calls); `None` if it names
+    /// none, as nothing of any tenant is touched then.
+    fn entry_for(
+        principal: &Principal,
+        action: &str,
+        resource: &str,
+        request_id: &str,
+    ) -> Option<AuditEntry> {
+        let tenant = resource_tenant("name", resource).ok()?;
+        Some(Self::entry(principal, tenant, action, resource, request_id))
+    }
+
+    /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
+    /// RPC's answer. An allowed call whose audit cannot be recorded fails: no unaudited data access.
     async fn settle<T>(
         &self,
         entry: Option<AuditEntry>,
@@ -93,7 +128,11 @@ impl DatasetsHandler {
                 Ok(value)
             }
             Err(error) => {
-                entry.outcome = Outcome::Error;
+                entry.outcome = if let IngestError::Auth(_) = error {
+                    Outcome::Denied
+                } else {
+                    Outcome::Error
+                };
                 entry.grpc_code = error.code() as i32;
                 error.reason().clone_into(&mut entry.reason);
                 if let Err(audit_error) = self.repo.audit(entry).await {
@@ -156,7 +195,7 @@ impl DatasetsHandler {
             .repo
             .get(&scope, name.id)
             .await?
-            .ok_or(IngestError::NotFound)?;
+            .ok_or_else(|| not_found(name))?;
         self.to_proto(&scope, row).await
     }
 
@@ -165,26 +204,20 @@ impl DatasetsHandler {
         tenant: &TenantId,
         req: &ListDatasetsRequest,
     ) -> Result<ListDatasetsResponse, IngestError> {
-        let size = match i64::from(req.page_size) {
-            n if n < 0 => {
-                return Err(IngestError::InvalidArgument(
-                    "page_size must not be negative".to_owned(),
-                ));
-            }
-            0 => PAGE_DEFAULT,
-            n => n.min(PAGE_MAX),
-        };
+        let size = page_size(req.page_size, PAGE_DEFAULT, PAGE_MAX)?;
         let state = (req.state != 0).then(|| i16::try_from(req.state).unwrap_or(-1));
-        let before = match req.page_token.as_str() {
-            "" => None,
-            token => Some(decode_token(token, tenant, req.state)?),
-        };
+        let query = format!("state={}", req.state);
+        let before = PageToken::decode(&req.page_token, tenant, &query)?
+            .map(|cursor| Uuid::try_parse(&cursor))
+            .transpose()
+            .map_err(|_| PageError::InvalidToken)?;
         let scope = TenantScope::new(tenant.clone());
-        let mut rows = self.repo.list(&scope, state, before, size + 1).await?;
-        let more = rows.len() > usize::try_from(size).unwrap_or(usize::MAX);
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let limit = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let mut rows = self.repo.list(&scope, state, before, limit).await?;
+        let more = rows.len() > size;
+        rows.truncate(size);
         let next_page_token = match rows.last() {
-            Some(last) if more => encode_token(tenant, req.state, last.id),
+            Some(last) if more => PageToken::encode(tenant, &query, &last.id.to_string()),
             Some(_) | None => String::new(),
         };
         let mut datasets = Vec::with_capacity(rows.len());
@@ -197,13 +230,15 @@ impl DatasetsHandler {
         })
     }
 
-    /// Receives, validates, parses and stores an upload. Nothing is stored unless all of it is
-    /// valid; `name` is set as soon as the metadata names the dataset.
+    /// Receives, checks `principal` may write the dataset, validates, parses and stores an upload.
+    /// Nothing is stored unless all of it is valid; `resource` is set as soon as the metadata names
+    /// the dataset.
     async fn upload(
         &self,
+        principal: &Principal,
         mut stream: Streaming<UploadDatasetRequest>,
         request_id: &str,
-        name: &mut Option<DatasetName>,
+        resource: &mut Option<String>,
     ) -> Result<(Dataset, u64), IngestError> {
         let first = stream
             .message()
@@ -215,15 +250,16 @@ impl DatasetsHandler {
                 "the first message of an upload must carry its metadata".to_owned(),
             ));
         };
+        *resource = Some(metadata.dataset.clone());
+        principal.require(Scope::DatasetsWrite, "metadata.dataset", &metadata.dataset)?;
         let dataset = DatasetName::parse(&metadata.dataset)?;
-        *name = Some(dataset.clone());
         let options = self.check_metadata(&metadata)?;
         let scope = TenantScope::new(dataset.tenant.clone());
         let row = self
             .repo
             .get(&scope, dataset.id)
             .await?
-            .ok_or(IngestError::NotFound)?;
+            .ok_or_else(|| not_found(&dataset))?;
         if row.state != state(DatasetState::AwaitingUpload) {
             return Err(IngestError::FailedPrecondition(
                 "the dataset is not awaiting an upload",
@@ -287,6 +323,7 @@ impl DatasetsHandler {
                 )
                 .await?;
             let mut entry = Self::entry(
+                principal,
                 dataset.tenant.clone(),
                 "datasets.upload",
                 &dataset.to_string(),
@@ -387,7 +424,7 @@ impl DatasetsHandler {
             .repo
             .get(&scope, name.id)
             .await?
-            .ok_or(IngestError::NotFound)?;
+            .ok_or_else(|| not_found(name))?;
         if row.state != state(DatasetState::Ready) {
             return Err(IngestError::FailedPrecondition("the dataset is not READY"));
         }
@@ -513,30 +550,11 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The page token after dataset `last`, bound to the tenant and the state filter.
-fn encode_token(tenant: &TenantId, state: i32, last: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1|{tenant}|{state}|{last}"))
-}
-
-fn decode_token(token: &str, tenant: &TenantId, state: i32) -> Result<Uuid, IngestError> {
-    let invalid =
-        || IngestError::InvalidArgument("page_token does not belong to this query".to_owned());
-    let decoded = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
-    let mut parts = decoded.split('|');
-    let (Some("v1"), Some(t), Some(s), Some(last), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(invalid());
-    };
-    if t != tenant.as_str() || s != state.to_string() {
-        return Err(invalid());
+/// NOT_FOUND for dataset `name`.
+fn not_found(name: &DatasetName) -> IngestError {
+    IngestError::NotFound {
+        resource: name.to_string(),
     }
-    Uuid::try_parse(last).map_err(|_| invalid())
 }
 
 /// The caller's `x-request-id` if it is a short printable token, else a fresh UUIDv7.
@@ -555,31 +573,34 @@ impl DatasetService for DatasetsHandler {
         &self,
         request: Request<CreateDatasetRequest>,
     ) -> Result<Response<Dataset>, Status> {
+        let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
         let req = request.into_inner();
-        let tenant = parse_parent(&req.parent)?;
-        let entry = Self::entry(tenant.clone(), "datasets.create", &req.parent, &request_id);
-        let result = self.create(&tenant, req).await.map(|d| (d, 1));
-        self.settle(Some(entry), result).await.map(Response::new)
+        let entry = Self::entry_for(&principal, "datasets.create", &req.parent, &request_id);
+        let result = async {
+            principal.require(Scope::DatasetsWrite, "parent", &req.parent)?;
+            let tenant = parse_parent(&req.parent)?;
+            self.create(&tenant, req).await.map(|d| (d, 1))
+        }
+        .await;
+        self.settle(entry, result).await.map(Response::new)
     }
 
     async fn upload_dataset(
         &self,
         request: Request<Streaming<UploadDatasetRequest>>,
     ) -> Result<Response<Dataset>, Status> {
+        let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
-        let mut name = None;
+        let mut resource = None;
         let result = self
-            .upload(request.into_inner(), &request_id, &mut name)
+            .upload(&principal, request.into_inner(), &request_id, &mut resource)
             .await;
         // A successful upload recorded its audit event with the dataset, in one transaction.
-        let entry = match (&result, name) {
-            (Err(_), Some(name)) => Some(Self::entry(
-                name.tenant.clone(),
-                "datasets.upload",
-                &name.to_string(),
-                &request_id,
-            )),
+        let entry = match (&result, resource) {
+            (Err(_), Some(resource)) => {
+                Self::entry_for(&principal, "datasets.upload", &resource, &request_id)
+            }
             (Ok(_) | Err(_), _) => None,
         };
         self.settle(entry, result).await.map(Response::new)
@@ -589,27 +610,36 @@ impl DatasetService for DatasetsHandler {
         &self,
         request: Request<GetDatasetRequest>,
     ) -> Result<Response<Dataset>, Status> {
+        let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
         let req = request.into_inner();
-        let name = DatasetName::parse(&req.name)?;
-        let entry = Self::entry(name.tenant.clone(), "datasets.get", &req.name, &request_id);
-        let result = self.get(&name).await.map(|d| (d, 1));
-        self.settle(Some(entry), result).await.map(Response::new)
+        let entry = Self::entry_for(&principal, "datasets.get", &req.name, &request_id);
+        let result = async {
+            principal.require(Scope::DatasetsRead, "name", &req.name)?;
+            let name = DatasetName::parse(&req.name)?;
+            self.get(&name).await.map(|d| (d, 1))
+        }
+        .await;
+        self.settle(entry, result).await.map(Response::new)
     }
 
     async fn list_datasets(
         &self,
         request: Request<ListDatasetsRequest>,
     ) -> Result<Response<ListDatasetsResponse>, Status> {
+        let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
         let req = request.into_inner();
-        let tenant = parse_parent(&req.parent)?;
-        let entry = Self::entry(tenant.clone(), "datasets.list", &req.parent, &request_id);
-        let result = self.list(&tenant, &req).await.map(|r| {
-            let n = r.datasets.len() as u64;
-            (r, n)
-        });
-        self.settle(Some(entry), result).await.map(Response::new)
+        let entry = Self::entry_for(&principal, "datasets.list", &req.parent, &request_id);
+        let result = async {
+            principal.require(Scope::DatasetsRead, "parent", &req.parent)?;
+            let tenant = parse_parent(&req.parent)?;
+            let response = self.list(&tenant, &req).await?;
+            let n = response.datasets.len() as u64;
+            Ok((response, n))
+        }
+        .await;
+        self.settle(entry, result).await.map(Response::new)
     }
 
     type ReadRowsStream = ReadRowsStream;
@@ -618,17 +648,17 @@ impl DatasetService for DatasetsHandler {
         &self,
         request: Request<ReadRowsRequest>,
     ) -> Result<Response<Self::ReadRowsStream>, Status> {
+        let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
         let req = request.into_inner();
-        let name = DatasetName::parse(&req.name)?;
-        let entry = Self::entry(
-            name.tenant.clone(),
-            "datasets.rows.read",
-            &req.name,
-            &request_id,
-        );
-        let result = self.read_rows(&name, &req).await;
-        let responses = self.settle(Some(entry), result).await?;
+        let entry = Self::entry_for(&principal, "datasets.rows.read", &req.name, &request_id);
+        let result = async {
+            principal.require(Scope::DatasetsRead, "name", &req.name)?;
+            let name = DatasetName::parse(&req.name)?;
+            self.read_rows(&name, &req).await
+        }
+        .await;
+        let responses = self.settle(entry, result).await?;
         let stream: ReadRowsStream = Box::pin(tokio_stream::iter(responses.into_iter().map(Ok)));
         Ok(Response::new(stream))
     }

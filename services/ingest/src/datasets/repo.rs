@@ -172,7 +172,9 @@ impl DatasetRepo {
         .bind(request_id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or(IngestError::NotFound)
+        .ok_or_else(|| IngestError::NotFound {
+            resource: format!("tenants/{}", scope.as_str()),
+        })
     }
 
     /// The tenant's dataset `id`, if any.
