@@ -1,0 +1,397 @@
+//! `AnalysisService`: StartAnalysis, Get/List/Cancel/WatchJob and GetModelOutputs (for services).
+//! Every call is audited (allowed or failed) on `tm.<tenant>.audit.analysis` through the outbox.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+use trustmesh_auth::{PageToken, page_size};
+use trustmesh_bus::audit::AuditEntry;
+use trustmesh_events::{Service, TenantId};
+use trustmesh_proto::events::v1::{ActorType, Outcome};
+use trustmesh_proto::v1::analysis_service_server::AnalysisService;
+use trustmesh_proto::v1::{
+    CancelJobRequest, GetJobRequest, GetModelOutputsRequest, GetModelOutputsResponse, Job,
+    JobState, ListJobsRequest, ListJobsResponse, StartAnalysisRequest, TaskType, WatchJobRequest,
+};
+use trustmesh_store::{EncryptedObjects, TenantScope};
+use uuid::Uuid;
+
+use super::repo::{ACTIVE, Change, Guard, JobRepo, JobRow};
+use super::{JobSpec, ResourceName, is_terminal, parse_parent};
+use crate::error::AnalysisError;
+use crate::outputs::{self, StoredOutputs};
+
+/// Default and largest `ListJobs` page.
+const PAGE_DEFAULT: usize = 50;
+const PAGE_MAX: usize = 1000;
+/// Default cross-validation folds, and the allowed range.
+const FOLDS_DEFAULT: u32 = 5;
+const FOLDS_RANGE: std::ops::RangeInclusive<u32> = 2..=20;
+/// Default kNN neighbours.
+const KNN_K_DEFAULT: u32 = 10;
+/// How often `WatchJob` looks for changes.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest client-supplied string echoed into an audit event.
+const AUDIT_RESOURCE_MAX: usize = 256;
+
+/// The `AnalysisService` handler.
+#[derive(Debug, Clone)]
+pub(crate) struct JobsHandler {
+    repo: JobRepo,
+    objects: EncryptedObjects,
+}
+
+type JobStream = Pin<Box<dyn Stream<Item = Result<Job, Status>> + Send>>;
+type OutputsStream = Pin<Box<dyn Stream<Item = Result<GetModelOutputsResponse, Status>> + Send>>;
+
+/// The caller's `x-request-id` if it is a short printable token, else a fresh UUIDv7.
+fn request_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+impl JobsHandler {
+    pub(crate) fn new(repo: JobRepo, objects: EncryptedObjects) -> Self {
+        Self { repo, objects }
+    }
+
+    fn entry(tenant: TenantId, action: &str, resource: &str, request_id: &str) -> AuditEntry {
+        let mut entry = AuditEntry::new(
+            Service::Analysis,
+            tenant,
+            action,
+            resource
+                .chars()
+                .take(AUDIT_RESOURCE_MAX)
+                .collect::<String>(),
+        );
+        // NOTE: no authenticated principal until the API-key interceptor is wired into the services
+        // (see `Application::build`'s interceptor seam); the caller is recorded as anonymous.
+        entry.actor_type = ActorType::Anonymous;
+        entry.request_id = request_id.to_owned();
+        entry
+    }
+
+    /// Audits the call and turns the result into the RPC's answer. An allowed call whose audit
+    /// cannot be recorded fails: no unaudited data access.
+    async fn settle<T>(
+        &self,
+        mut entry: AuditEntry,
+        result: Result<(T, u64), AnalysisError>,
+    ) -> Result<T, Status> {
+        match result {
+            Ok((value, records)) => {
+                entry.records_affected = records;
+                self.repo.audit(entry).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                entry.outcome = Outcome::Error;
+                entry.grpc_code = error.code() as i32;
+                error.reason().clone_into(&mut entry.reason);
+                if let Err(audit_error) = self.repo.audit(entry).await {
+                    tracing::error!(error = %audit_error, "Could not record the audit event of a failed call.");
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn start(&self, req: StartAnalysisRequest) -> Result<Job, AnalysisError> {
+        let dataset = ResourceName::parse("dataset", "datasets", &req.dataset)?;
+        match req.task_type() {
+            TaskType::Classification => {}
+            TaskType::Unspecified => {
+                return Err(AnalysisError::InvalidArgument(
+                    "task_type is required".to_owned(),
+                ));
+            }
+            other @ (TaskType::Multilabel | TaskType::Regression | TaskType::Unsupervised) => {
+                return Err(AnalysisError::InvalidArgument(format!(
+                    "task_type {} is not supported yet; use TASK_TYPE_CLASSIFICATION",
+                    other.as_str_name()
+                )));
+            }
+        }
+        if req.label_column.is_empty() {
+            return Err(AnalysisError::InvalidArgument(
+                "label_column is required for classification".to_owned(),
+            ));
+        }
+        let options = req.options.unwrap_or_default();
+        let cv_folds = match options.cv_folds {
+            0 => FOLDS_DEFAULT,
+            n if FOLDS_RANGE.contains(&n) => n,
+            _ => {
+                return Err(AnalysisError::InvalidArgument(
+                    "options.cv_folds must be between 2 and 20".to_owned(),
+                ));
+            }
+        };
+        let request_id = match req.request_id.as_str() {
+            "" => None,
+            id => Some(Uuid::try_parse(id).map_err(|_| {
+                AnalysisError::InvalidArgument("request_id must be a UUID".to_owned())
+            })?),
+        };
+        let spec = JobSpec {
+            label_column: req.label_column,
+            issue_types: req.issue_types,
+            column_overrides: req.column_overrides,
+            cv_folds,
+            knn_k: match options.knn_k {
+                0 => KNN_K_DEFAULT,
+                n => n,
+            },
+            seed: options.seed.unwrap_or_default(),
+        };
+        let scope = TenantScope::new(dataset.tenant.clone());
+        let task_type = i16::try_from(i32::from(TaskType::Classification)).unwrap_or_default();
+        let row = self
+            .repo
+            .create(&scope, request_id, dataset.id, task_type, &spec)
+            .await?;
+        Ok(row.to_proto(&dataset.tenant))
+    }
+
+    async fn row(&self, name: &ResourceName) -> Result<JobRow, AnalysisError> {
+        self.repo
+            .get(&TenantScope::new(name.tenant.clone()), name.id)
+            .await?
+            .ok_or(AnalysisError::NotFound)
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        req: &ListJobsRequest,
+    ) -> Result<ListJobsResponse, AnalysisError> {
+        let size = page_size(req.page_size, PAGE_DEFAULT, PAGE_MAX)?;
+        let dataset = match req.dataset.as_str() {
+            "" => None,
+            name => {
+                let dataset = ResourceName::parse("dataset", "datasets", name)?;
+                if &dataset.tenant != tenant {
+                    return Err(AnalysisError::InvalidArgument(
+                        "dataset must be of the parent tenant".to_owned(),
+                    ));
+                }
+                Some(dataset.id)
+            }
+        };
+        let states: Vec<i16> = req
+            .states
+            .iter()
+            .map(|s| i16::try_from(*s).unwrap_or(-1))
+            .collect();
+        let query = format!("dataset={}&states={states:?}", req.dataset);
+        let before = PageToken::decode(&req.page_token, tenant, &query)?
+            .map(|cursor| Uuid::try_parse(&cursor))
+            .transpose()
+            .map_err(|_| AnalysisError::from(trustmesh_auth::PageError::InvalidToken))?;
+        let scope = TenantScope::new(tenant.clone());
+        let limit = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let mut rows = self
+            .repo
+            .list(&scope, dataset, &states, before, limit)
+            .await?;
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let next_page_token = match rows.last() {
+            Some(last) if more => PageToken::encode(tenant, &query, &last.id.to_string()),
+            Some(_) | None => String::new(),
+        };
+        Ok(ListJobsResponse {
+            jobs: rows.iter().map(|r| r.to_proto(tenant)).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn cancel(&self, name: &ResourceName) -> Result<Job, AnalysisError> {
+        let scope = TenantScope::new(name.tenant.clone());
+        let change = Change {
+            state: Some(JobState::Cancelled),
+            ..Change::default()
+        };
+        let guard = Guard {
+            from: ACTIVE,
+            outputs_ready: None,
+        };
+        match self
+            .repo
+            .transition(&scope, name.id, guard, change, &[], None)
+            .await?
+        {
+            Some(row) => Ok(row.to_proto(&name.tenant)),
+            None => {
+                self.row(name).await?;
+                Err(AnalysisError::FailedPrecondition(
+                    "the job has already finished",
+                ))
+            }
+        }
+    }
+
+    async fn outputs(
+        &self,
+        name: &ResourceName,
+        req: &GetModelOutputsRequest,
+    ) -> Result<(Vec<GetModelOutputsResponse>, u64), AnalysisError> {
+        let row = self.row(name).await?;
+        if !row.outputs_ready {
+            return Err(AnalysisError::FailedPrecondition(
+                "the job has not produced model outputs",
+            ));
+        }
+        let scope = TenantScope::new(name.tenant.clone());
+        let plaintext = self
+            .objects
+            .get(&scope, &outputs::outputs_key(row.id)?)
+            .await?;
+        let stored = StoredOutputs::decode(plaintext)
+            .map_err(|_| AnalysisError::Corrupt("stored model outputs"))?;
+        let dataset = ResourceName::dataset_string(&name.tenant, row.dataset);
+        let responses = outputs::responses(&stored, dataset, req)?;
+        Ok((responses, stored.row_count))
+    }
+}
+
+/// Streams `name`'s job: now, then on every change, until a terminal state.
+fn watch(repo: JobRepo, name: ResourceName, first: JobRow) -> JobStream {
+    let tenant = name.tenant.clone();
+    let scope = TenantScope::new(name.tenant);
+    let start = (Some(first), None::<i64>, false);
+    Box::pin(futures::stream::unfold(
+        start,
+        move |(mut next, last_version, done)| {
+            let (repo, scope, tenant, id) = (repo.clone(), scope.clone(), tenant.clone(), name.id);
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let row = match next.take() {
+                        Some(row) => row,
+                        None => {
+                            tokio::time::sleep(WATCH_INTERVAL).await;
+                            match repo.get(&scope, id).await {
+                                Ok(Some(row)) => row,
+                                Ok(None) => {
+                                    return Some((
+                                        Err(AnalysisError::NotFound.into()),
+                                        (None, last_version, true),
+                                    ));
+                                }
+                                Err(error) => {
+                                    return Some((Err(error.into()), (None, last_version, true)));
+                                }
+                            }
+                        }
+                    };
+                    if Some(row.version) != last_version {
+                        let terminal = is_terminal(row.state);
+                        let version = Some(row.version);
+                        return Some((Ok(row.to_proto(&tenant)), (None, version, terminal)));
+                    }
+                }
+            }
+        },
+    ))
+}
+
+#[tonic::async_trait]
+impl AnalysisService for JobsHandler {
+    async fn start_analysis(
+        &self,
+        request: Request<StartAnalysisRequest>,
+    ) -> Result<Response<Job>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let dataset = ResourceName::parse("dataset", "datasets", &req.dataset)?;
+        let entry = Self::entry(dataset.tenant, "analysis.start", &req.dataset, &request_id);
+        let result = self.start(req).await.map(|job| (job, 1));
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::job(&req.name)?;
+        let entry = Self::entry(name.tenant.clone(), "jobs.get", &req.name, &request_id);
+        let result = self
+            .row(&name)
+            .await
+            .map(|row| (row.to_proto(&name.tenant), 1));
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let tenant = parse_parent(&req.parent)?;
+        let entry = Self::entry(tenant.clone(), "jobs.list", &req.parent, &request_id);
+        let result = self.list(&tenant, &req).await.map(|r| {
+            let n = r.jobs.len() as u64;
+            (r, n)
+        });
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<CancelJobRequest>,
+    ) -> Result<Response<Job>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::job(&req.name)?;
+        let entry = Self::entry(name.tenant.clone(), "jobs.cancel", &req.name, &request_id);
+        let result = self.cancel(&name).await.map(|job| (job, 1));
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    type WatchJobStream = JobStream;
+
+    async fn watch_job(
+        &self,
+        request: Request<WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::job(&req.name)?;
+        let entry = Self::entry(name.tenant.clone(), "jobs.watch", &req.name, &request_id);
+        let result = self.row(&name).await.map(|row| (row, 1));
+        let first = self.settle(entry, result).await?;
+        Ok(Response::new(watch(self.repo.clone(), name, first)))
+    }
+
+    type GetModelOutputsStream = OutputsStream;
+
+    async fn get_model_outputs(
+        &self,
+        request: Request<GetModelOutputsRequest>,
+    ) -> Result<Response<Self::GetModelOutputsStream>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::job(&req.name)?;
+        let entry = Self::entry(
+            name.tenant.clone(),
+            "jobs.outputs.read",
+            &req.name,
+            &request_id,
+        );
+        let result = self.outputs(&name, &req).await;
+        let responses = self.settle(entry, result).await?;
+        let stream: OutputsStream = Box::pin(futures::stream::iter(responses.into_iter().map(Ok)));
+        Ok(Response::new(stream))
+    }
+}

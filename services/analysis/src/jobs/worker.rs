@@ -1,0 +1,431 @@
+//! The `analysis-requested` consumer: runs a job (read rows from ingest, featurize, K-fold train,
+//! store encrypted outputs), then writes `analysis.completed` with the job's change. A job whose
+//! outputs are stored, or that ended, is not run again, so redeliveries are harmless; a delivery
+//! cut off mid-job (a crash) is redelivered and reruns the job from the start.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use tonic::Code;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
+use trustmesh_bus::audit::AuditEntry;
+use trustmesh_bus::{Delivery, Handler, HandlerError};
+use trustmesh_events::{Service, Subject};
+use trustmesh_proto::events::v1::{
+    ActorType, AnalysisCompleted, AnalysisFailed, AnalysisRequested, Outcome,
+};
+use trustmesh_proto::v1::column_data::Values;
+use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
+use trustmesh_proto::v1::{ColumnData, DatasetState, GetDatasetRequest, JobState, ReadRowsRequest};
+use trustmesh_store::{EncryptedObjects, TenantScope};
+
+use super::repo::{ACTIVE, Change, Guard, JobRepo, JobRow, Pending, event_meta};
+use super::{ResourceName, Step, is_terminal, steps};
+use crate::error::AnalysisError;
+use crate::featurize::{self, JobFailure, Plan};
+use crate::outputs::{StoredOutputs, outputs_key};
+
+/// Rows per `ReadRows` message.
+const READ_BATCH_ROWS: u32 = 16384;
+
+/// Why a run stopped early.
+enum Stop {
+    /// The job cannot succeed: it becomes FAILED.
+    Failed(JobFailure),
+    /// Try again later.
+    Retry(HandlerError),
+    /// The job was cancelled (or finished elsewhere) meanwhile.
+    Cancelled,
+}
+
+impl From<JobFailure> for Stop {
+    fn from(failure: JobFailure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+impl From<AnalysisError> for Stop {
+    fn from(error: AnalysisError) -> Self {
+        Self::Retry(HandlerError::retryable(trustmesh_runtime::cause_chain(
+            &error,
+        )))
+    }
+}
+
+/// What a failed call to ingest means for the job.
+fn ingest_failure(status: &tonic::Status) -> Stop {
+    let failed = |code, message: &str| Stop::Failed(JobFailure::new(code, message));
+    match status.code() {
+        Code::NotFound => failed("DATASET_NOT_FOUND", "the dataset does not exist"),
+        Code::FailedPrecondition => {
+            failed("DATASET_NOT_READY", "the dataset is not ready for analysis")
+        }
+        Code::InvalidArgument | Code::OutOfRange => failed(
+            "DATASET_UNREADABLE",
+            "the dataset could not be read for analysis",
+        ),
+        Code::PermissionDenied | Code::Unauthenticated => failed(
+            "DATASET_ACCESS_DENIED",
+            "the analysis service may not read the dataset",
+        ),
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::AlreadyExists
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::Unavailable
+        | Code::DataLoss => Stop::Retry(HandlerError::retryable(format!(
+            "ingest answered {:?}",
+            status.code()
+        ))),
+    }
+}
+
+/// How often a long step tells the server the delivery is still being worked on (well within the
+/// consumer's 30 s ack wait).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Awaits `work`, sending a progress ack every [`HEARTBEAT`] so the delivery is not redelivered
+/// while a long step (featurizing, training) runs.
+async fn with_heartbeat<T>(delivery: &Delivery, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticker.tick() => {
+                if let Err(error) = delivery.in_progress().await {
+                    tracing::warn!(error = %error, "Could not extend the delivery's ack wait.");
+                }
+            }
+        }
+    }
+}
+
+/// Appends `batch`'s values of one column to `into` (same column, same type).
+fn append(into: &mut ColumnData, batch: ColumnData, rows: usize) -> Result<(), Stop> {
+    let mismatch = || {
+        Stop::Failed(JobFailure::new(
+            "DATASET_UNREADABLE",
+            "a column changed type between batches",
+        ))
+    };
+    if batch.valid.is_empty() {
+        into.valid.extend(std::iter::repeat_n(true, rows));
+    } else {
+        into.valid.extend(batch.valid);
+    }
+    match (&mut into.values, batch.values) {
+        (slot @ None, values) => *slot = values,
+        (Some(Values::Floats(a)), Some(Values::Floats(b))) => a.values.extend(b.values),
+        (Some(Values::Integers(a)), Some(Values::Integers(b))) => a.values.extend(b.values),
+        (Some(Values::Strings(a)), Some(Values::Strings(b))) => a.values.extend(b.values),
+        (Some(Values::Booleans(a)), Some(Values::Booleans(b))) => a.values.extend(b.values),
+        (Some(_), _) => return Err(mismatch()),
+    }
+    Ok(())
+}
+
+/// The `analysis-requested` handler.
+#[derive(Debug, Clone)]
+pub(crate) struct AnalysisWorker {
+    pub(crate) repo: JobRepo,
+    pub(crate) objects: EncryptedObjects,
+    pub(crate) datasets: DatasetServiceClient<Channel>,
+    /// `Bearer <key>` for ingest, if configured.
+    pub(crate) ingest_bearer: Option<MetadataValue<Ascii>>,
+}
+
+impl AnalysisWorker {
+    /// `message` as a request to ingest, with the configured credential.
+    fn to_ingest<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(bearer) = &self.ingest_bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        request
+    }
+
+    /// Moves the job to `step` (RUNNING); `Cancelled` if it is no longer active.
+    async fn advance(&self, scope: &TenantScope, row: &JobRow, step: Step) -> Result<(), Stop> {
+        let change = Change {
+            state: Some(JobState::Running),
+            step: Some(step),
+            ..Change::default()
+        };
+        let guard = Guard {
+            from: ACTIVE,
+            outputs_ready: Some(false),
+        };
+        match self
+            .repo
+            .transition(scope, row.id, guard, change, &[], None)
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(Stop::Cancelled),
+        }
+    }
+
+    /// Reads the planned columns of the dataset, whole.
+    async fn read(
+        &self,
+        dataset: &str,
+        plan: &Plan,
+        delivery: &Delivery,
+    ) -> Result<Vec<ColumnData>, Stop> {
+        let request = ReadRowsRequest {
+            name: dataset.to_owned(),
+            columns: plan.columns(),
+            batch_rows: READ_BATCH_ROWS,
+            ..ReadRowsRequest::default()
+        };
+        let mut stream = self
+            .datasets
+            .clone()
+            .read_rows(self.to_ingest(request))
+            .await
+            .map_err(|s| ingest_failure(&s))?
+            .into_inner();
+        let mut columns: Vec<ColumnData> = plan
+            .columns()
+            .into_iter()
+            .map(|name| ColumnData {
+                name,
+                ..ColumnData::default()
+            })
+            .collect();
+        while let Some(message) = stream.next().await {
+            let batch = message
+                .map_err(|s| ingest_failure(&s))?
+                .batch
+                .unwrap_or_default();
+            let rows = usize::try_from(batch.row_count).unwrap_or_default();
+            if batch.columns.len() != columns.len() {
+                return Err(Stop::Failed(JobFailure::new(
+                    "DATASET_UNREADABLE",
+                    "a batch of rows is missing columns",
+                )));
+            }
+            for (into, column) in columns.iter_mut().zip(batch.columns) {
+                append(into, column, rows)?;
+            }
+            if let Err(error) = delivery.in_progress().await {
+                tracing::warn!(error = %error, "Could not extend the delivery's ack wait.");
+            }
+        }
+        Ok(columns)
+    }
+
+    async fn run(
+        &self,
+        delivery: &Delivery,
+        scope: &TenantScope,
+        row: &JobRow,
+    ) -> Result<u64, Stop> {
+        let tenant = scope.tenant();
+        self.advance(scope, row, steps::READ_ROWS).await?;
+        let spec = self.repo.open_spec(scope, row).await?;
+        let dataset_name = ResourceName::dataset_string(tenant, row.dataset);
+        let dataset = self
+            .datasets
+            .clone()
+            .get_dataset(self.to_ingest(GetDatasetRequest {
+                name: dataset_name.clone(),
+            }))
+            .await
+            .map_err(|s| ingest_failure(&s))?
+            .into_inner();
+        if dataset.state() != DatasetState::Ready {
+            return Err(JobFailure::new(
+                "DATASET_NOT_READY",
+                "the dataset is not ready for analysis",
+            )
+            .into());
+        }
+        let plan = featurize::plan(&dataset.schema.unwrap_or_default(), &spec)?;
+        let columns = self.read(&dataset_name, &plan, delivery).await?;
+        let rows = usize::try_from(dataset.row_count).unwrap_or(usize::MAX);
+
+        self.advance(scope, row, steps::FEATURIZE).await?;
+        let prepared = with_heartbeat(
+            delivery,
+            tokio::task::spawn_blocking(move || featurize::prepare(&plan, &columns, rows)),
+        )
+        .await
+        .map_err(|e| Stop::Retry(HandlerError::retryable(e)))??;
+
+        self.advance(scope, row, steps::TRAIN_FOLDS).await?;
+        let (folds, seed) = (spec.cv_folds, spec.seed);
+        let (prepared, (pred_probs, metrics)) = with_heartbeat(
+            delivery,
+            tokio::task::spawn_blocking(move || {
+                featurize::train(&prepared, folds, seed).map(|out| (prepared, out))
+            }),
+        )
+        .await
+        .map_err(|e| Stop::Retry(HandlerError::retryable(e)))??;
+
+        self.advance(scope, row, steps::STORE_OUTPUTS).await?;
+        let stored = StoredOutputs {
+            row_count: rows as u64,
+            labels: prepared
+                .labels
+                .iter()
+                .map(|l| i32::try_from(*l).unwrap_or(-1))
+                .collect(),
+            pred_probs: pred_probs.as_slice().iter().map(|p| *p as f32).collect(),
+            embedding_dim: u32::try_from(prepared.features.d()).unwrap_or_default(),
+            embeddings: prepared.raw,
+            class_names: prepared.class_names,
+            metrics: Some(metrics),
+            issue_types: spec.issue_types,
+            task_type: i32::from(row.task_type),
+        };
+        let key = outputs_key(row.id)?;
+        self.objects
+            .put(
+                scope,
+                &key,
+                "model outputs",
+                Bytes::from(stored.encode_to_vec()),
+            )
+            .await
+            .map_err(AnalysisError::from)?;
+
+        let job_name = ResourceName::job_string(tenant, row.id);
+        let (event_id, meta) = event_meta(tenant, &row.request_id_string());
+        let completed = AnalysisCompleted {
+            meta: Some(meta),
+            job: job_name.clone(),
+            dataset: dataset_name,
+            row_count: stored.row_count,
+        };
+        let pending = Pending::new(Subject::analysis_completed(tenant), event_id, &completed);
+        let mut entry =
+            AuditEntry::new(Service::Analysis, tenant.clone(), "analysis.run", job_name);
+        entry.actor_type = ActorType::Service;
+        Service::Analysis.as_str().clone_into(&mut entry.actor_id);
+        entry.request_id = row.request_id_string();
+        entry.records_affected = stored.row_count;
+        let change = Change {
+            state: Some(JobState::Running),
+            step: Some(steps::DETECT_ISSUES),
+            outputs_ready: true,
+            row_count: Some(stored.row_count),
+            ..Change::default()
+        };
+        let guard = Guard {
+            from: ACTIVE,
+            outputs_ready: Some(false),
+        };
+        match self
+            .repo
+            .transition(scope, row.id, guard, change, &[pending], Some(entry))
+            .await?
+        {
+            Some(_) => Ok(stored.row_count),
+            None => {
+                self.objects
+                    .delete(scope, &key)
+                    .await
+                    .map_err(AnalysisError::from)?;
+                Err(Stop::Cancelled)
+            }
+        }
+    }
+
+    /// Marks the job FAILED with `failure`, writing `analysis.failed` and the audit event with it.
+    async fn fail(
+        &self,
+        scope: &TenantScope,
+        row: &JobRow,
+        failure: JobFailure,
+    ) -> Result<(), HandlerError> {
+        let tenant = scope.tenant();
+        let job_name = ResourceName::job_string(tenant, row.id);
+        let (event_id, meta) = event_meta(tenant, &row.request_id_string());
+        let failed = AnalysisFailed {
+            meta: Some(meta),
+            job: job_name.clone(),
+            dataset: ResourceName::dataset_string(tenant, row.dataset),
+            error_code: failure.code.to_owned(),
+        };
+        let pending = Pending::new(Subject::analysis_failed(tenant), event_id, &failed);
+        let mut entry =
+            AuditEntry::new(Service::Analysis, tenant.clone(), "analysis.run", job_name);
+        entry.actor_type = ActorType::Service;
+        Service::Analysis.as_str().clone_into(&mut entry.actor_id);
+        entry.request_id = row.request_id_string();
+        entry.outcome = Outcome::Error;
+        failure.code.clone_into(&mut entry.reason);
+        tracing::info!(job.error_code = failure.code, "The analysis job failed.");
+        let change = Change {
+            state: Some(JobState::Failed),
+            error: Some((failure.code, failure.message)),
+            ..Change::default()
+        };
+        let guard = Guard {
+            from: ACTIVE,
+            outputs_ready: None,
+        };
+        self.repo
+            .transition(scope, row.id, guard, change, &[pending], Some(entry))
+            .await
+            .map_err(|e| HandlerError::retryable(trustmesh_runtime::cause_chain(&e)))?;
+        Ok(())
+    }
+
+    async fn apply(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        let event: AnalysisRequested = delivery.decode()?;
+        let tenant = delivery
+            .tenant()
+            .ok_or_else(|| HandlerError::poison("the subject carries no valid tenant"))?;
+        let name = ResourceName::job(&event.job)
+            .map_err(|_| HandlerError::poison("the job is not a job name"))?;
+        if name.tenant != tenant {
+            return Err(HandlerError::poison("the job belongs to another tenant"));
+        }
+        let scope = TenantScope::new(tenant);
+        let row = self
+            .repo
+            .get(&scope, name.id)
+            .await
+            .map_err(|e| HandlerError::retryable(trustmesh_runtime::cause_chain(&e)))?;
+        let Some(row) = row else {
+            tracing::info!("The requested job no longer exists; nothing to do.");
+            return Ok(());
+        };
+        if is_terminal(row.state) || row.outputs_ready {
+            tracing::info!("The requested job already ran; nothing to do.");
+            return Ok(());
+        }
+        match self.run(&delivery, &scope, &row).await {
+            Ok(rows) => {
+                tracing::info!(rows, "The analysis job stored its model outputs.");
+                Ok(())
+            }
+            Err(Stop::Cancelled) => {
+                tracing::info!("The analysis job stopped: it is no longer active.");
+                Ok(())
+            }
+            Err(Stop::Failed(failure)) => self.fail(&scope, &row, failure).await,
+            Err(Stop::Retry(error)) => Err(error),
+        }
+    }
+}
+
+impl Handler for AnalysisWorker {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        self.apply(delivery).await
+    }
+}

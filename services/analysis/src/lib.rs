@@ -1,0 +1,32 @@
+//! The analysis service: analysis jobs (StartAnalysis → Job; Get, List, Cancel, Watch), the worker
+//! that reads a dataset's rows through ingest, featurizes them and trains K-fold cross-validated
+//! models through the quality engine, encrypted model outputs (`GetModelOutputs` for
+//! trust-scoring), the job's completion on `scores.ready`, and its share of deletions.
+//!
+//! Layout:
+//! - [`Application`] (`app.rs`): build (connect, migrate schema `analysis`, ensure streams and the
+//!   `analysis-requested`, `analysis-scores` and `analysis-deletion` consumers, bind listeners) and `run_until_stopped`.
+//! - [`settings`]: typed, layered settings.
+//! - `jobs/`: `grpc.rs` (the `AnalysisService` handler, auditing every call), `repo.rs` (the `jobs`
+//!   table: every change writes `job.updated` in the same transaction), `worker.rs` (the
+//!   `analysis-requested` consumer), `scores.rs` (the `analysis-scores` consumer).
+//! - `deletion.rs`: the `analysis-deletion` consumer: a dataset's jobs and outputs (or a tenant's,
+//!   crypto-shredded) deleted, residue scanned, `deletion.receipt` sent once.
+//! - `featurize.rs`: columns → features and labels, and the one training call.
+//! - `outputs.rs`: the stored model outputs and their batches.
+//! - `error.rs`: [`AnalysisError`] and its one mapping to `tonic::Status`.
+//!
+//! Customer content (the label column's name, class names, labels, features, probabilities) is
+//! stored only encrypted; events and audit records carry ids and counts.
+
+mod app;
+mod deletion;
+mod error;
+mod featurize;
+mod jobs;
+mod outputs;
+pub mod settings;
+
+pub use app::{AppError, Application, MIGRATOR, SCHEMA};
+pub use error::AnalysisError;
+pub use settings::Settings;

@@ -1,0 +1,173 @@
+//! A job's model outputs: the plaintext of its encrypted `outputs` object, and how
+//! `GetModelOutputs` slices it into a header and batches.
+
+use trustmesh_proto::v1::get_model_outputs_response::Payload;
+use trustmesh_proto::v1::{
+    GetModelOutputsRequest, GetModelOutputsResponse, ModelMetrics, ModelOutputKind,
+    ModelOutputsBatch, ModelOutputsHeader,
+};
+use trustmesh_store::{EncryptedError, ObjectKey};
+use uuid::Uuid;
+
+use crate::error::AnalysisError;
+
+/// Default and largest `GetModelOutputs` batch.
+const BATCH_DEFAULT: u64 = 4096;
+const BATCH_MAX: u64 = 65536;
+
+/// What an analysis produced, stored encrypted (class names and labels are customer content).
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct StoredOutputs {
+    /// Rows.
+    #[prost(uint64, tag = "1")]
+    pub(crate) row_count: u64,
+    /// Class names by class index.
+    #[prost(string, repeated, tag = "2")]
+    pub(crate) class_names: Vec<String>,
+    /// Given labels as class indices, one per row.
+    #[prost(int32, repeated, tag = "3")]
+    pub(crate) labels: Vec<i32>,
+    /// Out-of-sample predicted probabilities, row-major.
+    #[prost(float, repeated, tag = "4")]
+    pub(crate) pred_probs: Vec<f32>,
+    /// Feature columns per row.
+    #[prost(uint32, tag = "5")]
+    pub(crate) embedding_dim: u32,
+    /// The numeric features, row-major, NaN where missing.
+    #[prost(float, repeated, tag = "6")]
+    pub(crate) embeddings: Vec<f32>,
+    /// Out-of-sample model quality.
+    #[prost(message, optional, tag = "7")]
+    pub(crate) metrics: Option<ModelMetrics>,
+    /// Issue types asked for.
+    #[prost(int32, repeated, tag = "8")]
+    pub(crate) issue_types: Vec<i32>,
+    /// Task (`trustmesh.v1.TaskType`).
+    #[prost(int32, tag = "9")]
+    pub(crate) task_type: i32,
+}
+
+/// The object key of job `id`'s outputs.
+pub(crate) fn outputs_key(id: Uuid) -> Result<ObjectKey, AnalysisError> {
+    ObjectKey::new(format!("jobs/{id}/outputs"))
+        .map_err(|e| AnalysisError::Objects(EncryptedError::InvalidObjectId(e)))
+}
+
+fn rows_of<T: Clone>(values: &[T], width: usize, from: usize, to: usize) -> Vec<T> {
+    values
+        .get(from * width..to * width)
+        .map(<[T]>::to_vec)
+        .unwrap_or_default()
+}
+
+/// The header and batches answering `req` for `stored`, an analysis of `dataset`.
+pub(crate) fn responses(
+    stored: &StoredOutputs,
+    dataset: String,
+    req: &GetModelOutputsRequest,
+) -> Result<Vec<GetModelOutputsResponse>, AnalysisError> {
+    let wants = |kind: ModelOutputKind| req.kinds.is_empty() || req.kinds.contains(&kind.into());
+    let total = stored.row_count;
+    if req.start_row > total {
+        return Err(AnalysisError::InvalidArgument(
+            "start_row is past the last row".to_owned(),
+        ));
+    }
+    let end = match req.row_count {
+        0 => total,
+        n => req.start_row.saturating_add(n).min(total),
+    };
+    let batch = match u64::from(req.batch_rows) {
+        0 => BATCH_DEFAULT,
+        n => n.min(BATCH_MAX),
+    };
+    let k = stored.class_names.len();
+    let dim = usize::try_from(stored.embedding_dim).unwrap_or_default();
+    let with_embeddings = wants(ModelOutputKind::Embeddings);
+    let mut responses = vec![GetModelOutputsResponse {
+        payload: Some(Payload::Header(ModelOutputsHeader {
+            dataset,
+            task_type: stored.task_type,
+            row_count: total,
+            class_names: stored.class_names.clone(),
+            embedding_dim: if with_embeddings {
+                stored.embedding_dim
+            } else {
+                0
+            },
+            knn_k: 0,
+            metrics: stored.metrics.clone(),
+            issue_types: stored.issue_types.clone(),
+            not_analyzed_rows: Vec::new(),
+        })),
+    }];
+    let as_index = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let mut from = req.start_row;
+    while from < end {
+        let to = from.saturating_add(batch).min(end);
+        let (a, b) = (as_index(from), as_index(to));
+        responses.push(GetModelOutputsResponse {
+            payload: Some(Payload::Batch(ModelOutputsBatch {
+                start_row: from,
+                row_count: u32::try_from(to - from).unwrap_or(u32::MAX),
+                pred_probs: if wants(ModelOutputKind::PredProbs) {
+                    rows_of(&stored.pred_probs, k, a, b)
+                } else {
+                    Vec::new()
+                },
+                embeddings: if with_embeddings {
+                    rows_of(&stored.embeddings, dim, a, b)
+                } else {
+                    Vec::new()
+                },
+                labels: if wants(ModelOutputKind::Labels) {
+                    rows_of(&stored.labels, 1, a, b)
+                } else {
+                    Vec::new()
+                },
+                ..ModelOutputsBatch::default()
+            })),
+        });
+        from = to;
+    }
+    Ok(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_the_requested_rows_and_kinds() {
+        let stored = StoredOutputs {
+            row_count: 5,
+            class_names: vec!["a".into(), "b".into()],
+            labels: vec![0, 1, 0, 1, 1],
+            pred_probs: (0..10)
+                .map(|i| f32::from(u8::try_from(i).unwrap()))
+                .collect(),
+            embedding_dim: 1,
+            embeddings: vec![1.0, 2.0, 3.0, 4.0, 5.0],
+            ..StoredOutputs::default()
+        };
+        let req = GetModelOutputsRequest {
+            start_row: 1,
+            batch_rows: 2,
+            kinds: vec![ModelOutputKind::PredProbs.into()],
+            ..GetModelOutputsRequest::default()
+        };
+        let out = responses(&stored, "d".into(), &req).unwrap();
+        assert_eq!(out.len(), 3, "a header and two batches");
+        let Some(Payload::Batch(first)) = &out[1].payload else {
+            panic!("a batch follows the header");
+        };
+        assert_eq!((first.start_row, first.row_count), (1, 2));
+        assert_eq!(first.pred_probs, [2.0, 3.0, 4.0, 5.0]);
+        assert!(first.labels.is_empty() && first.embeddings.is_empty());
+        let past = GetModelOutputsRequest {
+            start_row: 6,
+            ..GetModelOutputsRequest::default()
+        };
+        assert!(responses(&stored, "d".into(), &past).is_err());
+    }
+}

@@ -1,0 +1,637 @@
+//! Analysis jobs end to end against real servers: nats-server, Postgres, a local object directory,
+//! and the ingest service in-process (its `ReadRows` is what the worker reads).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use trustmesh_bus::Publisher;
+use trustmesh_events::{Subject, TenantId, msg_id};
+use trustmesh_proto::events::v1::{AnalysisRequested, ScoresReady};
+use trustmesh_proto::v1::analysis_service_client::AnalysisServiceClient;
+use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
+use trustmesh_proto::v1::get_model_outputs_response::Payload as OutputsPayload;
+use trustmesh_proto::v1::upload_dataset_request::Payload;
+use trustmesh_proto::v1::{
+    CancelJobRequest, CreateDatasetRequest, DatasetFormat, GetJobRequest, GetModelOutputsRequest,
+    Job, JobState, ListJobsRequest, StartAnalysisRequest, TaskType, UploadDatasetRequest,
+    UploadMetadata, WatchJobRequest,
+};
+use trustmesh_runtime::{ClientTls, GrpcSettings, ServerTls, TransportMode};
+use trustmesh_testkit::nats::NatsServer;
+use trustmesh_testkit::postgres::TestDatabase;
+use uuid::Uuid;
+
+const IRIS: &str = "/work/shared/fixtures/cleanlab-reference/iris_10s.dataset.csv";
+
+/// Mints an API key of `tenant` that may read and write datasets; returns `Bearer <key>`.
+async fn mint(nats: &NatsServer, tenant: &str) -> String {
+    use trustmesh_auth::{AuthBucket, IssuedKey, KeyRecord, Scope};
+    use trustmesh_runtime::ExposeSecret as _;
+    let bucket = AuthBucket::open(&nats.jetstream().await, 1).await.unwrap();
+    let issued = IssuedKey::generate();
+    let record = KeyRecord {
+        key_id: issued.key_id().clone(),
+        tenant: tenant.to_owned(),
+        scopes: [Scope::DatasetsRead, Scope::DatasetsWrite]
+            .into_iter()
+            .collect(),
+        expires_at: (time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unix_timestamp(),
+        revoked: false,
+        digest: issued.digest().clone(),
+    };
+    bucket.put(&record).await.unwrap();
+    format!("Bearer {}", issued.token().expose_secret())
+}
+
+/// `message` with `bearer` as its credential.
+fn with_key<T>(bearer: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    request
+}
+
+#[allow(clippy::unnecessary_wraps)]
+fn pass(request: Request<()>) -> Result<Request<()>, Status> {
+    Ok(request)
+}
+
+fn grpc() -> GrpcSettings {
+    GrpcSettings {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tls: ServerTls {
+            mode: TransportMode::DevPlaintextLoopback,
+            ..ServerTls::default()
+        },
+        ..GrpcSettings::default()
+    }
+}
+
+fn admin() -> trustmesh_runtime::AdminSettings {
+    trustmesh_runtime::AdminSettings {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
+/// nats-server, a database, ingest and analysis, stopped on drop.
+struct Mesh {
+    nats: NatsServer,
+    db: TestDatabase,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    ingest_addr: SocketAddr,
+    bearer: String,
+    ingest: DatasetServiceClient<Channel>,
+    analysis: AnalysisServiceClient<Channel>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn analysis_settings(
+    mesh_dir: &std::path::Path,
+    db: &TestDatabase,
+    nats: &NatsServer,
+    ingest: SocketAddr,
+    bearer: &str,
+) -> trustmesh_analysis::Settings {
+    use trustmesh_analysis::settings::{ObjectStoreSettings, PeerSettings};
+    let mut settings = trustmesh_analysis::Settings {
+        grpc: grpc(),
+        admin: admin(),
+        objects: ObjectStoreSettings::Local {
+            dir: mesh_dir.join("analysis-objects"),
+        },
+        ingest: PeerSettings {
+            endpoint: format!("http://{ingest}"),
+            tls: ClientTls::dev_plaintext_loopback(),
+            api_key: Some(bearer.trim_start_matches("Bearer ").to_owned().into()),
+        },
+        ..trustmesh_analysis::Settings::default()
+    };
+    settings.database.url = db.url().to_owned().into();
+    settings.nats.url = nats.url();
+    settings.keys.kek_file = mesh_dir.join("analysis.kek");
+    settings
+}
+
+impl Mesh {
+    async fn start() -> Self {
+        let nats = NatsServer::start().await;
+        let db = TestDatabase::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let bearer = mint(&nats, "acme").await;
+
+        let mut ingest_settings = trustmesh_ingest::Settings {
+            grpc: grpc(),
+            admin: admin(),
+            objects: trustmesh_ingest::settings::ObjectStoreSettings::Local {
+                dir: dir.path().join("ingest-objects"),
+            },
+            ..trustmesh_ingest::Settings::default()
+        };
+        ingest_settings.database.url = db.url().to_owned().into();
+        ingest_settings.nats.url = nats.url();
+        ingest_settings.keys.kek_file = dir.path().join("ingest.kek");
+        let ingest_app = trustmesh_ingest::Application::build(ingest_settings)
+            .await
+            .unwrap();
+        let ingest_addr = ingest_app.grpc_addr();
+        tokio::spawn(ingest_app.run_until_stopped(shutdown.child_token()));
+
+        let analysis_app = trustmesh_analysis::Application::build(
+            analysis_settings(dir.path(), &db, &nats, ingest_addr, &bearer),
+            pass,
+        )
+        .await
+        .unwrap();
+        let analysis_addr = analysis_app.grpc_addr();
+        tokio::spawn(analysis_app.run_until_stopped(shutdown.child_token()));
+
+        let ingest = DatasetServiceClient::connect(format!("http://{ingest_addr}"))
+            .await
+            .unwrap();
+        let analysis = AnalysisServiceClient::connect(format!("http://{analysis_addr}"))
+            .await
+            .unwrap();
+        Self {
+            nats,
+            db,
+            dir,
+            shutdown,
+            ingest_addr,
+            bearer,
+            ingest,
+            analysis,
+        }
+    }
+
+    /// Creates a dataset of `tenant` and uploads `csv` to it; returns its name.
+    async fn upload(&self, tenant: &str, csv: Vec<u8>) -> String {
+        let create = || {
+            with_key(
+                &self.bearer,
+                CreateDatasetRequest {
+                    parent: format!("tenants/{tenant}"),
+                    display_name: "iris".to_owned(),
+                    ..CreateDatasetRequest::default()
+                },
+            )
+        };
+        // The key reaches ingest's cache through the `tm_auth` watch, shortly after it is minted.
+        let mut attempts = 0;
+        let dataset = loop {
+            match self.ingest.clone().create_dataset(create()).await {
+                Ok(dataset) => break dataset.into_inner(),
+                Err(status) if status.code() == Code::Unauthenticated && attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => panic!("create dataset: {status:?}"),
+            }
+        };
+        let messages = vec![
+            UploadDatasetRequest {
+                payload: Some(Payload::Metadata(UploadMetadata {
+                    dataset: dataset.name.clone(),
+                    format: DatasetFormat::Csv.into(),
+                    filename: "iris.csv".to_owned(),
+                    id_column: "row_id".to_owned(),
+                    ..UploadMetadata::default()
+                })),
+            },
+            UploadDatasetRequest {
+                payload: Some(Payload::Chunk(csv)),
+            },
+        ];
+        self.ingest
+            .clone()
+            .upload_dataset(with_key(&self.bearer, futures::stream::iter(messages)))
+            .await
+            .unwrap();
+        dataset.name
+    }
+
+    async fn start_job(&self, dataset: &str, label: &str) -> Job {
+        self.analysis
+            .clone()
+            .start_analysis(StartAnalysisRequest {
+                dataset: dataset.to_owned(),
+                label_column: label.to_owned(),
+                task_type: TaskType::Classification.into(),
+                ..StartAnalysisRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Watches `job` until `done` holds for an update; panics if the stream ends first.
+    async fn watch_until(&self, job: &str, done: impl Fn(&Job) -> bool) -> Job {
+        let mut stream = self
+            .analysis
+            .clone()
+            .watch_job(WatchJobRequest {
+                name: job.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        tokio::time::timeout(Duration::from_secs(120), async {
+            let mut last = None;
+            while let Some(update) = stream.message().await.unwrap() {
+                if done(&update) {
+                    return update;
+                }
+                last = Some(update);
+            }
+            panic!("the watch ended before the condition held; last update: {last:?}");
+        })
+        .await
+        .expect("the job did not get there in time")
+    }
+
+    async fn get(&self, job: &str) -> Job {
+        self.analysis
+            .clone()
+            .get_job(GetJobRequest {
+                name: job.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+fn iris() -> Vec<u8> {
+    std::fs::read(IRIS).unwrap()
+}
+
+fn is_terminal(job: &Job) -> bool {
+    matches!(
+        job.state(),
+        JobState::Succeeded | JobState::Failed | JobState::Cancelled
+    )
+}
+
+#[tokio::test]
+async fn an_analysis_stores_encrypted_model_outputs_and_succeeds_on_scores_ready() {
+    let mesh = Mesh::start().await;
+    let dataset = mesh.upload("acme", iris()).await;
+    let job = mesh.start_job(&dataset, "label").await;
+    assert_eq!(job.state(), JobState::Queued);
+    assert_eq!(job.target, dataset);
+
+    let waiting = mesh
+        .watch_until(&job.name, |j| j.step == "detect-issues" || is_terminal(j))
+        .await;
+    assert_eq!(waiting.state(), JobState::Running, "{waiting:?}");
+    assert_eq!((waiting.step_index, waiting.step_count), (5, 5));
+    assert!(waiting.start_time.is_some());
+
+    let mut stream = mesh
+        .analysis
+        .clone()
+        .get_model_outputs(GetModelOutputsRequest {
+            name: job.name.clone(),
+            batch_rows: 64,
+            ..GetModelOutputsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(OutputsPayload::Header(header)) = stream.message().await.unwrap().unwrap().payload
+    else {
+        panic!("the first message is the header");
+    };
+    assert_eq!(header.class_names, ["class_0", "class_1", "class_2"]);
+    assert_eq!((header.row_count, header.embedding_dim), (150, 4));
+    let metrics = header.metrics.unwrap();
+    assert_eq!(metrics.cv_folds, 5);
+    assert!(metrics.accuracy.unwrap() > 0.7, "{metrics:?}");
+    let (mut probs, mut labels, mut batches) = (Vec::new(), Vec::new(), 0);
+    while let Some(message) = stream.message().await.unwrap() {
+        let Some(OutputsPayload::Batch(batch)) = message.payload else {
+            panic!("batches follow the header")
+        };
+        assert_eq!(batch.start_row, labels.len() as u64);
+        probs.extend(batch.pred_probs);
+        labels.extend(batch.labels);
+        batches += 1;
+    }
+    assert_eq!((batches, labels.len(), probs.len()), (3, 150, 450));
+    for row in probs.chunks(3) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+    }
+    let agree = labels
+        .iter()
+        .zip(probs.chunks(3))
+        .filter(|(l, p)| {
+            let best = (0..3).max_by(|a, b| p[*a].total_cmp(&p[*b])).unwrap();
+            usize::try_from(**l).unwrap() == best
+        })
+        .count();
+    assert!(
+        agree > 100,
+        "out-of-sample predictions mostly agree with iris' labels: {agree}"
+    );
+
+    // The class names are customer content: only ciphertext in the object directory.
+    for entry in std::fs::read_dir(mesh.dir.path().join("analysis-objects"))
+        .unwrap()
+        .flatten()
+    {
+        assert_no_plaintext(&entry.path(), b"class_1");
+    }
+
+    // A redelivered request for a job whose outputs are stored changes nothing.
+    let publisher = Publisher::new(mesh.nats.jetstream().await);
+    let tenant = TenantId::parse("acme").unwrap();
+    let again = AnalysisRequested {
+        job: job.name.clone(),
+        dataset: dataset.clone(),
+        ..AnalysisRequested::default()
+    };
+    let subject = Subject::analysis_requested(&tenant);
+    publisher
+        .publish(&subject, &again, &msg_id(&subject, Uuid::now_v7()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mesh.get(&job.name).await.update_time, waiting.update_time);
+
+    // scores.ready from trust-scoring completes the job.
+    let report = format!(
+        "tenants/acme/reports/{}",
+        job.name.rsplit('/').next().unwrap()
+    );
+    let ready = ScoresReady {
+        job: job.name.clone(),
+        dataset,
+        report: report.clone(),
+        row_count: 150,
+        ..ScoresReady::default()
+    };
+    let subject = Subject::scores_ready(&tenant);
+    publisher
+        .publish(&subject, &ready, &msg_id(&subject, Uuid::now_v7()))
+        .await
+        .unwrap();
+    let done = mesh.watch_until(&job.name, is_terminal).await;
+    assert_eq!(done.state(), JobState::Succeeded);
+    assert_eq!(
+        (done.output.as_str(), done.progress),
+        (report.as_str(), 1.0)
+    );
+    assert!(done.end_time.is_some());
+}
+
+fn assert_no_plaintext(path: &std::path::Path, needle: &[u8]) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap().flatten() {
+            assert_no_plaintext(&entry.path(), needle);
+        }
+    } else {
+        let bytes = std::fs::read(path).unwrap();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "plaintext in {}",
+            path.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn jobs_on_a_missing_dataset_or_label_column_fail_clearly() {
+    let mesh = Mesh::start().await;
+    let missing = format!("tenants/acme/datasets/{}", Uuid::now_v7());
+    let job = mesh.start_job(&missing, "label").await;
+    let failed = mesh.watch_until(&job.name, is_terminal).await;
+    assert_eq!(failed.state(), JobState::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "DATASET_NOT_FOUND");
+    assert!(!error.message.is_empty());
+
+    let dataset = mesh.upload("acme", iris()).await;
+    let job = mesh.start_job(&dataset, "no_such_column").await;
+    let failed = mesh.watch_until(&job.name, is_terminal).await;
+    assert_eq!(failed.state(), JobState::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "LABEL_COLUMN_NOT_FOUND");
+    assert!(
+        !error.message.contains("no_such_column"),
+        "no customer content in errors"
+    );
+
+    // Bad requests are refused up front.
+    let mut client = mesh.analysis.clone();
+    let no_task = StartAnalysisRequest {
+        dataset: dataset.clone(),
+        label_column: "label".into(),
+        ..StartAnalysisRequest::default()
+    };
+    assert_eq!(
+        client.start_analysis(no_task).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let no_label = StartAnalysisRequest {
+        dataset,
+        task_type: TaskType::Classification.into(),
+        ..StartAnalysisRequest::default()
+    };
+    assert_eq!(
+        client.start_analysis(no_label).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // Finished jobs cannot be cancelled; jobs list newest first, paged.
+    let cancel = client
+        .cancel_job(CancelJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(cancel.code(), Code::FailedPrecondition);
+    let first = client
+        .list_jobs(ListJobsRequest {
+            parent: "tenants/acme".into(),
+            page_size: 1,
+            ..ListJobsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.jobs.len(), 1);
+    assert_eq!(first.jobs[0].name, job.name);
+    let second = client
+        .list_jobs(ListJobsRequest {
+            parent: "tenants/acme".into(),
+            page_size: 1,
+            page_token: first.next_page_token.clone(),
+            ..ListJobsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.jobs.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    let foreign = client
+        .list_jobs(ListJobsRequest {
+            parent: "tenants/bbb".into(),
+            page_token: first.next_page_token,
+            ..ListJobsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        foreign.code(),
+        Code::InvalidArgument,
+        "a page token is bound to its tenant"
+    );
+}
+
+#[tokio::test]
+async fn another_tenant_can_neither_see_nor_touch_a_job() {
+    let mesh = Mesh::start().await;
+    let dataset = mesh.upload("acme", iris()).await;
+    let job = mesh.start_job(&dataset, "label").await;
+    let id = job.name.rsplit('/').next().unwrap();
+    let theirs = format!("tenants/bbb/jobs/{id}");
+    let mut client = mesh.analysis.clone();
+    let get = client
+        .get_job(GetJobRequest {
+            name: theirs.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(get.code(), Code::NotFound);
+    let cancel = client
+        .cancel_job(CancelJobRequest {
+            name: theirs.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(cancel.code(), Code::NotFound);
+    let watch = client
+        .watch_job(WatchJobRequest {
+            name: theirs.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(watch.code(), Code::NotFound);
+    let outputs = client
+        .get_model_outputs(GetModelOutputsRequest {
+            name: theirs,
+            ..GetModelOutputsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(outputs.code(), Code::NotFound);
+    let listed = client
+        .list_jobs(ListJobsRequest {
+            parent: "tenants/bbb".into(),
+            ..ListJobsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.is_empty());
+    // ... while the owner sees it run.
+    let seen = mesh
+        .watch_until(&job.name, |j| j.step == "detect-issues" || is_terminal(j))
+        .await;
+    assert_eq!(seen.state(), JobState::Running);
+}
+
+#[tokio::test]
+async fn a_job_cut_off_by_a_crash_completes_after_a_restart() {
+    let mut mesh = Mesh::start().await;
+    let dataset = mesh.upload("acme", iris()).await;
+    // Stop the whole mesh's analysis at once (abort = crash: no graceful nak), with the job queued.
+    mesh.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shutdown = CancellationToken::new();
+    mesh.shutdown = shutdown.clone();
+    let ingest_settings = {
+        let mut s = trustmesh_ingest::Settings {
+            grpc: grpc(),
+            admin: admin(),
+            objects: trustmesh_ingest::settings::ObjectStoreSettings::Local {
+                dir: mesh.dir.path().join("ingest-objects"),
+            },
+            ..trustmesh_ingest::Settings::default()
+        };
+        s.database.url = mesh.db.url().to_owned().into();
+        s.nats.url = mesh.nats.url();
+        s.keys.kek_file = mesh.dir.path().join("ingest.kek");
+        s
+    };
+    let ingest_app = trustmesh_ingest::Application::build(ingest_settings)
+        .await
+        .unwrap();
+    let ingest_addr = ingest_app.grpc_addr();
+    tokio::spawn(ingest_app.run_until_stopped(shutdown.child_token()));
+    let build = || {
+        trustmesh_analysis::Application::build(
+            analysis_settings(
+                mesh.dir.path(),
+                &mesh.db,
+                &mesh.nats,
+                ingest_addr,
+                &mesh.bearer,
+            ),
+            pass,
+        )
+    };
+    let first = build().await.unwrap();
+    let addr = first.grpc_addr();
+    let crashed = tokio::spawn(first.run_until_stopped(CancellationToken::new()));
+    let mut client = AnalysisServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let job = client
+        .start_analysis(StartAnalysisRequest {
+            dataset,
+            label_column: "label".into(),
+            task_type: TaskType::Classification.into(),
+            ..StartAnalysisRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Crash as soon as the job is picked up.
+    let mut watch = client
+        .watch_job(WatchJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(update) = watch.message().await.unwrap() {
+        if update.state() != JobState::Queued {
+            break;
+        }
+    }
+    crashed.abort();
+    let _ = crashed.await;
+
+    let second = build().await.unwrap();
+    mesh.analysis = AnalysisServiceClient::connect(format!("http://{}", second.grpc_addr()))
+        .await
+        .unwrap();
+    mesh.ingest_addr = ingest_addr;
+    tokio::spawn(second.run_until_stopped(shutdown.child_token()));
+    let resumed = mesh
+        .watch_until(&job.name, |j| j.step == "detect-issues" || is_terminal(j))
+        .await;
+    assert_eq!(resumed.state(), JobState::Running, "{resumed:?}");
+    assert_eq!(resumed.step, "detect-issues");
+}

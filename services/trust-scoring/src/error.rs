@@ -1,0 +1,90 @@
+//! The service's one error type and its one mapping to `tonic::Status`.
+
+use tonic::{Code, Status};
+use trustmesh_runtime::cause_chain;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The request is malformed; the message is ours and safe to show.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No such report for this tenant (another tenant's is not told apart).
+    #[error("report not found")]
+    NotFound,
+    /// The report is not in the state the call needs.
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
+    /// Postgres failed.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Encrypted object storage failed.
+    #[error("encrypted object storage failed")]
+    Objects(#[from] trustmesh_store::EncryptedError),
+    /// Sealing or opening a report or correction failed.
+    #[error("report encryption failed")]
+    Crypto(#[from] trustmesh_crypto::Error),
+    /// Writing an event to the outbox failed.
+    #[error("outbox write failed")]
+    Outbox(#[from] trustmesh_bus::OutboxError),
+    /// Stored data did not decode (corruption or a bug).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+impl From<trustmesh_auth::PageError> for TrustError {
+    fn from(error: trustmesh_auth::PageError) -> Self {
+        Self::InvalidArgument(error.to_string())
+    }
+}
+
+impl TrustError {
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotFound => Code::NotFound,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Database(_) | Self::Outbox(_) => Code::Unavailable,
+            Self::Objects(_) | Self::Crypto(_) | Self::Corrupt(_) => Code::Internal,
+        }
+    }
+
+    /// A short machine-readable reason for the audit log (never content).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::NotFound => "NOT_FOUND",
+            Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Self::Database(_) => "DATABASE",
+            Self::Outbox(_) => "OUTBOX",
+            Self::Objects(_) => "OBJECT_STORE",
+            Self::Crypto(_) => "CRYPTO",
+            Self::Corrupt(_) => "CORRUPT",
+        }
+    }
+}
+
+impl From<TrustError> for Status {
+    fn from(error: TrustError) -> Self {
+        let code = error.code();
+        match error {
+            TrustError::InvalidArgument(_)
+            | TrustError::NotFound
+            | TrustError::FailedPrecondition(_) => Status::new(code, error.to_string()),
+            TrustError::Database(_)
+            | TrustError::Outbox(_)
+            | TrustError::Objects(_)
+            | TrustError::Crypto(_)
+            | TrustError::Corrupt(_) => {
+                tracing::error!(error.cause_chain = %cause_chain(&error), "A request failed on an internal error.");
+                let message = if code == Code::Unavailable {
+                    "the service is temporarily unavailable; retry later"
+                } else {
+                    "internal error"
+                };
+                Status::new(code, message)
+            }
+        }
+    }
+}

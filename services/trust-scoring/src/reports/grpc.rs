@@ -1,0 +1,339 @@
+//! `TrustService`: GetReport, ListReports, ListRows (filtered, ordered, paged), SetCorrections;
+//! every call is audited (allowed or failed) on `tm.<tenant>.audit.trust-scoring` through the outbox.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+use trustmesh_auth::{PageError, PageToken, page_size};
+use trustmesh_bus::audit::AuditEntry;
+use trustmesh_events::{Service, TenantId};
+use trustmesh_proto::events::v1::{ActorType, Outcome};
+use trustmesh_proto::v1::trust_service_server::TrustService;
+use trustmesh_proto::v1::{
+    CorrectionAction, ExportCleansetRequest, ExportCleansetResponse, GetReportRequest,
+    ListReportsRequest, ListReportsResponse, ListRowsRequest, ListRowsResponse, Report,
+    ScoreRowsRequest, ScoreRowsResponse, SetCorrectionsRequest, SetCorrectionsResponse,
+};
+use trustmesh_store::{EncryptedObjects, TenantScope};
+use uuid::Uuid;
+
+use super::repo::{ReportRepo, ReportRow};
+use super::{ResourceName, StoredRows, parse_parent, rows, rows_key};
+use crate::error::TrustError;
+
+/// Default and largest `ListReports` page.
+const REPORTS_PAGE_DEFAULT: usize = 50;
+const REPORTS_PAGE_MAX: usize = 1000;
+/// Default and largest `ListRows` page.
+const ROWS_PAGE_DEFAULT: usize = 100;
+const ROWS_PAGE_MAX: usize = 1000;
+/// Most corrections per call, and the longest corrected label.
+const CORRECTIONS_MAX: usize = 10_000;
+const LABEL_MAX_BYTES: usize = 1024;
+/// Longest client-supplied string echoed into an audit event.
+const AUDIT_RESOURCE_MAX: usize = 256;
+
+/// The `TrustService` handler.
+#[derive(Debug, Clone)]
+pub(crate) struct ReportsHandler {
+    repo: ReportRepo,
+    objects: EncryptedObjects,
+}
+
+type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportCleansetResponse, Status>> + Send>>;
+
+/// The caller's `x-request-id` if it is a short printable token, else a fresh UUIDv7.
+fn request_id<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+impl ReportsHandler {
+    pub(crate) fn new(repo: ReportRepo, objects: EncryptedObjects) -> Self {
+        Self { repo, objects }
+    }
+
+    fn entry(tenant: TenantId, action: &str, resource: &str, request_id: &str) -> AuditEntry {
+        let mut entry = AuditEntry::new(
+            Service::TrustScoring,
+            tenant,
+            action,
+            resource
+                .chars()
+                .take(AUDIT_RESOURCE_MAX)
+                .collect::<String>(),
+        );
+        // NOTE: no authenticated principal until the API-key interceptor is wired into the services
+        // (see `Application::build`'s interceptor seam); the caller is recorded as anonymous.
+        entry.actor_type = ActorType::Anonymous;
+        entry.request_id = request_id.to_owned();
+        entry
+    }
+
+    /// Audits the call and turns the result into the RPC's answer. An allowed call whose audit
+    /// cannot be recorded fails: no unaudited data access.
+    async fn settle<T>(
+        &self,
+        mut entry: AuditEntry,
+        result: Result<(T, u64), TrustError>,
+    ) -> Result<T, Status> {
+        match result {
+            Ok((value, records)) => {
+                entry.records_affected = records;
+                self.repo.audit(entry).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                entry.outcome = Outcome::Error;
+                entry.grpc_code = error.code() as i32;
+                error.reason().clone_into(&mut entry.reason);
+                if let Err(audit_error) = self.repo.audit(entry).await {
+                    tracing::error!(error = %audit_error, "Could not record the audit event of a failed call.");
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn row(&self, name: &ResourceName) -> Result<ReportRow, TrustError> {
+        self.repo
+            .get(&TenantScope::new(name.tenant.clone()), name.id)
+            .await?
+            .ok_or(TrustError::NotFound)
+    }
+
+    async fn report(&self, name: &ResourceName) -> Result<Report, TrustError> {
+        let row = self.row(name).await?;
+        self.repo
+            .open_report(&TenantScope::new(name.tenant.clone()), &row)
+            .await
+    }
+
+    async fn list_reports(
+        &self,
+        tenant: &TenantId,
+        req: &ListReportsRequest,
+    ) -> Result<ListReportsResponse, TrustError> {
+        let size = page_size(req.page_size, REPORTS_PAGE_DEFAULT, REPORTS_PAGE_MAX)?;
+        let dataset = match req.dataset.as_str() {
+            "" => None,
+            name => {
+                let dataset = ResourceName::parse("dataset", "datasets", name)?;
+                if &dataset.tenant != tenant {
+                    return Err(TrustError::InvalidArgument(
+                        "dataset must be of the parent tenant".to_owned(),
+                    ));
+                }
+                Some(dataset.id)
+            }
+        };
+        let query = format!("dataset={}", req.dataset);
+        let before = PageToken::decode(&req.page_token, tenant, &query)?
+            .map(|cursor| Uuid::try_parse(&cursor).map_err(|_| PageError::InvalidToken))
+            .transpose()?;
+        let scope = TenantScope::new(tenant.clone());
+        let limit = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let mut found = self.repo.list(&scope, dataset, before, limit).await?;
+        let more = found.len() > size;
+        found.truncate(size);
+        let next_page_token = match found.last() {
+            Some(last) if more => PageToken::encode(tenant, &query, &last.id.to_string()),
+            Some(_) | None => String::new(),
+        };
+        let mut reports = Vec::with_capacity(found.len());
+        for row in &found {
+            reports.push(self.repo.open_report(&scope, row).await?);
+        }
+        Ok(ListReportsResponse {
+            reports,
+            next_page_token,
+        })
+    }
+
+    async fn list_rows(
+        &self,
+        name: &ResourceName,
+        req: &ListRowsRequest,
+    ) -> Result<ListRowsResponse, TrustError> {
+        let size = page_size(req.page_size, ROWS_PAGE_DEFAULT, ROWS_PAGE_MAX)?;
+        let query = rows::query(req);
+        let offset = PageToken::decode(&req.page_token, &name.tenant, &query)?
+            .map(|cursor| cursor.parse::<usize>().map_err(|_| PageError::InvalidToken))
+            .transpose()?
+            .unwrap_or_default();
+        let row = self.row(name).await?;
+        let scope = TenantScope::new(name.tenant.clone());
+        let plaintext = self.objects.get(&scope, &rows_key(row.id)?).await?;
+        let stored =
+            StoredRows::decode(plaintext).map_err(|_| TrustError::Corrupt("stored report rows"))?;
+        let corrections = self.repo.corrections(&scope, row.id).await?;
+        let page = rows::select(stored.rows, corrections, req, offset, size)?;
+        Ok(ListRowsResponse {
+            rows: page.rows,
+            next_page_token: page
+                .next
+                .map(|next| PageToken::encode(&name.tenant, &query, &next.to_string()))
+                .unwrap_or_default(),
+            total_size: page.total,
+        })
+    }
+
+    async fn set_corrections(
+        &self,
+        name: &ResourceName,
+        req: &SetCorrectionsRequest,
+    ) -> Result<SetCorrectionsResponse, TrustError> {
+        if req.corrections.len() > CORRECTIONS_MAX {
+            return Err(TrustError::InvalidArgument(format!(
+                "at most {CORRECTIONS_MAX} corrections per call"
+            )));
+        }
+        let row = self.row(name).await?;
+        let rows = u64::try_from(row.row_count).unwrap_or_default();
+        for (i, c) in req.corrections.iter().enumerate() {
+            if c.row_index >= rows {
+                return Err(TrustError::InvalidArgument(format!(
+                    "corrections[{i}].row_index is past the last row"
+                )));
+            }
+            let relabel = CorrectionAction::try_from(c.action) == Ok(CorrectionAction::Relabel);
+            if CorrectionAction::try_from(c.action).is_err()
+                || relabel == c.corrected_label.is_empty()
+                || c.corrected_label.len() > LABEL_MAX_BYTES
+            {
+                return Err(TrustError::InvalidArgument(format!(
+                    "corrections[{i}]: corrected_label is required for RELABEL (at most {LABEL_MAX_BYTES} bytes) and only for it"
+                )));
+            }
+        }
+        let scope = TenantScope::new(name.tenant.clone());
+        let updated_count = self
+            .repo
+            .set_corrections(&scope, row.id, &req.corrections)
+            .await?;
+        Ok(SetCorrectionsResponse { updated_count })
+    }
+}
+
+#[tonic::async_trait]
+impl TrustService for ReportsHandler {
+    async fn get_report(
+        &self,
+        request: Request<GetReportRequest>,
+    ) -> Result<Response<Report>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::parse("name", "reports", &req.name)?;
+        let entry = Self::entry(name.tenant.clone(), "reports.get", &req.name, &request_id);
+        let result = self.report(&name).await.map(|r| (r, 1));
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    async fn list_reports(
+        &self,
+        request: Request<ListReportsRequest>,
+    ) -> Result<Response<ListReportsResponse>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let tenant = parse_parent(&req.parent)?;
+        let entry = Self::entry(tenant.clone(), "reports.list", &req.parent, &request_id);
+        let result = self.list_reports(&tenant, &req).await.map(|r| {
+            let n = r.reports.len() as u64;
+            (r, n)
+        });
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    async fn list_rows(
+        &self,
+        request: Request<ListRowsRequest>,
+    ) -> Result<Response<ListRowsResponse>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::parse("parent", "reports", &req.parent)?;
+        let entry = Self::entry(
+            name.tenant.clone(),
+            "reports.rows.list",
+            &req.parent,
+            &request_id,
+        );
+        let result = self.list_rows(&name, &req).await.map(|r| {
+            let n = r.rows.len() as u64;
+            (r, n)
+        });
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    async fn set_corrections(
+        &self,
+        request: Request<SetCorrectionsRequest>,
+    ) -> Result<Response<SetCorrectionsResponse>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::parse("parent", "reports", &req.parent)?;
+        let entry = Self::entry(
+            name.tenant.clone(),
+            "reports.corrections.set",
+            &req.parent,
+            &request_id,
+        );
+        let result = self.set_corrections(&name, &req).await.map(|r| {
+            let n = r.updated_count;
+            (r, n)
+        });
+        self.settle(entry, result).await.map(Response::new)
+    }
+
+    type ExportCleansetStream = ExportStream;
+
+    async fn export_cleanset(
+        &self,
+        request: Request<ExportCleansetRequest>,
+    ) -> Result<Response<Self::ExportCleansetStream>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::parse("name", "reports", &req.name)?;
+        let entry = Self::entry(
+            name.tenant.clone(),
+            "reports.export",
+            &req.name,
+            &request_id,
+        );
+        let result = match self.row(&name).await {
+            Ok(_) => Err(TrustError::FailedPrecondition(
+                "cleanset export is not available in this release; list rows and corrections instead",
+            )),
+            Err(error) => Err(error),
+        };
+        let stream: ExportStream = self.settle::<ExportStream>(entry, result).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn score_rows(
+        &self,
+        request: Request<ScoreRowsRequest>,
+    ) -> Result<Response<ScoreRowsResponse>, Status> {
+        let request_id = request_id(&request);
+        let req = request.into_inner();
+        let name = ResourceName::parse("report", "reports", &req.report)?;
+        let entry = Self::entry(
+            name.tenant.clone(),
+            "reports.score",
+            &req.report,
+            &request_id,
+        );
+        let result = match self.row(&name).await {
+            Ok(_) => Err(TrustError::FailedPrecondition(
+                "this report's models were not kept, so new rows cannot be scored against it",
+            )),
+            Err(error) => Err(error),
+        };
+        self.settle(entry, result).await.map(Response::new)
+    }
+}
