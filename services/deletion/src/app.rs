@@ -1,19 +1,22 @@
 //! [`Application`]: connects, migrates, ensures streams and the `deletion-receipt` consumer, opens the
-//! signing key, binds the listeners; then serves gRPC and admin, relays the outbox, consumes receipts
-//! and sweeps late deletions until shutdown.
+//! signing key, loads the API-key cache, binds the listeners; then serves gRPC (every call
+//! authenticated) and admin, relays the outbox, consumes receipts and sweeps late deletions until
+//! shutdown.
 
 use std::net::SocketAddr;
 
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
+use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
 use trustmesh_bus::{
     ConsumerRunner, Outbox, OutboxRelay, Publisher, ensure_consumer, ensure_schema, ensure_streams,
 };
 use trustmesh_events::{DELETION_RECEIPT, Service};
 use trustmesh_proto::v1::deletion_service_server::DeletionServiceServer;
-use trustmesh_runtime::{AdminServer, Dependency, ExposeSecret, GrpcServer, Readiness, code_name};
+use trustmesh_runtime::{
+    AdminServer, Dependency, ExposeSecret, GrpcServer, InvalidSetting, Readiness, code_name,
+};
 use trustmesh_store::{PgSettings, SchemaName};
 use trustmesh_telemetry::Metrics;
 
@@ -34,6 +37,9 @@ pub const SCHEMA: &str = "deletion";
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// A setting is invalid (the operator credential).
+    #[error("invalid settings")]
+    Settings(#[from] InvalidSetting),
     /// Postgres could not be reached or migrated.
     #[error("postgres setup failed")]
     Postgres(#[from] trustmesh_store::PgError),
@@ -49,6 +55,9 @@ pub enum AppError {
     /// Streams or the consumer could not be ensured.
     #[error("JetStream setup failed")]
     JetStream(#[from] trustmesh_bus::SetupError),
+    /// The API-key cache could not open or load `tm_auth`.
+    #[error("API-key cache setup failed")]
+    KeyStore(#[from] KeyStoreError),
     /// The signing key could not be opened.
     #[error("cannot open the certificate signing key")]
     SigningKey(#[from] SigningKeyError),
@@ -69,6 +78,8 @@ pub struct Application {
     consumer_ready: Dependency,
     deletions: Deletions,
     sweep_interval: std::time::Duration,
+    /// Stops the API-key cache's watch once the servers are done.
+    background: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
@@ -83,18 +94,19 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Connects to Postgres (migrating schema `deletion`) and NATS (ensuring streams and the
     /// `deletion-receipt` consumer), opens (or creates) the signing key and records it as current,
-    /// and binds the gRPC and admin listeners. `auth` runs before every `DeletionService` call.
+    /// loads the API-key cache from `tm_auth`, and binds the gRPC and admin listeners. Every
+    /// `DeletionService` call goes through `trustmesh_auth::Authenticator`: API keys, and the
+    /// operator credential if `auth.operator_credential` is set.
     ///
     /// # Errors
     ///
     /// [`AppError`] naming what could not be set up.
-    pub async fn build<A>(settings: Settings, auth: A) -> Result<Self, AppError>
-    where
-        A: Interceptor + Clone + Send + Sync + 'static,
-    {
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        let operator = settings.auth.operator().map_err(|e| e.within("auth"))?;
         let readiness = Readiness::new();
         let postgres_ready = readiness.register("postgres");
         let nats_ready = readiness.register("nats");
+        let keys_ready = readiness.register("tm_auth key cache");
         let consumer_ready = readiness.register("deletion-receipt consumer");
 
         let schema = SchemaName::new(SCHEMA)?;
@@ -120,8 +132,21 @@ impl Application {
         let jetstream = async_nats::jetstream::new(client);
         ensure_streams(&jetstream).await?;
         let pull = ensure_consumer(&jetstream, &DELETION_RECEIPT).await?;
-        let publisher = Publisher::new(jetstream);
         nats_ready.set_ready();
+        let background = CancellationToken::new();
+        // Stops the cache's watch if anything below fails; disarmed once the app is built.
+        let stop_background = background.clone().drop_guard();
+        let options = CacheOptions {
+            max_staleness: settings.auth.max_key_cache_staleness(),
+            ..CacheOptions::default()
+        };
+        let cache = KeyCache::start(&jetstream, options, background.clone()).await?;
+        keys_ready.set_ready();
+        let authenticator = match operator {
+            Some(operator) => Authenticator::new(cache).with_operator(operator),
+            None => Authenticator::new(cache),
+        };
+        let publisher = Publisher::new(jetstream);
 
         let metrics = Metrics::new(Service::Deletion.as_str());
         let outbox = Outbox::new(&bus_schema);
@@ -151,7 +176,7 @@ impl Application {
         let rpc_metrics = metrics.clone();
         let service = DeletionServiceServer::new(DeletionHandler::new(deletions.clone()));
         let grpc = GrpcServer::builder(settings.grpc, readiness.clone())
-            .add_service(InterceptedService::new(service, auth))
+            .add_service(InterceptedService::new(service, authenticator))
             .file_descriptor_set(trustmesh_proto::FILE_DESCRIPTOR_SET)
             .grace_period(settings.shutdown.grace_period())
             .on_rpc(move |method, code, elapsed| {
@@ -160,6 +185,7 @@ impl Application {
             .build()
             .await?;
         let admin = AdminServer::bind(&settings.admin, readiness, move || metrics.render()).await?;
+        stop_background.disarm();
         Ok(Self {
             grpc,
             admin,
@@ -168,6 +194,7 @@ impl Application {
             consumer_ready,
             deletions,
             sweep_interval: settings.deletion.sweep_interval(),
+            background,
         })
     }
 
@@ -216,6 +243,7 @@ impl Application {
         });
         let served = trustmesh_runtime::serve(self.grpc, self.admin, shutdown.clone()).await;
         shutdown.cancel();
+        self.background.cancel();
         for (task, name) in [(relay, "outbox relay"), (sweeper, "sweeper")] {
             if let Err(error) = task.await {
                 tracing::warn!(error = %error, task = name, "A background task ended abnormally.");

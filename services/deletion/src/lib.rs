@@ -10,7 +10,8 @@
 //!
 //! Layout:
 //! - [`Application`] (`app.rs`): build and `run_until_stopped`.
-//! - [`settings`]: typed, layered settings (the expected services, timeouts and retries).
+//! - [`settings`]: typed, layered settings (the expected services, timeouts and retries, the
+//!   operator credential).
 //! - [`certificate`]: the document, the signing key file and [`verify_certificate`].
 //! - `deletions/`: `grpc.rs` (the `DeletionService` handler), `service.rs` (the workflow),
 //!   `receipts.rs` (the `deletion-receipt` consumer), `sweeper.rs` (late receipts), `repo.rs` (tables),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use trustmesh_auth::OperatorCredential;
 use trustmesh_events::Service;
 use trustmesh_runtime::{
     AdminSettings, GrpcSettings, InvalidSetting, SecretString, ShutdownSettings, Validate,
@@ -31,6 +32,8 @@ pub struct Settings {
     pub keys: KeySettings,
     /// Receipts, retries and the certificate's backup statement.
     pub deletion: DeletionSettings,
+    /// The operator credential and the API-key cache.
+    pub auth: AuthSettings,
 }
 
 impl Validate for Settings {
@@ -43,7 +46,64 @@ impl Validate for Settings {
                 InvalidSetting::new("max_connections", "must be at least 1").within("database")
             );
         }
-        self.deletion.validate().map_err(|e| e.within("deletion"))
+        self.deletion.validate().map_err(|e| e.within("deletion"))?;
+        self.auth.validate().map_err(|e| e.within("auth"))
+    }
+}
+
+/// Who may call: API keys from `tm_auth`, and the operator if its credential is set.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The operator credential (the same secret as `tenancy`'s): `authorization: Bearer <it>` may
+    /// delete a tenant and fetch its certificates. Optional: without it only API keys are accepted.
+    /// At least 32 printable characters.
+    pub operator_credential: Option<SecretString>,
+    /// Seconds the key cache may be cut off from `tm_auth` before it refuses every key. Default 10.
+    pub max_key_cache_staleness_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            operator_credential: None,
+            max_key_cache_staleness_secs: 10,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// The operator credential, validated, if one is set.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] if it is set but too weak.
+    pub fn operator(&self) -> Result<Option<OperatorCredential>, InvalidSetting> {
+        self.operator_credential
+            .as_ref()
+            .map(|secret| {
+                OperatorCredential::new(secret)
+                    .map_err(|e| InvalidSetting::new("operator_credential", e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// How long the key cache may be cut off from `tm_auth`.
+    #[must_use]
+    pub fn max_key_cache_staleness(&self) -> Duration {
+        Duration::from_secs(self.max_key_cache_staleness_secs)
+    }
+}
+
+impl Validate for AuthSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        self.operator()?;
+        if self.max_key_cache_staleness_secs == 0 {
+            return Err(InvalidSetting::new(
+                "max_key_cache_staleness_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -202,6 +262,22 @@ mod tests {
         let settings = DeletionSettings::default();
         assert_eq!(settings.expected_services.len(), 6);
         assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn the_operator_credential_is_optional_but_must_be_strong() {
+        assert!(AuthSettings::default().validate().is_ok());
+        assert!(matches!(AuthSettings::default().operator(), Ok(None)));
+        let weak = AuthSettings {
+            operator_credential: Some(SecretString::from("short")),
+            ..AuthSettings::default()
+        };
+        assert!(weak.validate().is_err());
+        let strong = AuthSettings {
+            operator_credential: Some(SecretString::from("o".repeat(40))),
+            ..AuthSettings::default()
+        };
+        assert!(matches!(strong.operator(), Ok(Some(_))));
     }
 
     #[test]

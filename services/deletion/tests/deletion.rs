@@ -1,7 +1,9 @@
 //! The deletion service against a real nats-server and Postgres: receipts published as the other
-//! services would, certificates verified with the published key, retries and failure on silence.
+//! services would, certificates verified with the published key, retries and failure on silence;
+//! every call carries an API key minted into `tm_auth` with `libs/auth` (as `tenancy` would) or the
+//! operator credential.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -11,11 +13,16 @@ use futures::StreamExt;
 use prost::Message as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use trustmesh_auth::{KeyId, KeyPrincipal, Principal, Scope as AuthScope};
+use trustmesh_auth::{AuthBucket, IssuedKey, KeyRecord, Scope as AuthScope};
 use trustmesh_bus::Publisher;
-use trustmesh_deletion::settings::{DatabaseSettings, DeletionSettings, KeySettings, NatsSettings};
+use trustmesh_deletion::settings::{
+    AuthSettings, DatabaseSettings, DeletionSettings, KeySettings, NatsSettings,
+};
 use trustmesh_deletion::{Application, Settings, VerifyError, verify_certificate};
 use trustmesh_events::{Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1 as ev;
@@ -25,19 +32,54 @@ use trustmesh_proto::v1::{
     GetDeletionCertificateRequest, GetDeletionRequest, JobKind, JobState,
     ListCertificateSigningKeysRequest,
 };
-use trustmesh_runtime::{AdminSettings, GrpcSettings, SecretString, ServerTls, TransportMode};
+use trustmesh_runtime::{
+    AdminSettings, ExposeSecret as _, GrpcSettings, SecretString, ServerTls, TransportMode,
+};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use uuid::Uuid;
 
+/// The operator credential the test service is configured with.
+const OPERATOR_CREDENTIAL: &str = "test-operator-credential-0123456789abcdef";
+
+/// How long a key written to `tm_auth` may take to reach the service's cache.
+const KEY_PROPAGATION: Duration = Duration::from_secs(2);
+
+/// A `DeletionService` client that sends one credential with every call.
+type Client = DeletionServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <credential>` to every request.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    fn new(credential: &str) -> Self {
+        Self(format!("Bearer {credential}").parse().expect("ascii"))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
 struct TestApp {
-    client: DeletionServiceClient<Channel>,
+    /// A client with a `deletion:write` key of tenant `acme`.
+    client: Client,
+    /// `deletion:write` clients by tenant (minted on first use).
+    writers: HashMap<String, Client>,
+    channel: Channel,
+    bucket: AuthBucket,
     jetstream: Context,
     publisher: Publisher,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     _keys: tempfile::TempDir,
-    _db: TestDatabase,
+    db: TestDatabase,
     _nats: NatsServer,
 }
 
@@ -67,27 +109,36 @@ impl TestApp {
                 signing_key_file: keys.path().join("signing-key"),
             },
             deletion,
+            auth: AuthSettings {
+                operator_credential: Some(SecretString::from(OPERATOR_CREDENTIAL)),
+                ..AuthSettings::default()
+            },
             ..Settings::default()
         };
-        let app = Application::build(settings, test_principal)
-            .await
-            .context("build")?;
+        let app = Application::build(settings).await.context("build")?;
         let addr = app.grpc_addr();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             app.run_until_stopped(stop).await.expect("the service runs");
         });
-        let client = DeletionServiceClient::connect(format!("http://{addr}")).await?;
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
         let jetstream = nats.jetstream().await;
+        let bucket = AuthBucket::open(&jetstream, 1).await?;
+        let client = mint(&bucket, &channel, "acme", &[AuthScope::DeletionWrite]).await?;
         Ok(Self {
+            writers: HashMap::from([("acme".to_owned(), client.clone())]),
             client,
+            channel,
+            bucket,
             publisher: Publisher::new(jetstream.clone()),
             jetstream,
             shutdown,
             server,
             _keys: keys,
-            _db: db,
+            db,
             _nats: nats,
         })
     }
@@ -137,9 +188,44 @@ impl TestApp {
         Ok(())
     }
 
+    /// A client with a fresh key of `tenant` holding `scopes`, once the service knows the key.
+    async fn mint(&self, tenant: &str, scopes: &[AuthScope]) -> Result<Client> {
+        mint(&self.bucket, &self.channel, tenant, scopes).await
+    }
+
+    /// A client with a `deletion:write` key of `tenant` (minted on first use).
+    async fn writer(&mut self, tenant: &str) -> Result<Client> {
+        if let Some(client) = self.writers.get(tenant) {
+            return Ok(client.clone());
+        }
+        let client = self.mint(tenant, &[AuthScope::DeletionWrite]).await?;
+        self.writers.insert(tenant.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// A client sending the operator credential.
+    fn operator(&self) -> Client {
+        DeletionServiceClient::with_interceptor(
+            self.channel.clone(),
+            Bearer::new(OPERATOR_CREDENTIAL),
+        )
+    }
+
+    /// A client sending no credential at all.
+    fn anonymous(&self) -> DeletionServiceClient<Channel> {
+        DeletionServiceClient::new(self.channel.clone())
+    }
+
+    /// Deletion `name`, read with a `deletion:write` key of its tenant.
     async fn get(&mut self, name: &str) -> Result<Deletion> {
+        let tenant = name
+            .strip_prefix("tenants/")
+            .and_then(|rest| rest.split('/').next())
+            .context("a deletion name")?
+            .to_owned();
         Ok(self
-            .client
+            .writer(&tenant)
+            .await?
             .get_deletion(GetDeletionRequest {
                 name: name.to_owned(),
             })
@@ -206,40 +292,45 @@ impl TestApp {
     }
 }
 
-/// Stands in for `libs/auth`'s interceptor: `x-test-tenant: <tenant>` makes the caller an API key of
-/// that tenant, with `deletion:write` unless `x-test-scope: none`; without it, no principal.
-fn test_principal(mut request: Request<()>) -> Result<Request<()>, Status> {
-    let metadata = request.metadata();
-    let Some(tenant) = metadata.get("x-test-tenant").and_then(|v| v.to_str().ok()) else {
-        return Ok(request);
+/// Mints a key of `tenant` with `scopes` (valid for an hour) into `tm_auth`, as `tenancy` would,
+/// and returns a client sending it once the service knows it.
+async fn mint(
+    bucket: &AuthBucket,
+    channel: &Channel,
+    tenant: &str,
+    scopes: &[AuthScope],
+) -> Result<Client> {
+    let issued = IssuedKey::generate();
+    let record = KeyRecord {
+        key_id: issued.key_id().clone(),
+        tenant: tenant.to_owned(),
+        scopes: scopes.iter().copied().collect(),
+        expires_at: (time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unix_timestamp(),
+        revoked: false,
+        digest: issued.digest().clone(),
     };
-    let tenant = TenantId::parse(tenant).map_err(|_| Status::unauthenticated("bad test tenant"))?;
-    let scopes = match metadata.get("x-test-scope").and_then(|v| v.to_str().ok()) {
-        Some("none") => BTreeSet::new(),
-        _ => BTreeSet::from([AuthScope::DeletionWrite]),
-    };
-    request
-        .extensions_mut()
-        .insert(Principal::ApiKey(KeyPrincipal {
-            tenant,
-            key_id: KeyId::generate(),
-            scopes,
-        }));
-    Ok(request)
-}
-
-/// `message` as a request from an API key of `tenant` (with `deletion:write` if `scoped`).
-fn as_key<T>(message: T, tenant: &str, scoped: bool) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-test-tenant", tenant.parse().expect("ascii"));
-    if !scoped {
-        request
-            .metadata_mut()
-            .insert("x-test-scope", "none".parse().expect("ascii"));
+    bucket.put(&record).await?;
+    let client = DeletionServiceClient::with_interceptor(
+        channel.clone(),
+        Bearer::new(issued.token().expose_secret()),
+    );
+    // The probe names no tenant, so it touches no data and is not audited: INVALID_ARGUMENT once
+    // the key is accepted.
+    let deadline = tokio::time::Instant::now() + KEY_PROPAGATION;
+    loop {
+        let status = client
+            .clone()
+            .get_deletion(GetDeletionRequest::default())
+            .await
+            .expect_err("an empty name is refused");
+        if status.code() != Code::Unauthenticated {
+            return Ok(client);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the key did not become valid within {KEY_PROPAGATION:?}: {status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    request
 }
 
 fn settings(expected: &[&str]) -> DeletionSettings {
@@ -428,8 +519,9 @@ async fn missing_receipts_are_retried_then_the_deletion_fails_naming_the_silent_
         ..settings(&["ingest", "audit"])
     })
     .await?;
+    // The operator deletes the tenant; the tenant's own key follows the deletion.
     let job = app
-        .client
+        .operator()
         .delete_tenant(DeleteTenantRequest {
             name: "tenants/beta".to_owned(),
             reason: "offboarding".to_owned(),
@@ -468,7 +560,7 @@ async fn missing_receipts_are_retried_then_the_deletion_fails_naming_the_silent_
         .await?;
     assert_eq!(requested.len(), 3);
     let certificate = app
-        .client
+        .operator()
         .get_deletion_certificate(GetDeletionCertificateRequest {
             name: format!("{deletion}/certificate"),
         })
@@ -573,9 +665,12 @@ async fn keys_act_only_on_their_tenant_with_the_deletion_scope_and_denials_are_a
         request_id: String::new(),
     };
 
+    let other_key = app.mint("other", &[AuthScope::DeletionWrite]).await?;
+    let unscoped_key = app.mint("acme", &[AuthScope::DatasetsWrite]).await?;
+
     let job = app
         .client
-        .delete_dataset(as_key(request(&dataset), "acme", true))
+        .delete_dataset(request(&dataset))
         .await?
         .into_inner();
     let deletion = app.get(&job.output).await?;
@@ -586,41 +681,49 @@ async fn keys_act_only_on_their_tenant_with_the_deletion_scope_and_denials_are_a
     );
 
     // Another tenant's key sees nothing: NOT_FOUND, as for a deletion that does not exist.
-    let other = app
-        .client
-        .get_deletion(as_key(
-            GetDeletionRequest {
-                name: job.output.clone(),
-            },
-            "other",
-            true,
-        ))
+    let other = other_key
+        .clone()
+        .get_deletion(GetDeletionRequest {
+            name: job.output.clone(),
+        })
         .await
         .expect_err("another tenant's deletion");
     assert_eq!(other.code(), Code::NotFound);
-    let other = app
-        .client
-        .delete_dataset(as_key(request(&dataset), "other", true))
+    let other = other_key
+        .clone()
+        .delete_dataset(request(&dataset))
         .await
         .expect_err("another tenant's dataset");
     assert_eq!(other.code(), Code::NotFound);
 
     // The tenant's own key without `deletion:write` is refused, and the refusal is audited.
-    let unscoped = app
-        .client
-        .delete_tenant(as_key(
-            DeleteTenantRequest {
-                name: "tenants/acme".to_owned(),
-                reason: String::new(),
-                confirm_tenant_id: "acme".to_owned(),
-                request_id: String::new(),
-            },
-            "acme",
-            false,
-        ))
+    let unscoped = unscoped_key
+        .clone()
+        .delete_tenant(DeleteTenantRequest {
+            name: "tenants/acme".to_owned(),
+            reason: String::new(),
+            confirm_tenant_id: "acme".to_owned(),
+            request_id: String::new(),
+        })
         .await
         .expect_err("no deletion:write");
     assert_eq!(unscoped.code(), Code::PermissionDenied);
+
+    // The operator deletes tenants but reads no tenant data: neither datasets nor deletions.
+    let operator = app
+        .operator()
+        .delete_dataset(request(&dataset))
+        .await
+        .expect_err("the operator deletes no dataset");
+    assert_eq!(operator.code(), Code::PermissionDenied);
+    let operator = app
+        .operator()
+        .get_deletion(GetDeletionRequest {
+            name: job.output.clone(),
+        })
+        .await
+        .expect_err("the operator reads no deletion");
+    assert_eq!(operator.code(), Code::PermissionDenied);
     let mut denied = Vec::new();
     for _ in 0..50 {
         denied = app
@@ -630,7 +733,7 @@ async fn keys_act_only_on_their_tenant_with_the_deletion_scope_and_denials_are_a
             .filter_map(|m| ev::AuditEvent::decode(m.payload.as_ref()).ok())
             .filter(|e| e.outcome() == ev::Outcome::Denied)
             .collect::<Vec<_>>();
-        if denied.len() >= 3 {
+        if denied.len() >= 5 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -645,5 +748,117 @@ async fn keys_act_only_on_their_tenant_with_the_deletion_scope_and_denials_are_a
         ]),
         "every denial on acme's resources, by another tenant's key or an unscoped one, is in acme's audit log"
     );
+    let by_other: BTreeSet<&str> = denied
+        .iter()
+        .filter(|e| e.actor_id.starts_with("tenants/other/apiKeys/"))
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(
+        by_other,
+        BTreeSet::from(["deletion.datasets.delete", "deletion.deletions.get"]),
+        "another tenant's key is audited in the owner's log, under its own name"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.actor_type() == ev::ActorType::Operator),
+        "{denied:?}"
+    );
+    // Nothing was audited in the other tenant's log: it learns nothing about acme.
+    assert!(
+        app.messages("TM_AUDIT", "tm.other.audit.deletion")
+            .await?
+            .is_empty()
+    );
+    app.stop().await
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_credential_are_unauthenticated_and_change_nothing() -> Result<()> {
+    let mut app = TestApp::spawn(settings(&["ingest"])).await?;
+    let dataset = format!("tenants/acme/datasets/{}", Uuid::now_v7());
+    let delete_dataset = DeleteDatasetRequest {
+        name: dataset.clone(),
+        reason: String::new(),
+        request_id: String::new(),
+    };
+    let delete_tenant = DeleteTenantRequest {
+        name: "tenants/acme".to_owned(),
+        reason: String::new(),
+        confirm_tenant_id: "acme".to_owned(),
+        request_id: String::new(),
+    };
+
+    let mut refused = vec![
+        app.anonymous()
+            .delete_dataset(delete_dataset.clone())
+            .await
+            .map(|_| ()),
+        app.anonymous()
+            .delete_tenant(delete_tenant.clone())
+            .await
+            .map(|_| ()),
+        app.anonymous()
+            .list_certificate_signing_keys(ListCertificateSigningKeysRequest {})
+            .await
+            .map(|_| ()),
+    ];
+    // A key never minted, a malformed one, a wrong operator credential, another scheme.
+    let unknown = IssuedKey::generate();
+    for credential in [
+        format!("Bearer {}", unknown.token().expose_secret()),
+        "Bearer tmk_not-a-key".to_owned(),
+        format!("Bearer {OPERATOR_CREDENTIAL}x"),
+        format!("Basic {OPERATOR_CREDENTIAL}"),
+    ] {
+        let mut client = DeletionServiceClient::with_interceptor(
+            app.channel.clone(),
+            Bearer(credential.parse()?),
+        );
+        refused.push(
+            client
+                .delete_dataset(delete_dataset.clone())
+                .await
+                .map(|_| ()),
+        );
+        refused.push(
+            client
+                .delete_tenant(delete_tenant.clone())
+                .await
+                .map(|_| ()),
+        );
+    }
+    for result in refused {
+        assert_eq!(
+            result.expect_err("no valid credential").code(),
+            Code::Unauthenticated
+        );
+    }
+
+    // Nothing was created, requested or audited.
+    let deletions: i64 = sqlx::query_scalar("SELECT count(*) FROM deletion.deletions")
+        .fetch_one(app.db.pool())
+        .await?;
+    assert_eq!(deletions, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        app.messages("TM_DELETION", "tm.acme.deletion.requested")
+            .await?
+            .is_empty()
+    );
+    assert!(
+        app.messages("TM_AUDIT", "tm.acme.audit.deletion")
+            .await?
+            .is_empty()
+    );
+
+    // The same calls with the tenant's key go through.
+    let job = app
+        .client
+        .delete_dataset(delete_dataset)
+        .await?
+        .into_inner();
+    assert_eq!(job.target, dataset);
+    assert!(app.get(&job.output).await.is_ok());
     app.stop().await
 }

@@ -35,39 +35,30 @@ impl DeletionHandler {
 /// The principal the auth interceptor attached, as an audit actor, with the check of `scope` on
 /// `resource` (request field `name`).
 ///
-/// NOTE: without a principal (no interceptor in front, until every binary wires `libs/auth`), the
-/// caller is recorded as anonymous and the tenant comes from the resource name, as in `ingest`.
+/// # Errors
+/// Without a principal (the service is not behind `trustmesh_auth::Authenticator`), the request is
+/// refused outright as UNAUTHENTICATED: there is no anonymous caller.
 fn caller<T>(
     request: &Request<T>,
     scope: AuthScope,
     resource: &str,
     operator_allowed: bool,
-) -> (Actor, Result<(), DeletionError>) {
-    match Principal::of(request) {
-        Ok(principal) => {
-            let checked = if operator_allowed {
-                principal.require_or_operator(scope, "name", resource)
-            } else {
-                principal.require(scope, "name", resource)
-            };
-            let actor_type = match principal {
-                Principal::ApiKey(_) => ActorType::ApiKey,
-                Principal::Operator => ActorType::Operator,
-            };
-            let actor = Actor {
-                actor_type,
-                id: principal.actor_id(),
-            };
-            (actor, checked.map(|_| ()).map_err(DeletionError::from))
-        }
-        Err(_) => (
-            Actor {
-                actor_type: ActorType::Anonymous,
-                id: "anonymous".to_owned(),
-            },
-            Ok(()),
-        ),
-    }
+) -> Result<(Actor, Result<(), DeletionError>), DeletionError> {
+    let principal = Principal::of(request)?;
+    let checked = if operator_allowed {
+        principal.require_or_operator(scope, "name", resource)
+    } else {
+        principal.require(scope, "name", resource)
+    };
+    let actor_type = match principal {
+        Principal::ApiKey(_) => ActorType::ApiKey,
+        Principal::Operator => ActorType::Operator,
+    };
+    let actor = Actor {
+        actor_type,
+        id: principal.actor_id(),
+    };
+    Ok((actor, checked.map(|_| ()).map_err(DeletionError::from)))
 }
 
 fn invalid(message: &str) -> DeletionError {
@@ -124,7 +115,7 @@ impl DeletionHandler {
             AuthScope::DeletionWrite,
             resource,
             operator_allowed,
-        );
+        )?;
         let Err(denied) = checked else {
             return Ok(actor);
         };
@@ -288,8 +279,10 @@ impl DeletionService for DeletionHandler {
 
     async fn list_certificate_signing_keys(
         &self,
-        _request: Request<ListCertificateSigningKeysRequest>,
+        request: Request<ListCertificateSigningKeysRequest>,
     ) -> Result<Response<ListCertificateSigningKeysResponse>, Status> {
+        // Public keys: any authenticated caller may list them, but there is no anonymous caller.
+        Principal::of(&request).map_err(DeletionError::from)?;
         let keys = self.deletions.signing_keys().await?;
         Ok(Response::new(ListCertificateSigningKeysResponse {
             keys: keys
@@ -303,5 +296,26 @@ impl DeletionService for DeletionHandler {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_without_a_principal_is_unauthenticated() {
+        let request = Request::new(());
+        for operator_allowed in [false, true] {
+            let Err(refused) = caller(
+                &request,
+                AuthScope::DeletionWrite,
+                "tenants/acme/datasets/0190b1a2-0000-7000-8000-000000000000",
+                operator_allowed,
+            ) else {
+                panic!("no principal, no caller");
+            };
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
     }
 }
