@@ -7,8 +7,8 @@ use std::sync::Arc;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
+use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
 use trustmesh_bus::{
     ConsumerRunner, Handler, Outbox, OutboxRelay, ProcessedMessages, Publisher, RunnerError,
     ensure_consumer, ensure_schema, ensure_streams,
@@ -64,6 +64,9 @@ pub enum AppError {
     /// The API key for ingest is not a valid header value.
     #[error("the API key for ingest is not a valid header value")]
     IngestKey,
+    /// The API-key cache could not open or load `tm_auth`.
+    #[error("API-key cache setup failed")]
+    KeyStore(#[from] KeyStoreError),
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
@@ -81,6 +84,8 @@ pub struct Application {
     scores: ConsumerRunner<ScoresHandler>,
     deletion: ConsumerRunner<DeletionHandler>,
     consumers_ready: Dependency,
+    /// Stops the API-key cache's watch once the servers are done.
+    background: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
@@ -136,23 +141,19 @@ fn spawn_consumer<H: Handler>(
 
 impl Application {
     /// Connects to Postgres (migrating schema `analysis`) and NATS (ensuring streams and the
-    /// `analysis-requested`, `analysis-scores` and `analysis-deletion` consumers), opens the object store and keyring,
-    /// prepares the channel to ingest, and binds the gRPC and admin listeners. `auth` runs before
-    /// every `AnalysisService` call.
-    ///
-    /// NOTE: `auth` is the seam for `libs/auth`'s API-key interceptor (not wired into the services
-    /// yet); until then, the caller's tenant is the one in the resource name.
+    /// `analysis-requested`, `analysis-scores` and `analysis-deletion` consumers), loads the API-key
+    /// cache from `tm_auth`, opens the object store and keyring, prepares the channel to ingest, and
+    /// binds the gRPC and admin listeners. Every `AnalysisService` call goes through
+    /// `trustmesh_auth::Authenticator` (API keys only; the operator credential reads no tenant data).
     ///
     /// # Errors
     ///
     /// [`AppError`] naming what could not be set up.
-    pub async fn build<A>(settings: Settings, auth: A) -> Result<Self, AppError>
-    where
-        A: Interceptor + Clone + Send + Sync + 'static,
-    {
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let readiness = Readiness::new();
         let postgres_ready = readiness.register("postgres");
         let nats_ready = readiness.register("nats");
+        let keys_ready = readiness.register("tm_auth key cache");
         let consumers_ready = readiness.register("analysis consumers");
 
         let schema = SchemaName::new(SCHEMA)?;
@@ -173,8 +174,14 @@ impl Application {
         let requested_pull = ensure_consumer(&jetstream, &ANALYSIS_REQUESTED).await?;
         let scores_pull = ensure_consumer(&jetstream, &ANALYSIS_SCORES).await?;
         let deletion_pull = ensure_consumer(&jetstream, &ANALYSIS_DELETION).await?;
-        let publisher = Publisher::new(jetstream);
         nats_ready.set_ready();
+        let background = CancellationToken::new();
+        // Stops the cache's watch if anything below fails; disarmed once the app is built.
+        let stop_background = background.clone().drop_guard();
+        let cache =
+            KeyCache::start(&jetstream, CacheOptions::default(), background.clone()).await?;
+        keys_ready.set_ready();
+        let publisher = Publisher::new(jetstream);
 
         let store = object_store(&settings.objects).await?;
         let deks = PgDekStore::new(pool.clone());
@@ -237,7 +244,7 @@ impl Application {
         let rpc_metrics = metrics.clone();
         let jobs = AnalysisServiceServer::new(JobsHandler::new(repo, objects));
         let grpc = GrpcServer::builder(settings.grpc, readiness.clone())
-            .add_service(InterceptedService::new(jobs, auth))
+            .add_service(InterceptedService::new(jobs, Authenticator::new(cache)))
             .file_descriptor_set(trustmesh_proto::FILE_DESCRIPTOR_SET)
             .grace_period(settings.shutdown.grace_period())
             .on_rpc(move |method, code, elapsed| {
@@ -246,6 +253,7 @@ impl Application {
             .build()
             .await?;
         let admin = AdminServer::bind(&settings.admin, readiness, move || metrics.render()).await?;
+        stop_background.disarm();
         Ok(Self {
             grpc,
             admin,
@@ -254,6 +262,7 @@ impl Application {
             scores,
             deletion,
             consumers_ready,
+            background,
         })
     }
 
@@ -288,6 +297,7 @@ impl Application {
         ];
         let served = trustmesh_runtime::serve(self.grpc, self.admin, shutdown.clone()).await;
         shutdown.cancel();
+        self.background.cancel();
         if let Err(error) = relay.await {
             tracing::warn!(error = %error, "The outbox relay task ended abnormally.");
         }

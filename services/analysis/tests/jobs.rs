@@ -4,12 +4,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use prost::Message as _;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+use trustmesh_auth::Scope;
 use trustmesh_bus::Publisher;
 use trustmesh_events::{Subject, TenantId, msg_id};
-use trustmesh_proto::events::v1::{AnalysisRequested, ScoresReady};
+use trustmesh_proto::events::v1::{ActorType, AnalysisRequested, AuditEvent, Outcome, ScoresReady};
 use trustmesh_proto::v1::analysis_service_client::AnalysisServiceClient;
 use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
 use trustmesh_proto::v1::get_model_outputs_response::Payload as OutputsPayload;
@@ -26,24 +31,35 @@ use uuid::Uuid;
 
 const IRIS: &str = "/work/shared/fixtures/cleanlab-reference/iris_10s.dataset.csv";
 
-/// Mints an API key of `tenant` that may read and write datasets; returns `Bearer <key>`.
-async fn mint(nats: &NatsServer, tenant: &str) -> String {
-    use trustmesh_auth::{AuthBucket, IssuedKey, KeyRecord, Scope};
+/// Mints an API key of `tenant` with `scopes`; returns `Bearer <key>` and the key's audit actor id.
+async fn mint_key(nats: &NatsServer, tenant: &str, scopes: &[Scope]) -> (String, String) {
+    use trustmesh_auth::{AuthBucket, IssuedKey, KeyRecord};
     use trustmesh_runtime::ExposeSecret as _;
     let bucket = AuthBucket::open(&nats.jetstream().await, 1).await.unwrap();
     let issued = IssuedKey::generate();
     let record = KeyRecord {
         key_id: issued.key_id().clone(),
         tenant: tenant.to_owned(),
-        scopes: [Scope::DatasetsRead, Scope::DatasetsWrite]
-            .into_iter()
-            .collect(),
+        scopes: scopes.iter().copied().collect(),
         expires_at: (time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unix_timestamp(),
         revoked: false,
         digest: issued.digest().clone(),
     };
     bucket.put(&record).await.unwrap();
-    format!("Bearer {}", issued.token().expose_secret())
+    let actor = format!("tenants/{tenant}/apiKeys/{}", issued.key_id());
+    (format!("Bearer {}", issued.token().expose_secret()), actor)
+}
+
+/// Mints an API key of `tenant` that may read and write datasets (for ingest), and run analyses and
+/// read their outputs (for analysis); returns `Bearer <key>`.
+async fn mint(nats: &NatsServer, tenant: &str) -> String {
+    let scopes = [
+        Scope::DatasetsRead,
+        Scope::DatasetsWrite,
+        Scope::AnalysisRun,
+        Scope::ReportsRead,
+    ];
+    mint_key(nats, tenant, &scopes).await.0
 }
 
 /// `message` with `bearer` as its credential.
@@ -55,9 +71,83 @@ fn with_key<T>(bearer: &str, message: T) -> Request<T> {
     request
 }
 
-#[allow(clippy::unnecessary_wraps)]
-fn pass(request: Request<()>) -> Result<Request<()>, Status> {
-    Ok(request)
+/// Adds `authorization: <bearer>` to every request, if set.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(bearer) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// An analysis client sending `bearer` (`Bearer <key>`) on every call, or no credential.
+type Client = AnalysisServiceClient<InterceptedService<Channel, Bearer>>;
+
+async fn connect(addr: SocketAddr, bearer: Option<&str>) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    AnalysisServiceClient::with_interceptor(channel, Bearer(bearer.map(|b| b.parse().unwrap())))
+}
+
+/// `call` again while it is UNAUTHENTICATED because a freshly minted key has not reached the
+/// service's cache yet (through the `tm_auth` watch).
+async fn once_known<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    for _ in 0..100 {
+        match call().await {
+            Err(status) if status.code() == Code::Unauthenticated => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
+/// The audit events analysis recorded in `tenant`'s log, once there are at least `n` (or 20 s).
+async fn audit_events(nats: &NatsServer, tenant: &str, n: usize) -> Vec<AuditEvent> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use futures::StreamExt as _;
+    let js = nats.jetstream().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stream = js.get_stream("TM_AUDIT").await.unwrap();
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: format!("tm.{tenant}.audit.analysis"),
+                ack_policy: AckPolicy::None,
+                deliver_policy: DeliverPolicy::All,
+                ..pull::Config::default()
+            })
+            .await
+            .unwrap();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(10_000)
+            .messages()
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while let Some(message) = batch.next().await {
+            events.push(AuditEvent::decode(message.unwrap().payload.as_ref()).unwrap());
+        }
+        if events.len() >= n || tokio::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn grpc() -> GrpcSettings {
@@ -84,9 +174,10 @@ struct Mesh {
     dir: tempfile::TempDir,
     shutdown: CancellationToken,
     ingest_addr: SocketAddr,
+    analysis_addr: SocketAddr,
     bearer: String,
     ingest: DatasetServiceClient<Channel>,
-    analysis: AnalysisServiceClient<Channel>,
+    analysis: Client,
 }
 
 impl Drop for Mesh {
@@ -147,10 +238,13 @@ impl Mesh {
         let ingest_addr = ingest_app.grpc_addr();
         tokio::spawn(ingest_app.run_until_stopped(shutdown.child_token()));
 
-        let analysis_app = trustmesh_analysis::Application::build(
-            analysis_settings(dir.path(), &db, &nats, ingest_addr, &bearer),
-            pass,
-        )
+        let analysis_app = trustmesh_analysis::Application::build(analysis_settings(
+            dir.path(),
+            &db,
+            &nats,
+            ingest_addr,
+            &bearer,
+        ))
         .await
         .unwrap();
         let analysis_addr = analysis_app.grpc_addr();
@@ -159,15 +253,14 @@ impl Mesh {
         let ingest = DatasetServiceClient::connect(format!("http://{ingest_addr}"))
             .await
             .unwrap();
-        let analysis = AnalysisServiceClient::connect(format!("http://{analysis_addr}"))
-            .await
-            .unwrap();
+        let analysis = connect(analysis_addr, Some(&bearer)).await;
         Self {
             nats,
             db,
             dir,
             shutdown,
             ingest_addr,
+            analysis_addr,
             bearer,
             ingest,
             analysis,
@@ -483,14 +576,24 @@ async fn jobs_on_a_missing_dataset_or_label_column_fail_clearly() {
         .into_inner();
     assert_eq!(second.jobs.len(), 1);
     assert!(second.next_page_token.is_empty());
-    let foreign = client
-        .list_jobs(ListJobsRequest {
-            parent: "tenants/bbb".into(),
-            page_token: first.next_page_token,
-            ..ListJobsRequest::default()
-        })
-        .await
-        .unwrap_err();
+    // Another tenant's key cannot page through acme's jobs with acme's token.
+    let (other, _) = mint_key(&mesh.nats, "bbb", &[Scope::AnalysisRun]).await;
+    let other = connect(mesh.analysis_addr, Some(&other)).await;
+    let foreign = once_known(|| {
+        let mut other = other.clone();
+        let page_token = first.next_page_token.clone();
+        async move {
+            other
+                .list_jobs(ListJobsRequest {
+                    parent: "tenants/bbb".into(),
+                    page_token,
+                    ..ListJobsRequest::default()
+                })
+                .await
+        }
+    })
+    .await
+    .unwrap_err();
     assert_eq!(
         foreign.code(),
         Code::InvalidArgument,
@@ -499,42 +602,125 @@ async fn jobs_on_a_missing_dataset_or_label_column_fail_clearly() {
 }
 
 #[tokio::test]
-async fn another_tenant_can_neither_see_nor_touch_a_job() {
+async fn calls_without_a_key_are_unauthenticated() {
     let mesh = Mesh::start().await;
-    let dataset = mesh.upload("acme", iris()).await;
-    let job = mesh.start_job(&dataset, "label").await;
-    let id = job.name.rsplit('/').next().unwrap();
-    let theirs = format!("tenants/bbb/jobs/{id}");
-    let mut client = mesh.analysis.clone();
-    let get = client
-        .get_job(GetJobRequest {
-            name: theirs.clone(),
+    let job = mesh
+        .start_job(
+            &format!("tenants/acme/datasets/{}", Uuid::now_v7()),
+            "label",
+        )
+        .await;
+    let addr = mesh.analysis_addr;
+    let mut anonymous = connect(addr, None).await;
+    let start = anonymous
+        .start_analysis(StartAnalysisRequest {
+            dataset: job.target.clone(),
+            label_column: "label".into(),
+            task_type: TaskType::Classification.into(),
+            ..StartAnalysisRequest::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(get.code(), Code::NotFound);
+    assert_eq!(start.code(), Code::Unauthenticated, "{start:?}");
+    let get = anonymous
+        .get_job(GetJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(get.code(), Code::Unauthenticated, "{get:?}");
+    let outputs = anonymous
+        .get_model_outputs(GetModelOutputsRequest {
+            name: job.name.clone(),
+            ..GetModelOutputsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(outputs.code(), Code::Unauthenticated, "{outputs:?}");
+    let mut forged = connect(addr, Some("Bearer tmk_not_a_key")).await;
+    let list = forged
+        .list_jobs(ListJobsRequest {
+            parent: "tenants/acme".into(),
+            ..ListJobsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(list.code(), Code::Unauthenticated, "{list:?}");
+}
+
+#[tokio::test]
+async fn another_tenants_key_gets_not_found_like_a_missing_job_and_is_audited_in_the_owners_log() {
+    let mesh = Mesh::start().await;
+    let dataset = mesh.upload("acme", iris()).await;
+    let job = mesh.start_job(&dataset, "label").await;
+    let all = [Scope::Admin];
+    let (intruder, intruder_actor) = mint_key(&mesh.nats, "bbb", &all).await;
+    let mut client = connect(mesh.analysis_addr, Some(&intruder)).await;
+    let missing = format!("tenants/acme/jobs/{}", Uuid::now_v7());
+    let mut own = mesh.analysis.clone();
+    let absent = own
+        .get_job(GetJobRequest {
+            name: missing.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), Code::NotFound);
+
+    let get = once_known(|| {
+        let mut client = client.clone();
+        let name = job.name.clone();
+        async move { client.get_job(GetJobRequest { name }).await }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(get.code(), Code::NotFound, "{get:?}");
+    // Word for word what a missing job gets.
+    assert_eq!(
+        get.message(),
+        absent.message().replace(&missing, &job.name),
+        "another tenant's job must look missing"
+    );
     let cancel = client
         .cancel_job(CancelJobRequest {
-            name: theirs.clone(),
+            name: job.name.clone(),
         })
         .await
         .unwrap_err();
     assert_eq!(cancel.code(), Code::NotFound);
     let watch = client
         .watch_job(WatchJobRequest {
-            name: theirs.clone(),
+            name: job.name.clone(),
         })
         .await
         .unwrap_err();
     assert_eq!(watch.code(), Code::NotFound);
     let outputs = client
         .get_model_outputs(GetModelOutputsRequest {
-            name: theirs,
+            name: job.name.clone(),
             ..GetModelOutputsRequest::default()
         })
         .await
         .unwrap_err();
     assert_eq!(outputs.code(), Code::NotFound);
+    let list = client
+        .list_jobs(ListJobsRequest {
+            parent: "tenants/acme".into(),
+            ..ListJobsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(list.code(), Code::NotFound);
+    let start = client
+        .start_analysis(StartAnalysisRequest {
+            dataset: dataset.clone(),
+            label_column: "label".into(),
+            task_type: TaskType::Classification.into(),
+            ..StartAnalysisRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(start.code(), Code::NotFound);
+    // Its own tenant's jobs are none.
     let listed = client
         .list_jobs(ListJobsRequest {
             parent: "tenants/bbb".into(),
@@ -544,11 +730,148 @@ async fn another_tenant_can_neither_see_nor_touch_a_job() {
         .unwrap()
         .into_inner();
     assert!(listed.jobs.is_empty());
-    // ... while the owner sees it run.
-    let seen = mesh
-        .watch_until(&job.name, |j| j.step == "detect-issues" || is_terminal(j))
+
+    // Every attempt is in the owner's log, as DENIED, by the intruding key.
+    let denied_of = |events: Vec<AuditEvent>| {
+        let mut denied: Vec<String> = events
+            .into_iter()
+            .filter(|e| e.outcome() == Outcome::Denied)
+            .map(|e| {
+                assert_eq!(e.actor_type(), ActorType::ApiKey);
+                assert_eq!(e.actor_id, intruder_actor);
+                assert_eq!(e.grpc_code, Code::NotFound as i32);
+                assert_eq!(e.reason, "OTHER_TENANT");
+                e.action
+            })
+            .collect();
+        denied.sort();
+        denied
+    };
+    let mut denied = Vec::new();
+    for _ in 0..100 {
+        denied = denied_of(audit_events(&mesh.nats, "acme", 0).await);
+        if denied.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        denied,
+        [
+            "analysis.start",
+            "jobs.cancel",
+            "jobs.get",
+            "jobs.list",
+            "jobs.outputs.read",
+            "jobs.watch"
+        ]
+    );
+    // ... and none in the intruder's, but its own listing.
+    let theirs = audit_events(&mesh.nats, "bbb", 1).await;
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0].action, "jobs.list");
+    assert_eq!(theirs[0].actor_id, intruder_actor);
+    // The owner's own calls are audited as the owner's key.
+    let owner = audit_events(&mesh.nats, "acme", 1).await;
+    assert!(
+        owner
+            .iter()
+            .filter(|e| e.outcome() != Outcome::Denied && e.action != "analysis.run")
+            .all(|e| e.actor_type() == ActorType::ApiKey
+                && e.actor_id.starts_with("tenants/acme/apiKeys/"))
+    );
+}
+
+#[tokio::test]
+async fn a_key_without_the_scope_is_permission_denied_and_audited() {
+    let mesh = Mesh::start().await;
+    let job = mesh
+        .start_job(
+            &format!("tenants/acme/datasets/{}", Uuid::now_v7()),
+            "label",
+        )
         .await;
-    assert_eq!(seen.state(), JobState::Running);
+    let addr = mesh.analysis_addr;
+    let (reader, reader_actor) = mint_key(&mesh.nats, "acme", &[Scope::ReportsRead]).await;
+    let (runner, runner_actor) = mint_key(&mesh.nats, "acme", &[Scope::AnalysisRun]).await;
+    let mut reader = connect(addr, Some(&reader)).await;
+    let mut runner = connect(addr, Some(&runner)).await;
+
+    let start = once_known(|| {
+        let mut reader = reader.clone();
+        let dataset = job.target.clone();
+        async move {
+            reader
+                .start_analysis(StartAnalysisRequest {
+                    dataset,
+                    label_column: "label".into(),
+                    task_type: TaskType::Classification.into(),
+                    ..StartAnalysisRequest::default()
+                })
+                .await
+        }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(start.code(), Code::PermissionDenied, "{start:?}");
+    let get = reader
+        .get_job(GetJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(get.code(), Code::PermissionDenied, "{get:?}");
+    let outputs = once_known(|| {
+        let mut runner = runner.clone();
+        let name = job.name.clone();
+        async move {
+            runner
+                .get_model_outputs(GetModelOutputsRequest {
+                    name,
+                    ..GetModelOutputsRequest::default()
+                })
+                .await
+        }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(outputs.code(), Code::PermissionDenied, "{outputs:?}");
+    // The runner may watch its analyses.
+    let seen = runner
+        .get_job(GetJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.name, job.name);
+
+    let mut denied = Vec::new();
+    for _ in 0..100 {
+        denied = audit_events(&mesh.nats, "acme", 0)
+            .await
+            .into_iter()
+            .filter(|e| e.outcome() == Outcome::Denied)
+            .map(|e| {
+                assert_eq!(e.grpc_code, Code::PermissionDenied as i32);
+                assert_eq!(e.reason, "MISSING_SCOPE");
+                (e.action, e.actor_id)
+            })
+            .collect::<Vec<_>>();
+        if denied.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    denied.sort();
+    assert_eq!(
+        denied,
+        [
+            ("analysis.start".to_owned(), reader_actor.clone()),
+            ("jobs.get".to_owned(), reader_actor),
+            ("jobs.outputs.read".to_owned(), runner_actor),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -580,23 +903,18 @@ async fn a_job_cut_off_by_a_crash_completes_after_a_restart() {
     let ingest_addr = ingest_app.grpc_addr();
     tokio::spawn(ingest_app.run_until_stopped(shutdown.child_token()));
     let build = || {
-        trustmesh_analysis::Application::build(
-            analysis_settings(
-                mesh.dir.path(),
-                &mesh.db,
-                &mesh.nats,
-                ingest_addr,
-                &mesh.bearer,
-            ),
-            pass,
-        )
+        trustmesh_analysis::Application::build(analysis_settings(
+            mesh.dir.path(),
+            &mesh.db,
+            &mesh.nats,
+            ingest_addr,
+            &mesh.bearer,
+        ))
     };
     let first = build().await.unwrap();
     let addr = first.grpc_addr();
     let crashed = tokio::spawn(first.run_until_stopped(CancellationToken::new()));
-    let mut client = AnalysisServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut client = connect(addr, Some(&mesh.bearer)).await;
     let job = client
         .start_analysis(StartAnalysisRequest {
             dataset,
@@ -624,10 +942,9 @@ async fn a_job_cut_off_by_a_crash_completes_after_a_restart() {
     let _ = crashed.await;
 
     let second = build().await.unwrap();
-    mesh.analysis = AnalysisServiceClient::connect(format!("http://{}", second.grpc_addr()))
-        .await
-        .unwrap();
+    mesh.analysis = connect(second.grpc_addr(), Some(&mesh.bearer)).await;
     mesh.ingest_addr = ingest_addr;
+    mesh.analysis_addr = second.grpc_addr();
     tokio::spawn(second.run_until_stopped(shutdown.child_token()));
     let resumed = mesh
         .watch_until(&job.name, |j| j.step == "detect-issues" || is_terminal(j))

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
+use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
 use trustmesh_bus::{
     ConsumerRunner, Handler, Outbox, OutboxRelay, ProcessedMessages, Publisher, RunnerError,
     ensure_consumer, ensure_schema, ensure_streams,
@@ -61,6 +61,12 @@ pub enum AppError {
     /// The analysis endpoint is not usable.
     #[error("cannot set up the channel to analysis")]
     Analysis(#[from] trustmesh_runtime::ConnectError),
+    /// The API key for analysis is not a valid header value.
+    #[error("the API key for analysis is not a valid header value")]
+    AnalysisKey,
+    /// The API-key cache could not open or load `tm_auth`.
+    #[error("API-key cache setup failed")]
+    KeyStore(#[from] KeyStoreError),
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
@@ -77,6 +83,8 @@ pub struct Application {
     consumer: ConsumerRunner<ScoringHandler>,
     deletion: ConsumerRunner<DeletionHandler>,
     consumer_ready: Dependency,
+    /// Stops the API-key cache's watch once the servers are done.
+    background: CancellationToken,
 }
 
 impl std::fmt::Debug for Application {
@@ -132,23 +140,20 @@ fn spawn_consumer<H: Handler>(
 
 impl Application {
     /// Connects to Postgres (migrating schema `trust_scoring`) and NATS (ensuring streams and the
-    /// `trust-scoring-analysis` and `trust-scoring-deletion` consumers), opens the object store and keyring, prepares the channel
-    /// to analysis, and binds the gRPC and admin listeners. `auth` runs before every `TrustService`
-    /// call.
-    ///
-    /// NOTE: `auth` is the seam for `libs/auth`'s API-key interceptor (not wired into the services
-    /// yet); until then, the caller's tenant is the one in the resource name.
+    /// `trust-scoring-analysis` and `trust-scoring-deletion` consumers), loads the API-key cache from
+    /// `tm_auth`, opens the object store and keyring, prepares the channel to analysis (sending its
+    /// `analysis.api_key`), and binds the gRPC and admin listeners. Every `TrustService` call goes
+    /// through `trustmesh_auth::Authenticator` (API keys only; the operator credential reads no
+    /// tenant data).
     ///
     /// # Errors
     ///
     /// [`AppError`] naming what could not be set up.
-    pub async fn build<A>(settings: Settings, auth: A) -> Result<Self, AppError>
-    where
-        A: Interceptor + Clone + Send + Sync + 'static,
-    {
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let readiness = Readiness::new();
         let postgres_ready = readiness.register("postgres");
         let nats_ready = readiness.register("nats");
+        let keys_ready = readiness.register("tm_auth key cache");
         let consumer_ready = readiness.register("trust-scoring consumers");
 
         let schema = SchemaName::new(SCHEMA)?;
@@ -168,8 +173,14 @@ impl Application {
         ensure_streams(&jetstream).await?;
         let pull = ensure_consumer(&jetstream, &TRUST_SCORING_ANALYSIS).await?;
         let deletion_pull = ensure_consumer(&jetstream, &TRUST_SCORING_DELETION).await?;
-        let publisher = Publisher::new(jetstream);
         nats_ready.set_ready();
+        let background = CancellationToken::new();
+        // Stops the cache's watch if anything below fails; disarmed once the app is built.
+        let stop_background = background.clone().drop_guard();
+        let cache =
+            KeyCache::start(&jetstream, CacheOptions::default(), background.clone()).await?;
+        keys_ready.set_ready();
+        let publisher = Publisher::new(jetstream);
 
         let store = object_store(&settings.objects).await?;
         let deks = PgDekStore::new(pool.clone());
@@ -204,6 +215,13 @@ impl Application {
             repo: repo.clone(),
             objects: objects.clone(),
             analysis: AnalysisServiceClient::new(channel),
+            analysis_bearer: settings
+                .analysis
+                .api_key
+                .as_ref()
+                .map(|key| format!("Bearer {}", key.expose_secret()).parse())
+                .transpose()
+                .map_err(|_| AppError::AnalysisKey)?,
         };
         let consumer =
             ConsumerRunner::new(pull, &TRUST_SCORING_ANALYSIS, publisher.clone(), scoring);
@@ -215,7 +233,7 @@ impl Application {
         let rpc_metrics = metrics.clone();
         let reports = TrustServiceServer::new(ReportsHandler::new(repo, objects));
         let grpc = GrpcServer::builder(settings.grpc, readiness.clone())
-            .add_service(InterceptedService::new(reports, auth))
+            .add_service(InterceptedService::new(reports, Authenticator::new(cache)))
             .file_descriptor_set(trustmesh_proto::FILE_DESCRIPTOR_SET)
             .grace_period(settings.shutdown.grace_period())
             .on_rpc(move |method, code, elapsed| {
@@ -224,6 +242,7 @@ impl Application {
             .build()
             .await?;
         let admin = AdminServer::bind(&settings.admin, readiness, move || metrics.render()).await?;
+        stop_background.disarm();
         Ok(Self {
             grpc,
             admin,
@@ -231,6 +250,7 @@ impl Application {
             consumer,
             deletion,
             consumer_ready,
+            background,
         })
     }
 
@@ -260,6 +280,7 @@ impl Application {
         ];
         let served = trustmesh_runtime::serve(self.grpc, self.admin, shutdown.clone()).await;
         shutdown.cancel();
+        self.background.cancel();
         if let Err(error) = relay.await {
             tracing::warn!(error = %error, "The outbox relay task ended abnormally.");
         }

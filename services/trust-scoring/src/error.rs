@@ -10,8 +10,17 @@ pub enum TrustError {
     #[error("{0}")]
     InvalidArgument(String),
     /// No such report for this tenant (another tenant's is not told apart).
-    #[error("report not found")]
-    NotFound,
+    // NOTE: the message is word for word `AuthError::OtherTenant`'s, so a missing report and another
+    // tenant's cannot be told apart.
+    #[error("resource `{resource}` not found")]
+    NotFound {
+        /// The resource name asked for.
+        resource: String,
+    },
+    /// The caller may not make this call on this resource: answered as `libs/auth` maps it, so
+    /// another tenant's report looks exactly like a missing one.
+    #[error(transparent)]
+    Auth(#[from] trustmesh_auth::AuthError),
     /// The report is not in the state the call needs.
     #[error("{0}")]
     FailedPrecondition(&'static str),
@@ -43,7 +52,8 @@ impl TrustError {
     pub fn code(&self) -> Code {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
-            Self::NotFound => Code::NotFound,
+            Self::Auth(error) => Status::from(error.clone()).code(),
+            Self::NotFound { .. } => Code::NotFound,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::Database(_) | Self::Outbox(_) => Code::Unavailable,
             Self::Objects(_) | Self::Crypto(_) | Self::Corrupt(_) => Code::Internal,
@@ -54,7 +64,8 @@ impl TrustError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
-            Self::NotFound => "NOT_FOUND",
+            Self::Auth(error) => error.reason(),
+            Self::NotFound { .. } => "NOT_FOUND",
             Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
             Self::Database(_) => "DATABASE",
             Self::Outbox(_) => "OUTBOX",
@@ -69,8 +80,9 @@ impl From<TrustError> for Status {
     fn from(error: TrustError) -> Self {
         let code = error.code();
         match error {
+            TrustError::Auth(error) => error.into(),
             TrustError::InvalidArgument(_)
-            | TrustError::NotFound
+            | TrustError::NotFound { .. }
             | TrustError::FailedPrecondition(_) => Status::new(code, error.to_string()),
             TrustError::Database(_)
             | TrustError::Outbox(_)
@@ -86,5 +98,25 @@ impl From<TrustError> for Status {
                 Status::new(code, message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_report_and_another_tenants_answer_alike() {
+        let resource = "tenants/acme/reports/01900000-0000-7000-8000-000000000001";
+        let missing = Status::from(TrustError::NotFound {
+            resource: resource.to_owned(),
+        });
+        let foreign = Status::from(TrustError::Auth(trustmesh_auth::AuthError::OtherTenant {
+            resource: resource.to_owned(),
+        }));
+        assert_eq!(
+            (missing.code(), missing.message()),
+            (foreign.code(), foreign.message())
+        );
     }
 }

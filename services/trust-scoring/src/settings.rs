@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use trustmesh_runtime::{
-    AdminSettings, ClientTls, GrpcSettings, InvalidSetting, SecretString, ShutdownSettings,
-    Validate,
+    AdminSettings, ClientTls, ExposeSecret, GrpcSettings, InvalidSetting, SecretString,
+    ShutdownSettings, Validate,
 };
 use trustmesh_telemetry::TelemetrySettings;
 
@@ -147,6 +147,12 @@ pub struct PeerSettings {
     pub endpoint: String,
     /// TLS to it.
     pub tls: ClientTls,
+    /// The API key presented to it (`authorization: Bearer`); analysis authenticates every call, so
+    /// `GetModelOutputs` needs a key with `reports:read`.
+    ///
+    /// NOTE: a stopgap until services have their own identity (mTLS or a service principal in
+    /// `libs/auth`): a key belongs to one tenant, so only that tenant's analyses can be scored.
+    pub api_key: Option<SecretString>,
 }
 
 impl Default for PeerSettings {
@@ -154,6 +160,7 @@ impl Default for PeerSettings {
         Self {
             endpoint: "https://127.0.0.1:50051".to_owned(),
             tls: ClientTls::default(),
+            api_key: None,
         }
     }
 }
@@ -162,6 +169,13 @@ impl Validate for PeerSettings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         if self.endpoint.is_empty() {
             return Err(InvalidSetting::new("endpoint", "must not be empty"));
+        }
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|key| !key.expose_secret().chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(InvalidSetting::new("api_key", "must be printable ASCII"));
         }
         Ok(())
     }

@@ -5,13 +5,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use prost::Message as _;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+use trustmesh_auth::Scope;
 use trustmesh_bus::Publisher;
 use trustmesh_events::{Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1::{
-    AnalysisCompleted, DeletionReceipt, DeletionRequested, DeletionScope,
+    ActorType, AnalysisCompleted, AuditEvent, DeletionReceipt, DeletionRequested, DeletionScope,
+    Outcome,
 };
 use trustmesh_proto::v1::analysis_service_client::AnalysisServiceClient;
 use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
@@ -30,24 +36,35 @@ use uuid::Uuid;
 
 const FIXTURES: &str = "/work/shared/fixtures/cleanlab-reference";
 
-/// Mints an API key of `tenant` that may read and write datasets; returns `Bearer <key>`.
-async fn mint(nats: &NatsServer, tenant: &str) -> String {
-    use trustmesh_auth::{AuthBucket, IssuedKey, KeyRecord, Scope};
+/// Mints an API key of `tenant` with `scopes`; returns `Bearer <key>` and the key's audit actor id.
+async fn mint_key(nats: &NatsServer, tenant: &str, scopes: &[Scope]) -> (String, String) {
+    use trustmesh_auth::{AuthBucket, IssuedKey, KeyRecord};
     use trustmesh_runtime::ExposeSecret as _;
     let bucket = AuthBucket::open(&nats.jetstream().await, 1).await.unwrap();
     let issued = IssuedKey::generate();
     let record = KeyRecord {
         key_id: issued.key_id().clone(),
         tenant: tenant.to_owned(),
-        scopes: [Scope::DatasetsRead, Scope::DatasetsWrite]
-            .into_iter()
-            .collect(),
+        scopes: scopes.iter().copied().collect(),
         expires_at: (time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unix_timestamp(),
         revoked: false,
         digest: issued.digest().clone(),
     };
     bucket.put(&record).await.unwrap();
-    format!("Bearer {}", issued.token().expose_secret())
+    let actor = format!("tenants/{tenant}/apiKeys/{}", issued.key_id());
+    (format!("Bearer {}", issued.token().expose_secret()), actor)
+}
+
+/// Mints an API key of `tenant` that may read and write datasets (ingest, corrections), run
+/// analyses and read reports and model outputs; returns `Bearer <key>`.
+async fn mint(nats: &NatsServer, tenant: &str) -> String {
+    let scopes = [
+        Scope::DatasetsRead,
+        Scope::DatasetsWrite,
+        Scope::AnalysisRun,
+        Scope::ReportsRead,
+    ];
+    mint_key(nats, tenant, &scopes).await.0
 }
 
 /// `message` with `bearer` as its credential.
@@ -59,9 +76,98 @@ fn with_key<T>(bearer: &str, message: T) -> Request<T> {
     request
 }
 
-#[allow(clippy::unnecessary_wraps)]
-fn pass(request: Request<()>) -> Result<Request<()>, Status> {
-    Ok(request)
+/// Adds `authorization: <bearer>` to every request, if set.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(bearer) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+/// A channel to `addr` sending `bearer` (`Bearer <key>`) on every call, or no credential.
+async fn authed(addr: SocketAddr, bearer: Option<&str>) -> Authed {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    InterceptedService::new(channel, Bearer(bearer.map(|b| b.parse().unwrap())))
+}
+
+/// `call` again while it is UNAUTHENTICATED because a freshly minted key has not reached the
+/// service's cache yet (through the `tm_auth` watch).
+async fn once_known<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    for _ in 0..100 {
+        match call().await {
+            Err(status) if status.code() == Code::Unauthenticated => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+    call().await
+}
+
+/// The audit events trust-scoring recorded in `tenant`'s log.
+async fn audit_events(nats: &NatsServer, tenant: &str) -> Vec<AuditEvent> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use futures::StreamExt as _;
+    let stream = nats.jetstream().await.get_stream("TM_AUDIT").await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: format!("tm.{tenant}.audit.trust-scoring"),
+            ack_policy: AckPolicy::None,
+            deliver_policy: DeliverPolicy::All,
+            ..pull::Config::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(10_000)
+        .messages()
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(message) = batch.next().await {
+        events.push(AuditEvent::decode(message.unwrap().payload.as_ref()).unwrap());
+    }
+    events
+}
+
+/// The DENIED events in `tenant`'s log as (action, actor, gRPC code, reason), once there are `n`.
+async fn denied(nats: &NatsServer, tenant: &str, n: usize) -> Vec<(String, String, i32, String)> {
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found = audit_events(nats, tenant)
+            .await
+            .into_iter()
+            .filter(|e| e.outcome() == Outcome::Denied)
+            .map(|e| {
+                assert_eq!(e.actor_type(), ActorType::ApiKey);
+                (e.action, e.actor_id, e.grpc_code, e.reason)
+            })
+            .collect();
+        if found.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    found.sort();
+    found
 }
 
 fn grpc() -> GrpcSettings {
@@ -96,8 +202,9 @@ struct Mesh {
     shutdown: CancellationToken,
     bearer: String,
     ingest: DatasetServiceClient<Channel>,
-    analysis: AnalysisServiceClient<Channel>,
-    trust: TrustServiceClient<Channel>,
+    trust_addr: SocketAddr,
+    analysis: AnalysisServiceClient<Authed>,
+    trust: TrustServiceClient<Authed>,
 }
 
 impl Drop for Mesh {
@@ -147,7 +254,7 @@ impl Mesh {
         analysis.database.url = db.url().to_owned().into();
         analysis.nats.url = nats.url();
         analysis.keys.kek_file = root.join("analysis.kek");
-        let app = trustmesh_analysis::Application::build(analysis, pass)
+        let app = trustmesh_analysis::Application::build(analysis)
             .await
             .unwrap();
         let analysis_addr = app.grpc_addr();
@@ -160,13 +267,17 @@ impl Mesh {
             objects: trustmesh_trust_scoring::settings::ObjectStoreSettings::Local {
                 dir: root.join("trust-scoring"),
             },
-            analysis: trustmesh_trust_scoring::settings::PeerSettings { endpoint, tls },
+            analysis: trustmesh_trust_scoring::settings::PeerSettings {
+                endpoint,
+                tls,
+                api_key: Some(bearer.trim_start_matches("Bearer ").to_owned().into()),
+            },
             ..trustmesh_trust_scoring::Settings::default()
         };
         trust.database.url = db.url().to_owned().into();
         trust.nats.url = nats.url();
         trust.keys.kek_file = root.join("trust-scoring.kek");
-        let app = trustmesh_trust_scoring::Application::build(trust, pass)
+        let app = trustmesh_trust_scoring::Application::build(trust)
             .await
             .unwrap();
         let trust_addr = app.grpc_addr();
@@ -176,12 +287,9 @@ impl Mesh {
             ingest: DatasetServiceClient::connect(format!("http://{ingest_addr}"))
                 .await
                 .unwrap(),
-            analysis: AnalysisServiceClient::connect(format!("http://{analysis_addr}"))
-                .await
-                .unwrap(),
-            trust: TrustServiceClient::connect(format!("http://{trust_addr}"))
-                .await
-                .unwrap(),
+            analysis: AnalysisServiceClient::new(authed(analysis_addr, Some(&bearer)).await),
+            trust: TrustServiceClient::new(authed(trust_addr, Some(&bearer)).await),
+            trust_addr,
             nats,
             _db: db,
             dir,
@@ -458,23 +566,80 @@ async fn an_uploaded_dataset_gets_a_report_with_label_issues_and_paged_rows() {
 }
 
 #[tokio::test]
-async fn another_tenant_cannot_read_a_report() {
+async fn calls_without_a_key_are_unauthenticated() {
     let mesh = Mesh::start().await;
-    let job = mesh.analyse_iris("acme").await;
-    assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
-    let id = job.output.rsplit('/').next().unwrap();
-    let theirs = format!("tenants/bbb/reports/{id}");
-    let mut trust = mesh.trust.clone();
-    let get = trust
+    let report = format!("tenants/acme/reports/{}", Uuid::now_v7());
+    let mut anonymous = TrustServiceClient::new(authed(mesh.trust_addr, None).await);
+    let get = anonymous
         .get_report(GetReportRequest {
-            name: theirs.clone(),
+            name: report.clone(),
         })
         .await
         .unwrap_err();
-    assert_eq!(get.code(), Code::NotFound);
+    assert_eq!(get.code(), Code::Unauthenticated, "{get:?}");
+    let list = anonymous
+        .list_reports(ListReportsRequest {
+            parent: "tenants/acme".into(),
+            ..ListReportsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(list.code(), Code::Unauthenticated, "{list:?}");
+    let mut forged =
+        TrustServiceClient::new(authed(mesh.trust_addr, Some("Bearer tmk_not_a_key")).await);
+    let rows = forged
+        .list_rows(ListRowsRequest {
+            parent: report.clone(),
+            ..ListRowsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rows.code(), Code::Unauthenticated, "{rows:?}");
+    let set = forged
+        .set_corrections(SetCorrectionsRequest {
+            parent: report,
+            ..SetCorrectionsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(set.code(), Code::Unauthenticated, "{set:?}");
+    // Nothing was touched, so nothing of the tenant's was audited.
+    assert!(audit_events(&mesh.nats, "acme").await.is_empty());
+}
+
+#[tokio::test]
+async fn another_tenants_key_gets_not_found_like_a_missing_report_and_is_audited_in_the_owners_log()
+{
+    let mesh = Mesh::start().await;
+    let job = mesh.analyse_iris("acme").await;
+    assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
+    let report = job.output.clone();
+    let (intruder, intruder_actor) = mint_key(&mesh.nats, "bbb", &[Scope::Admin]).await;
+    let mut trust = TrustServiceClient::new(authed(mesh.trust_addr, Some(&intruder)).await);
+    let missing = format!("tenants/acme/reports/{}", Uuid::now_v7());
+    let absent = mesh
+        .trust
+        .clone()
+        .get_report(GetReportRequest {
+            name: missing.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), Code::NotFound);
+
+    let get = once_known(|| {
+        let mut trust = trust.clone();
+        let name = report.clone();
+        async move { trust.get_report(GetReportRequest { name }).await }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(get.code(), Code::NotFound, "{get:?}");
+    // Word for word what a missing report gets.
+    assert_eq!(get.message(), absent.message().replace(&missing, &report));
     let rows = trust
         .list_rows(ListRowsRequest {
-            parent: theirs.clone(),
+            parent: report.clone(),
             ..ListRowsRequest::default()
         })
         .await
@@ -482,12 +647,21 @@ async fn another_tenant_cannot_read_a_report() {
     assert_eq!(rows.code(), Code::NotFound);
     let set = trust
         .set_corrections(SetCorrectionsRequest {
-            parent: theirs,
+            parent: report.clone(),
             ..SetCorrectionsRequest::default()
         })
         .await
         .unwrap_err();
     assert_eq!(set.code(), Code::NotFound);
+    let list = trust
+        .list_reports(ListReportsRequest {
+            parent: "tenants/acme".into(),
+            ..ListReportsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(list.code(), Code::NotFound);
+    // Its own tenant has no reports.
     let listed = trust
         .list_reports(ListReportsRequest {
             parent: "tenants/bbb".into(),
@@ -497,15 +671,141 @@ async fn another_tenant_cannot_read_a_report() {
         .unwrap()
         .into_inner();
     assert!(listed.reports.is_empty());
-    // The owner reads it.
-    let own = trust
+
+    let not_found = Code::NotFound as i32;
+    let entry = |action: &str| {
+        (
+            action.to_owned(),
+            intruder_actor.clone(),
+            not_found,
+            "OTHER_TENANT".to_owned(),
+        )
+    };
+    assert_eq!(
+        denied(&mesh.nats, "acme", 4).await,
+        [
+            entry("reports.corrections.set"),
+            entry("reports.get"),
+            entry("reports.list"),
+            entry("reports.rows.list"),
+        ]
+    );
+    // The intruder's own log has only its own listing.
+    let mut theirs = Vec::new();
+    for _ in 0..200 {
+        theirs = audit_events(&mesh.nats, "bbb").await;
+        if !theirs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0].action, "reports.list");
+    assert_eq!(theirs[0].actor_id, intruder_actor);
+
+    // The owner reads it, audited as the owner's key.
+    let own = mesh
+        .trust
+        .clone()
         .get_report(GetReportRequest {
-            name: job.output.clone(),
+            name: report.clone(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(own.name, job.output);
+    assert_eq!(own.name, report);
+    // Audit events reach the log through the outbox relay, shortly after the call.
+    let mut read = None;
+    for _ in 0..200 {
+        read = audit_events(&mesh.nats, "acme")
+            .await
+            .into_iter()
+            .find(|e| e.action == "reports.get" && e.outcome() == Outcome::Allowed);
+        if read.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = read.expect("the owner's read is audited");
+    assert_eq!(read.actor_type(), ActorType::ApiKey);
+    assert!(read.actor_id.starts_with("tenants/acme/apiKeys/"));
+}
+
+#[tokio::test]
+async fn a_key_without_the_scope_is_permission_denied_and_audited() {
+    let mesh = Mesh::start().await;
+    let report = format!("tenants/acme/reports/{}", Uuid::now_v7());
+    let (reader, reader_actor) = mint_key(&mesh.nats, "acme", &[Scope::ReportsRead]).await;
+    let (writer, writer_actor) = mint_key(&mesh.nats, "acme", &[Scope::DatasetsWrite]).await;
+    let mut reader = TrustServiceClient::new(authed(mesh.trust_addr, Some(&reader)).await);
+    let mut writer = TrustServiceClient::new(authed(mesh.trust_addr, Some(&writer)).await);
+
+    // Corrections need `datasets:write`, not just `reports:read`.
+    let set = once_known(|| {
+        let mut reader = reader.clone();
+        let parent = report.clone();
+        async move {
+            reader
+                .set_corrections(SetCorrectionsRequest {
+                    parent,
+                    ..SetCorrectionsRequest::default()
+                })
+                .await
+        }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(set.code(), Code::PermissionDenied, "{set:?}");
+    // ... while the reader passes the check (and finds no such report).
+    let get = reader
+        .get_report(GetReportRequest {
+            name: report.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(get.code(), Code::NotFound, "{get:?}");
+    let read = once_known(|| {
+        let mut writer = writer.clone();
+        let name = report.clone();
+        async move { writer.get_report(GetReportRequest { name }).await }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(read.code(), Code::PermissionDenied, "{read:?}");
+    let rows = writer
+        .list_rows(ListRowsRequest {
+            parent: report.clone(),
+            ..ListRowsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rows.code(), Code::PermissionDenied, "{rows:?}");
+
+    let denied_code = Code::PermissionDenied as i32;
+    let scope = "MISSING_SCOPE".to_owned();
+    assert_eq!(
+        denied(&mesh.nats, "acme", 3).await,
+        [
+            (
+                "reports.corrections.set".to_owned(),
+                reader_actor,
+                denied_code,
+                scope.clone()
+            ),
+            (
+                "reports.get".to_owned(),
+                writer_actor.clone(),
+                denied_code,
+                scope.clone()
+            ),
+            (
+                "reports.rows.list".to_owned(),
+                writer_actor,
+                denied_code,
+                scope
+            ),
+        ]
+    );
 }
 
 #[tokio::test]

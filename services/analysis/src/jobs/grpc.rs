@@ -1,5 +1,25 @@
 //! `AnalysisService`: StartAnalysis, Get/List/Cancel/WatchJob and GetModelOutputs (for services).
-//! Every call is audited (allowed or failed) on `tm.<tenant>.audit.analysis` through the outbox.
+//!
+//! Every call comes through `trustmesh_auth::Authenticator` (no valid API key: UNAUTHENTICATED) and
+//! is checked with [`Principal::require`] before anything is read:
+//! - `analysis:run` for StartAnalysis and CancelJob, and also for GetJob, ListJobs and WatchJob:
+//!   following the scope's definition in `libs/auth` ("start, cancel and watch analyses"), a job's
+//!   progress belongs to whoever runs analyses; `reports:read` is for the results.
+//! - `reports:read` for GetModelOutputs: the per-row model outputs are analysis results, read by
+//!   trust-scoring to build the report.
+//!
+//! A key of another tenant gets NOT_FOUND, word for word what a missing job gets.
+//!
+//! Every call is audited (allowed, denied or failed) through the outbox on
+//! `tm.<tenant>.audit.analysis` of the tenant the resource name names, that is the owner's log even
+//! when another tenant's key is refused; the actor is the calling key.
+//!
+//! GetModelOutputs is a service-to-service call, authenticated like any client, as ingest does for
+//! its reads: trust-scoring sends the API key configured as its `analysis.api_key` (as analysis
+//! sends its `ingest.api_key` to ingest), so the read needs `reports:read` on that tenant, stops
+//! working as soon as the key is revoked or expires, and is audited as that key's access.
+// NOTE: there is no service identity in `libs/auth` yet; when one lands (mTLS identities acting for a
+// tenant), GetModelOutputs should accept it instead of a tenant's key.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -7,7 +27,7 @@ use std::time::Duration;
 use futures::Stream;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
-use trustmesh_auth::{PageToken, page_size};
+use trustmesh_auth::{PageToken, Principal, Scope, page_size, resource_tenant};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
 use trustmesh_proto::events::v1::{ActorType, Outcome};
@@ -62,7 +82,14 @@ impl JobsHandler {
         Self { repo, objects }
     }
 
-    fn entry(tenant: TenantId, action: &str, resource: &str, request_id: &str) -> AuditEntry {
+    /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
+    fn entry(
+        principal: &Principal,
+        tenant: TenantId,
+        action: &str,
+        resource: &str,
+        request_id: &str,
+    ) -> AuditEntry {
         let mut entry = AuditEntry::new(
             Service::Analysis,
             tenant,
@@ -72,20 +99,37 @@ impl JobsHandler {
                 .take(AUDIT_RESOURCE_MAX)
                 .collect::<String>(),
         );
-        // NOTE: no authenticated principal until the API-key interceptor is wired into the services
-        // (see `Application::build`'s interceptor seam); the caller is recorded as anonymous.
-        entry.actor_type = ActorType::Anonymous;
+        entry.actor_type = match principal {
+            Principal::ApiKey(_) => ActorType::ApiKey,
+            Principal::Operator => ActorType::Operator,
+        };
+        entry.actor_id = principal.actor_id();
         entry.request_id = request_id.to_owned();
         entry
     }
 
-    /// Audits the call and turns the result into the RPC's answer. An allowed call whose audit
-    /// cannot be recorded fails: no unaudited data access.
+    /// [`Self::entry`] in the tenant `resource` names (its owner, whoever calls); `None` if it names
+    /// none, as nothing of any tenant is touched then.
+    fn entry_for(
+        principal: &Principal,
+        action: &str,
+        resource: &str,
+        request_id: &str,
+    ) -> Option<AuditEntry> {
+        let tenant = resource_tenant("name", resource).ok()?;
+        Some(Self::entry(principal, tenant, action, resource, request_id))
+    }
+
+    /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
+    /// RPC's answer. An allowed call whose audit cannot be recorded fails: no unaudited data access.
     async fn settle<T>(
         &self,
-        mut entry: AuditEntry,
+        entry: Option<AuditEntry>,
         result: Result<(T, u64), AnalysisError>,
     ) -> Result<T, Status> {
+        let Some(mut entry) = entry else {
+            return result.map(|(value, _)| value).map_err(Status::from);
+        };
         match result {
             Ok((value, records)) => {
                 entry.records_affected = records;
@@ -93,7 +137,11 @@ impl JobsHandler {
                 Ok(value)
             }
             Err(error) => {
-                entry.outcome = Outcome::Error;
+                entry.outcome = if let AnalysisError::Auth(_) = error {
+                    Outcome::Denied
+                } else {
+                    Outcome::Error
+                };
                 entry.grpc_code = error.code() as i32;
                 error.reason().clone_into(&mut entry.reason);
                 if let Err(audit_error) = self.repo.audit(entry).await {
@@ -165,7 +213,9 @@ impl JobsHandler {
         self.repo
             .get(&TenantScope::new(name.tenant.clone()), name.id)
             .await?
-            .ok_or(AnalysisError::NotFound)
+            .ok_or_else(|| AnalysisError::NotFound {
+                resource: ResourceName::job_string(&name.tenant, name.id),
+            })
     }
 
     async fn list(
@@ -285,7 +335,10 @@ fn watch(repo: JobRepo, name: ResourceName, first: JobRow) -> JobStream {
                                 Ok(Some(row)) => row,
                                 Ok(None) => {
                                     return Some((
-                                        Err(AnalysisError::NotFound.into()),
+                                        Err(AnalysisError::NotFound {
+                                            resource: ResourceName::job_string(&tenant, id),
+                                        }
+                                        .into()),
                                         (None, last_version, true),
                                     ));
                                 }
@@ -313,22 +366,29 @@ impl AnalysisService for JobsHandler {
         request: Request<StartAnalysisRequest>,
     ) -> Result<Response<Job>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let dataset = ResourceName::parse("dataset", "datasets", &req.dataset)?;
-        let entry = Self::entry(dataset.tenant, "analysis.start", &req.dataset, &request_id);
-        let result = self.start(req).await.map(|job| (job, 1));
+        let entry = Self::entry_for(&principal, "analysis.start", &req.dataset, &request_id);
+        let result = async {
+            principal.require(Scope::AnalysisRun, "dataset", &req.dataset)?;
+            self.start(req).await.map(|job| (job, 1))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::job(&req.name)?;
-        let entry = Self::entry(name.tenant.clone(), "jobs.get", &req.name, &request_id);
-        let result = self
-            .row(&name)
-            .await
-            .map(|row| (row.to_proto(&name.tenant), 1));
+        let entry = Self::entry_for(&principal, "jobs.get", &req.name, &request_id);
+        let result = async {
+            principal.require(Scope::AnalysisRun, "name", &req.name)?;
+            let name = ResourceName::job(&req.name)?;
+            let row = self.row(&name).await?;
+            Ok((row.to_proto(&name.tenant), 1))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 
@@ -337,13 +397,17 @@ impl AnalysisService for JobsHandler {
         request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let tenant = parse_parent(&req.parent)?;
-        let entry = Self::entry(tenant.clone(), "jobs.list", &req.parent, &request_id);
-        let result = self.list(&tenant, &req).await.map(|r| {
-            let n = r.jobs.len() as u64;
-            (r, n)
-        });
+        let entry = Self::entry_for(&principal, "jobs.list", &req.parent, &request_id);
+        let result = async {
+            principal.require(Scope::AnalysisRun, "parent", &req.parent)?;
+            let tenant = parse_parent(&req.parent)?;
+            let listed = self.list(&tenant, &req).await?;
+            let n = listed.jobs.len() as u64;
+            Ok((listed, n))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 
@@ -352,10 +416,15 @@ impl AnalysisService for JobsHandler {
         request: Request<CancelJobRequest>,
     ) -> Result<Response<Job>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::job(&req.name)?;
-        let entry = Self::entry(name.tenant.clone(), "jobs.cancel", &req.name, &request_id);
-        let result = self.cancel(&name).await.map(|job| (job, 1));
+        let entry = Self::entry_for(&principal, "jobs.cancel", &req.name, &request_id);
+        let result = async {
+            principal.require(Scope::AnalysisRun, "name", &req.name)?;
+            let name = ResourceName::job(&req.name)?;
+            self.cancel(&name).await.map(|job| (job, 1))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 
@@ -366,11 +435,17 @@ impl AnalysisService for JobsHandler {
         request: Request<WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::job(&req.name)?;
-        let entry = Self::entry(name.tenant.clone(), "jobs.watch", &req.name, &request_id);
-        let result = self.row(&name).await.map(|row| (row, 1));
-        let first = self.settle(entry, result).await?;
+        let entry = Self::entry_for(&principal, "jobs.watch", &req.name, &request_id);
+        let result = async {
+            principal.require(Scope::AnalysisRun, "name", &req.name)?;
+            let name = ResourceName::job(&req.name)?;
+            let row = self.row(&name).await?;
+            Ok(((name, row), 1))
+        }
+        .await;
+        let (name, first) = self.settle(entry, result).await?;
         Ok(Response::new(watch(self.repo.clone(), name, first)))
     }
 
@@ -381,15 +456,15 @@ impl AnalysisService for JobsHandler {
         request: Request<GetModelOutputsRequest>,
     ) -> Result<Response<Self::GetModelOutputsStream>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::job(&req.name)?;
-        let entry = Self::entry(
-            name.tenant.clone(),
-            "jobs.outputs.read",
-            &req.name,
-            &request_id,
-        );
-        let result = self.outputs(&name, &req).await;
+        let entry = Self::entry_for(&principal, "jobs.outputs.read", &req.name, &request_id);
+        let result = async {
+            principal.require(Scope::ReportsRead, "name", &req.name)?;
+            let name = ResourceName::job(&req.name)?;
+            self.outputs(&name, &req).await
+        }
+        .await;
         let responses = self.settle(entry, result).await?;
         let stream: OutputsStream = Box::pin(futures::stream::iter(responses.into_iter().map(Ok)));
         Ok(Response::new(stream))

@@ -227,7 +227,9 @@ impl JobRepo {
             .bind(request_id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(AnalysisError::NotFound);
+            .ok_or_else(|| AnalysisError::NotFound {
+                resource: format!("tenants/{}/jobs", scope.as_str()),
+            });
         };
         let tenant = scope.tenant();
         let (event_id, meta) = event_meta(tenant, &row.request_id_string());

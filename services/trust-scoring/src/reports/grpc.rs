@@ -1,12 +1,25 @@
-//! `TrustService`: GetReport, ListReports, ListRows (filtered, ordered, paged), SetCorrections;
-//! every call is audited (allowed or failed) on `tm.<tenant>.audit.trust-scoring` through the outbox.
+//! `TrustService`: GetReport, ListReports, ListRows (filtered, ordered, paged), SetCorrections.
+//!
+//! Every call comes through `trustmesh_auth::Authenticator` (no valid API key: UNAUTHENTICATED) and
+//! is checked with [`Principal::require`] before anything is read:
+//! - `reports:read` for GetReport, ListReports, ListRows and ExportCleanset;
+//! - `datasets:write` for SetCorrections: corrections change what the dataset's cleanset is (its
+//!   labels and which rows are kept), so they need the right to change the dataset, not just to
+//!   read its report;
+//! - `analysis:run` for ScoreRows: scoring new rows runs the report's models, an analysis.
+//!
+//! A key of another tenant gets NOT_FOUND, word for word what a missing report gets.
+//!
+//! Every call is audited (allowed, denied or failed) through the outbox on
+//! `tm.<tenant>.audit.trust-scoring` of the tenant the resource name names, that is the owner's log
+//! even when another tenant's key is refused; the actor is the calling key.
 
 use std::pin::Pin;
 
 use futures::Stream;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
-use trustmesh_auth::{PageError, PageToken, page_size};
+use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size, resource_tenant};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
 use trustmesh_proto::events::v1::{ActorType, Outcome};
@@ -59,7 +72,14 @@ impl ReportsHandler {
         Self { repo, objects }
     }
 
-    fn entry(tenant: TenantId, action: &str, resource: &str, request_id: &str) -> AuditEntry {
+    /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
+    fn entry(
+        principal: &Principal,
+        tenant: TenantId,
+        action: &str,
+        resource: &str,
+        request_id: &str,
+    ) -> AuditEntry {
         let mut entry = AuditEntry::new(
             Service::TrustScoring,
             tenant,
@@ -69,20 +89,37 @@ impl ReportsHandler {
                 .take(AUDIT_RESOURCE_MAX)
                 .collect::<String>(),
         );
-        // NOTE: no authenticated principal until the API-key interceptor is wired into the services
-        // (see `Application::build`'s interceptor seam); the caller is recorded as anonymous.
-        entry.actor_type = ActorType::Anonymous;
+        entry.actor_type = match principal {
+            Principal::ApiKey(_) => ActorType::ApiKey,
+            Principal::Operator => ActorType::Operator,
+        };
+        entry.actor_id = principal.actor_id();
         entry.request_id = request_id.to_owned();
         entry
     }
 
-    /// Audits the call and turns the result into the RPC's answer. An allowed call whose audit
-    /// cannot be recorded fails: no unaudited data access.
+    /// [`Self::entry`] in the tenant `resource` names (its owner, whoever calls); `None` if it names
+    /// none, as nothing of any tenant is touched then.
+    fn entry_for(
+        principal: &Principal,
+        action: &str,
+        resource: &str,
+        request_id: &str,
+    ) -> Option<AuditEntry> {
+        let tenant = resource_tenant("name", resource).ok()?;
+        Some(Self::entry(principal, tenant, action, resource, request_id))
+    }
+
+    /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
+    /// RPC's answer. An allowed call whose audit cannot be recorded fails: no unaudited data access.
     async fn settle<T>(
         &self,
-        mut entry: AuditEntry,
+        entry: Option<AuditEntry>,
         result: Result<(T, u64), TrustError>,
     ) -> Result<T, Status> {
+        let Some(mut entry) = entry else {
+            return result.map(|(value, _)| value).map_err(Status::from);
+        };
         match result {
             Ok((value, records)) => {
                 entry.records_affected = records;
@@ -90,7 +127,11 @@ impl ReportsHandler {
                 Ok(value)
             }
             Err(error) => {
-                entry.outcome = Outcome::Error;
+                entry.outcome = if let TrustError::Auth(_) = error {
+                    Outcome::Denied
+                } else {
+                    Outcome::Error
+                };
                 entry.grpc_code = error.code() as i32;
                 error.reason().clone_into(&mut entry.reason);
                 if let Err(audit_error) = self.repo.audit(entry).await {
@@ -105,7 +146,9 @@ impl ReportsHandler {
         self.repo
             .get(&TenantScope::new(name.tenant.clone()), name.id)
             .await?
-            .ok_or(TrustError::NotFound)
+            .ok_or_else(|| TrustError::NotFound {
+                resource: ResourceName::format(&name.tenant, "reports", name.id),
+            })
     }
 
     async fn report(&self, name: &ResourceName) -> Result<Report, TrustError> {
@@ -228,10 +271,15 @@ impl TrustService for ReportsHandler {
         request: Request<GetReportRequest>,
     ) -> Result<Response<Report>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::parse("name", "reports", &req.name)?;
-        let entry = Self::entry(name.tenant.clone(), "reports.get", &req.name, &request_id);
-        let result = self.report(&name).await.map(|r| (r, 1));
+        let entry = Self::entry_for(&principal, "reports.get", &req.name, &request_id);
+        let result = async {
+            principal.require(Scope::ReportsRead, "name", &req.name)?;
+            let name = ResourceName::parse("name", "reports", &req.name)?;
+            self.report(&name).await.map(|r| (r, 1))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 
@@ -240,13 +288,17 @@ impl TrustService for ReportsHandler {
         request: Request<ListReportsRequest>,
     ) -> Result<Response<ListReportsResponse>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let tenant = parse_parent(&req.parent)?;
-        let entry = Self::entry(tenant.clone(), "reports.list", &req.parent, &request_id);
-        let result = self.list_reports(&tenant, &req).await.map(|r| {
-            let n = r.reports.len() as u64;
-            (r, n)
-        });
+        let entry = Self::entry_for(&principal, "reports.list", &req.parent, &request_id);
+        let result = async {
+            principal.require(Scope::ReportsRead, "parent", &req.parent)?;
+            let tenant = parse_parent(&req.parent)?;
+            let listed = self.list_reports(&tenant, &req).await?;
+            let n = listed.reports.len() as u64;
+            Ok((listed, n))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 
@@ -255,18 +307,17 @@ impl TrustService for ReportsHandler {
         request: Request<ListRowsRequest>,
     ) -> Result<Response<ListRowsResponse>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::parse("parent", "reports", &req.parent)?;
-        let entry = Self::entry(
-            name.tenant.clone(),
-            "reports.rows.list",
-            &req.parent,
-            &request_id,
-        );
-        let result = self.list_rows(&name, &req).await.map(|r| {
-            let n = r.rows.len() as u64;
-            (r, n)
-        });
+        let entry = Self::entry_for(&principal, "reports.rows.list", &req.parent, &request_id);
+        let result = async {
+            principal.require(Scope::ReportsRead, "parent", &req.parent)?;
+            let name = ResourceName::parse("parent", "reports", &req.parent)?;
+            let listed = self.list_rows(&name, &req).await?;
+            let n = listed.rows.len() as u64;
+            Ok((listed, n))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 
@@ -275,18 +326,22 @@ impl TrustService for ReportsHandler {
         request: Request<SetCorrectionsRequest>,
     ) -> Result<Response<SetCorrectionsResponse>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::parse("parent", "reports", &req.parent)?;
-        let entry = Self::entry(
-            name.tenant.clone(),
+        let entry = Self::entry_for(
+            &principal,
             "reports.corrections.set",
             &req.parent,
             &request_id,
         );
-        let result = self.set_corrections(&name, &req).await.map(|r| {
-            let n = r.updated_count;
-            (r, n)
-        });
+        let result = async {
+            principal.require(Scope::DatasetsWrite, "parent", &req.parent)?;
+            let name = ResourceName::parse("parent", "reports", &req.parent)?;
+            let set = self.set_corrections(&name, &req).await?;
+            let n = set.updated_count;
+            Ok((set, n))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 
@@ -297,20 +352,18 @@ impl TrustService for ReportsHandler {
         request: Request<ExportCleansetRequest>,
     ) -> Result<Response<Self::ExportCleansetStream>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::parse("name", "reports", &req.name)?;
-        let entry = Self::entry(
-            name.tenant.clone(),
-            "reports.export",
-            &req.name,
-            &request_id,
-        );
-        let result = match self.row(&name).await {
-            Ok(_) => Err(TrustError::FailedPrecondition(
+        let entry = Self::entry_for(&principal, "reports.export", &req.name, &request_id);
+        let result = async {
+            principal.require(Scope::ReportsRead, "name", &req.name)?;
+            let name = ResourceName::parse("name", "reports", &req.name)?;
+            self.row(&name).await?;
+            Err(TrustError::FailedPrecondition(
                 "cleanset export is not available in this release; list rows and corrections instead",
-            )),
-            Err(error) => Err(error),
-        };
+            ))
+        }
+        .await;
         let stream: ExportStream = self.settle::<ExportStream>(entry, result).await?;
         Ok(Response::new(stream))
     }
@@ -320,20 +373,18 @@ impl TrustService for ReportsHandler {
         request: Request<ScoreRowsRequest>,
     ) -> Result<Response<ScoreRowsResponse>, Status> {
         let request_id = request_id(&request);
+        let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let name = ResourceName::parse("report", "reports", &req.report)?;
-        let entry = Self::entry(
-            name.tenant.clone(),
-            "reports.score",
-            &req.report,
-            &request_id,
-        );
-        let result = match self.row(&name).await {
-            Ok(_) => Err(TrustError::FailedPrecondition(
+        let entry = Self::entry_for(&principal, "reports.score", &req.report, &request_id);
+        let result = async {
+            principal.require(Scope::AnalysisRun, "report", &req.report)?;
+            let name = ResourceName::parse("report", "reports", &req.report)?;
+            self.row(&name).await?;
+            Err(TrustError::FailedPrecondition(
                 "this report's models were not kept, so new rows cannot be scored against it",
-            )),
-            Err(error) => Err(error),
-        };
+            ))
+        }
+        .await;
         self.settle(entry, result).await.map(Response::new)
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
 use tonic::Code;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_bus::{Delivery, Handler, HandlerError};
@@ -221,14 +222,21 @@ pub(crate) struct ScoringHandler {
     pub(crate) repo: ReportRepo,
     pub(crate) objects: EncryptedObjects,
     pub(crate) analysis: AnalysisServiceClient<Channel>,
+    /// `Bearer <key>` for analysis, if configured (its `analysis.api_key`).
+    pub(crate) analysis_bearer: Option<MetadataValue<Ascii>>,
 }
 
 impl ScoringHandler {
     async fn outputs(&self, job: String) -> Result<Outputs, HandlerError> {
-        let request = GetModelOutputsRequest {
+        let mut request = tonic::Request::new(GetModelOutputsRequest {
             name: job,
             ..GetModelOutputsRequest::default()
-        };
+        });
+        if let Some(bearer) = &self.analysis_bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
         let mut stream = self
             .analysis
             .clone()
