@@ -1,6 +1,7 @@
 //! [`Application`]: connects, migrates schema `tenancy`, opens `tm_auth` (reconciling it with the
-//! keys in Postgres), loads the key cache, binds the listeners; then serves gRPC and admin and relays
-//! the audit outbox until shutdown.
+//! keys in Postgres), ensures the `tenancy-deletion` consumer, loads the key cache, binds the
+//! listeners; then serves gRPC and admin, relays the outbox and runs the deletion consumer until
+//! shutdown.
 
 use std::net::SocketAddr;
 
@@ -9,15 +10,19 @@ use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{AuthBucket, Authenticator, CacheOptions, KeyCache, KeyId, KeyStoreError};
-use trustmesh_bus::{Outbox, OutboxRelay, Publisher, ensure_schema, ensure_streams};
-use trustmesh_events::Service;
+use trustmesh_bus::{
+    ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
+    ensure_schema, ensure_streams,
+};
+use trustmesh_events::{AUTH_KV_BUCKET, Service, TENANCY_DELETION};
 use trustmesh_proto::v1::tenancy_service_server::TenancyServiceServer;
 use trustmesh_runtime::{
-    AdminServer, ExposeSecret, GrpcServer, InvalidSetting, Readiness, code_name,
+    AdminServer, Dependency, ExposeSecret, GrpcServer, InvalidSetting, Readiness, code_name,
 };
 use trustmesh_store::{PgSettings, SchemaName};
 use trustmesh_telemetry::Metrics;
 
+use crate::deletion::DeletionHandler;
 use crate::grpc::TenancyHandler;
 use crate::repo;
 use crate::settings::Settings;
@@ -55,6 +60,9 @@ pub enum AppError {
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
+    /// The deletion consumer stopped on a fatal error.
+    #[error("the deletion consumer stopped")]
+    Consumer(#[from] trustmesh_bus::RunnerError),
 }
 
 /// The built service, ready to run.
@@ -62,6 +70,8 @@ pub struct Application {
     grpc: GrpcServer,
     admin: AdminServer,
     relay: OutboxRelay,
+    consumer: ConsumerRunner<DeletionHandler>,
+    consumer_ready: Dependency,
     background: CancellationToken,
 }
 
@@ -88,6 +98,7 @@ impl Application {
         let postgres_ready = readiness.register("postgres");
         let nats_ready = readiness.register("nats");
         let keys_ready = readiness.register("tm_auth key cache");
+        let consumer_ready = readiness.register("tenancy-deletion consumer");
 
         let schema = SchemaName::new(SCHEMA)?;
         let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
@@ -104,6 +115,7 @@ impl Application {
             .await?;
         let jetstream = async_nats::jetstream::new(client);
         ensure_streams(&jetstream).await?;
+        let pull = ensure_consumer(&jetstream, &TENANCY_DELETION).await?;
         let publisher = Publisher::new(jetstream.clone());
         nats_ready.set_ready();
 
@@ -115,12 +127,29 @@ impl Application {
         };
         let bucket = AuthBucket::open(&jetstream, options.replicas).await?;
         reconcile(&pool, &bucket).await?;
+        let kv = jetstream
+            .get_key_value(AUTH_KV_BUCKET)
+            .await
+            .map_err(|e| KeyStoreError::Bucket(e.into()))?;
         let background = CancellationToken::new();
         let cache = KeyCache::start(&jetstream, options, background.clone()).await?;
         keys_ready.set_ready();
 
         let outbox = Outbox::new(&bus_schema);
         let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
+        let deletion = DeletionHandler {
+            pool: pool.clone(),
+            bucket: bucket.clone(),
+            kv,
+            processed: ProcessedMessages::new(
+                pool.clone(),
+                &bus_schema,
+                TENANCY_DELETION.durable_name,
+            ),
+            outbox: outbox.clone(),
+        };
+        let consumer = ConsumerRunner::new(pull, &TENANCY_DELETION, publisher.clone(), deletion);
+        consumer_ready.set_ready();
         let handler = TenancyHandler::new(
             pool,
             bucket,
@@ -149,6 +178,8 @@ impl Application {
             grpc,
             admin,
             relay,
+            consumer,
+            consumer_ready,
             background,
         })
     }
@@ -165,19 +196,39 @@ impl Application {
         self.admin.local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled, with the audit outbox relay beside the servers.
+    /// Serves until `shutdown` is cancelled, with the outbox relay and the deletion consumer
+    /// running beside the servers; a fatal consumer error fails readiness and is returned at the end.
     ///
     /// # Errors
     ///
-    /// [`AppError::Server`].
+    /// [`AppError::Server`] or [`AppError::Consumer`].
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
         let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let consumer_ready = self.consumer_ready;
+        let consumer_run = self.consumer.run(shutdown.clone());
+        let consumer = tokio::spawn(async move {
+            let result = consumer_run.await;
+            if let Err(error) = &result {
+                consumer_ready.set_not_ready();
+                tracing::error!(error = %error, "The deletion consumer stopped; the service is not ready.");
+            }
+            result
+        });
         let served = trustmesh_runtime::serve(self.grpc, self.admin, shutdown.clone()).await;
+        shutdown.cancel();
         self.background.cancel();
         if let Err(error) = relay.await {
             tracing::warn!(error = %error, "The outbox relay task ended abnormally.");
         }
-        Ok(served?)
+        let consumed = match consumer.await {
+            Ok(result) => result.map_err(AppError::from),
+            Err(error) => {
+                tracing::warn!(error = %error, "The deletion consumer task ended abnormally.");
+                Ok(())
+            }
+        };
+        served?;
+        consumed
     }
 }
 

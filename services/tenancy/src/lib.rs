@@ -7,6 +7,8 @@
 //!   Postgres, load the key cache, bind listeners) and `run_until_stopped`.
 //! - [`settings`]: typed, layered settings (the operator credential among them).
 //! - `grpc.rs`: the `TenancyService` handler, auditing every call that reaches a tenant.
+//! - `deletion.rs`: the `tenancy-deletion` consumer: a tenant's deletion revokes and deletes its
+//!   keys (rows and `tm_auth` records) and its row, answered with a `deletion.receipt`.
 //! - `repo.rs`: the `tenants` and `api_keys` tables.
 //! - `error.rs`: [`TenancyError`] and its one mapping to `tonic::Status`.
 //!
@@ -14,6 +16,7 @@
 //! issues; until then those RPCs answer FAILED_PRECONDITION.
 
 mod app;
+mod deletion;
 mod error;
 mod grpc;
 mod repo;

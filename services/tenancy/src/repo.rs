@@ -175,3 +175,77 @@ pub(crate) async fn all_keys(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> 
     .fetch_all(pool)
     .await
 }
+
+/// Starts deleting `tenant`: marks it `deleting` (so no key is created for it any more) and revokes
+/// every key it has, committed before `tm_auth` is touched, so a restart's reconciliation can only
+/// republish these keys as revoked. Returns the tenant's keys.
+pub(crate) async fn begin_tenant_deletion(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE tenants SET state = 'deleting', update_time = now() WHERE id = $1")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    let keys = sqlx::query_as(&format!(
+        "UPDATE api_keys SET revoke_time = COALESCE(revoke_time, now())
+         WHERE tenant = $1 RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(keys)
+}
+
+/// Locks the tenant's row (a concurrent key insert waits on it) and returns its keys' ids.
+pub(crate) async fn lock_tenant_keys(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query_scalar("SELECT key_id FROM api_keys WHERE tenant = $1 ORDER BY key_id")
+        .bind(tenant)
+        .fetch_all(&mut **tx)
+        .await
+}
+
+/// Deletes the tenant's keys, then the tenant; returns `(keys, tenants)` deleted.
+pub(crate) async fn delete_tenant(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+) -> Result<(u64, u64), sqlx::Error> {
+    let keys = sqlx::query("DELETE FROM api_keys WHERE tenant = $1")
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    let tenants = sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    Ok((keys, tenants))
+}
+
+/// The tenant's rows left: `(keys, tenants)`.
+pub(crate) async fn count_tenant_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+) -> Result<(u64, u64), sqlx::Error> {
+    let (keys, tenants): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM api_keys WHERE tenant = $1),
+                (SELECT count(*) FROM tenants WHERE id = $1)",
+    )
+    .bind(tenant)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((
+        u64::try_from(keys).unwrap_or_default(),
+        u64::try_from(tenants).unwrap_or_default(),
+    ))
+}

@@ -1,6 +1,7 @@
 //! TenancyService over gRPC against a real nats-server and Postgres: tenants and keys are created,
 //! resolved by another service's key cache, revoked everywhere, confined to their tenant, audited,
-//! and their secrets are stored nowhere.
+//! and their secrets are stored nowhere; a tenant's deletion removes its keys everywhere, with one
+//! receipt.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,7 +16,11 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use trustmesh_auth::{AuthError, Authenticator, CacheOptions, KeyCache, Principal};
-use trustmesh_proto::events::v1::{AuditEvent, Outcome};
+use trustmesh_bus::Publisher;
+use trustmesh_events::{Subject, TenantId};
+use trustmesh_proto::events::v1::{
+    AuditEvent, DeletionReceipt, DeletionRequested, DeletionScope, EventMeta, Outcome,
+};
 use trustmesh_proto::v1::tenancy_service_client::TenancyServiceClient;
 use trustmesh_proto::v1::{
     CreateApiKeyRequest, CreateTenantRequest, GetQuotaRequest, GetTenantRequest,
@@ -516,4 +521,198 @@ async fn no_secret_is_stored_in_postgres_or_on_the_bus() -> anyhow::Result<()> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Publishes a `DeletionRequested` for `tenant` under a fresh message id (so a repeat is stored
+/// again, as a retry by the deletion service would be).
+async fn request_deletion(
+    nats: &NatsServer,
+    tenant: &str,
+    deletion: &str,
+    scope: DeletionScope,
+    target: &str,
+) -> anyhow::Result<()> {
+    let tenant_id = TenantId::parse(tenant)?;
+    let request = DeletionRequested {
+        meta: Some(EventMeta {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            tenant: tenant.to_owned(),
+            occurred_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            producer: "test".to_owned(),
+            request_id: String::new(),
+        }),
+        deletion: deletion.to_owned(),
+        scope: scope.into(),
+        target: target.to_owned(),
+    };
+    Publisher::new(nats.jetstream().await)
+        .publish(
+            &Subject::deletion_requested(&tenant_id),
+            &request,
+            &format!("test:{}", uuid::Uuid::now_v7()),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every receipt on `tm.<tenant>.deletion.receipt`, waiting until at least `at_least` are in.
+async fn wait_receipts(nats: &NatsServer, tenant: &str, at_least: usize) -> Vec<DeletionReceipt> {
+    let js = nats.jetstream().await;
+    let stream = js
+        .get_stream("TM_DELETION")
+        .await
+        .expect("TM_DELETION exists");
+    let start = Instant::now();
+    loop {
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: format!("tm.{tenant}.deletion.receipt"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut receipts = Vec::new();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(Ok(message)) = batch.next().await {
+            receipts.push(DeletionReceipt::decode(message.payload.as_ref()).unwrap());
+        }
+        if receipts.len() >= at_least || start.elapsed() > Duration::from_secs(10) {
+            return receipts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `tenancy-deletion` has handled and acked everything stored so far.
+async fn wait_deletion_idle(nats: &NatsServer) {
+    let js = nats.jetstream().await;
+    let start = Instant::now();
+    loop {
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_stream("TM_DELETION")
+            .await
+            .unwrap()
+            .get_consumer("tenancy-deletion")
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "tenancy-deletion never became idle"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn tenant_rows(app: &TestApp, tenant: &str) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tenancy.api_keys WHERE tenant = $1),
+                (SELECT count(*) FROM tenancy.tenants WHERE id = $1)",
+    )
+    .bind(tenant)
+    .fetch_one(app.db.pool())
+    .await?)
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_deletes_its_keys_everywhere_with_one_receipt() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("beta").await;
+    let (_, acme_admin) = app.create_key("acme", &[Scope::Admin]).await;
+    let (_, acme_reader) = app.create_key("acme", &[Scope::DatasetsRead]).await;
+    let (_, beta_admin) = app.create_key("beta", &[Scope::Admin]).await;
+
+    let deletion = format!("tenants/acme/deletions/{}", uuid::Uuid::now_v7());
+    request_deletion(
+        &app.nats,
+        "acme",
+        &deletion,
+        DeletionScope::Tenant,
+        "tenants/acme",
+    )
+    .await?;
+    let receipts = wait_receipts(&app.nats, "acme", 1).await;
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    let receipt = &receipts[0];
+    assert_eq!(receipt.service, "tenancy");
+    assert_eq!(receipt.deletion, deletion);
+    assert_eq!(receipt.scope(), DeletionScope::Tenant);
+    assert_eq!(receipt.deleted.get("rows:api_keys"), Some(&2));
+    assert_eq!(receipt.deleted.get("rows:tenants"), Some(&1));
+    assert_eq!(receipt.deleted.get("kv:tm_auth"), Some(&2));
+    assert!(!receipt.residue_found, "{receipt:?}");
+    assert!(receipt.residue.is_empty());
+    assert_eq!(receipt.deks_destroyed, 0);
+
+    // A service starting now resolves neither key; the other tenant's still works.
+    let fresh = app.other_service_cache().await;
+    let now = OffsetDateTime::now_utc();
+    for secret in [&acme_admin, &acme_reader] {
+        assert!(matches!(
+            fresh.authenticate(&bearer(secret), now),
+            Err(AuthError::UnknownKey)
+        ));
+    }
+    assert!(fresh.authenticate(&bearer(&beta_admin), now).is_ok());
+    // No row of acme is left; beta's are untouched.
+    assert_eq!(tenant_rows(&app, "acme").await?, (0, 0));
+    assert_eq!(tenant_rows(&app, "beta").await?, (1, 1));
+    // The deletion is audited.
+    let events = audit_events(&app.nats, "acme", 5).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "tenants.delete" && e.records_affected == 5),
+        "{events:?}"
+    );
+
+    // The same request again: no second effect, no second receipt.
+    request_deletion(
+        &app.nats,
+        "acme",
+        &deletion,
+        DeletionScope::Tenant,
+        "tenants/acme",
+    )
+    .await?;
+    wait_deletion_idle(&app.nats).await;
+    // NOTE: a second receipt would have been committed to the outbox by now; give the relay time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wait_receipts(&app.nats, "acme", 2).await.len(), 1);
+
+    // A dataset: tenancy holds nothing of it, so an empty receipt, and beta keeps everything.
+    let deletion = format!("tenants/beta/deletions/{}", uuid::Uuid::now_v7());
+    let dataset = format!("tenants/beta/datasets/{}", uuid::Uuid::now_v7());
+    request_deletion(
+        &app.nats,
+        "beta",
+        &deletion,
+        DeletionScope::Dataset,
+        &dataset,
+    )
+    .await?;
+    let receipts = wait_receipts(&app.nats, "beta", 1).await;
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    assert_eq!(receipts[0].deletion, deletion);
+    assert_eq!(receipts[0].scope(), DeletionScope::Dataset);
+    assert!(receipts[0].deleted.is_empty());
+    assert!(!receipts[0].residue_found);
+    assert_eq!(tenant_rows(&app, "beta").await?, (1, 1));
+    let fresh = app.other_service_cache().await;
+    assert!(
+        fresh
+            .authenticate(&bearer(&beta_admin), OffsetDateTime::now_utc())
+            .is_ok()
+    );
+    Ok(())
 }

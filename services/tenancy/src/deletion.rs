@@ -1,0 +1,220 @@
+//! The `tenancy-deletion` consumer: on `deletion.requested` for a tenant, revokes and deletes every
+//! API key of the tenant (its Postgres row and its `tm_auth` record, so no service accepts it any
+//! more) and the tenant's row, scans for residue and answers with a `deletion.receipt`, once per
+//! deletion however often the request is delivered. A dataset scope holds nothing here: it is
+//! answered with an empty receipt.
+//!
+//! Order matters for crash safety: the keys are revoked in Postgres (and the tenant marked
+//! `deleting`, so no key is created for it any more) and committed before `tm_auth` is touched, so
+//! a restart's reconciliation can only ever republish them as revoked; the rows go last, in the
+//! transaction that records the deletion and queues the receipt and the audit event.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_nats::jetstream::kv;
+use sqlx::PgPool;
+use trustmesh_auth::{AuthBucket, KeyId, resource_tenant};
+use trustmesh_bus::audit::{self, AuditEntry};
+use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, Processed, ProcessedMessages};
+use trustmesh_events::{Service, Subject, msg_id};
+use trustmesh_proto::events::v1::{ActorType, DeletionReceipt, DeletionRequested, DeletionScope};
+
+use crate::repo;
+
+/// Receipt keys.
+const ROWS_KEYS: &str = "rows:api_keys";
+const ROWS_TENANTS: &str = "rows:tenants";
+const KV_KEYS: &str = "kv:tm_auth";
+
+/// The `tenancy-deletion` handler.
+#[derive(Debug, Clone)]
+pub(crate) struct DeletionHandler {
+    pub(crate) pool: PgPool,
+    pub(crate) bucket: AuthBucket,
+    /// `tm_auth` itself, to purge records (values and history) that [`AuthBucket`] only writes.
+    pub(crate) kv: kv::Store,
+    pub(crate) processed: ProcessedMessages,
+    pub(crate) outbox: Outbox,
+}
+
+fn retry(error: impl std::fmt::Display) -> HandlerError {
+    HandlerError::retryable(error)
+}
+
+/// What the tenant-scope deletion did outside the final transaction.
+#[derive(Default)]
+struct KeysPurged {
+    /// Every key id of the tenant that was revoked.
+    handled: BTreeSet<String>,
+    /// `tm_auth` records purged.
+    purged: u64,
+    /// `tm_auth` records still there afterwards.
+    left: u64,
+}
+
+impl DeletionHandler {
+    /// Revokes the tenant's keys in Postgres, then revokes and purges their `tm_auth` records, and
+    /// checks that none is left in the bucket.
+    async fn purge_keys(&self, tenant: &str) -> Result<KeysPurged, HandlerError> {
+        let rows = repo::begin_tenant_deletion(&self.pool, tenant)
+            .await
+            .map_err(retry)?;
+        let mut outcome = KeysPurged::default();
+        for row in rows {
+            outcome.handled.insert(row.key_id.clone());
+            // NOTE: a corrupt row was never replicated (tenancy refuses to), so has no record.
+            if let Some(record) = row.to_record() {
+                // Revoked first, so every cache refuses the key even if the purge has to be retried.
+                self.bucket.put(&record).await.map_err(retry)?;
+                self.kv.purge(record.bucket_key()).await.map_err(retry)?;
+                outcome.purged += 1;
+            }
+            if let Ok(key_id) = KeyId::parse(&row.key_id)
+                && self.bucket.get(&key_id).await.map_err(retry)?.is_some()
+            {
+                outcome.left += 1;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn apply(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        let request: DeletionRequested = delivery.decode()?;
+        let tenant = delivery
+            .tenant()
+            .ok_or_else(|| HandlerError::poison("the subject carries no valid tenant"))?;
+        let scope_kind = request.scope();
+        let whole_tenant = match scope_kind {
+            DeletionScope::Dataset => {
+                let target_tenant = resource_tenant("target", &request.target)
+                    .ok()
+                    .filter(|_| {
+                        request
+                            .target
+                            .starts_with(&format!("tenants/{tenant}/datasets/"))
+                    })
+                    .ok_or_else(|| HandlerError::poison("the target is not a dataset name"))?;
+                if target_tenant != tenant {
+                    return Err(HandlerError::poison("the target belongs to another tenant"));
+                }
+                false
+            }
+            DeletionScope::Tenant if request.target == format!("tenants/{tenant}") => true,
+            DeletionScope::Tenant => {
+                return Err(HandlerError::poison(
+                    "the target is not the subject's tenant",
+                ));
+            }
+            DeletionScope::Unspecified => {
+                return Err(HandlerError::poison("the deletion scope is unspecified"));
+            }
+        };
+        if !request
+            .deletion
+            .starts_with(&format!("tenants/{tenant}/deletions/"))
+        {
+            return Err(HandlerError::poison(
+                "the deletion name is not of the subject's tenant",
+            ));
+        }
+        // NOTE: keyed on the deletion, not the message: a repeated request for the same deletion
+        // (any Nats-Msg-Id) has one effect and one receipt, which the outbox delivers durably.
+        if self
+            .processed
+            .is_processed(&request.deletion)
+            .await
+            .map_err(retry)?
+        {
+            return Ok(());
+        }
+
+        // A dataset scope: tenancy holds nothing of a dataset, so the receipt is empty.
+        let keys = if whole_tenant {
+            Some(self.purge_keys(tenant.as_str()).await?)
+        } else {
+            None
+        };
+
+        let deletion = request.deletion.clone();
+        let outbox = self.outbox.clone();
+        let request_id = request.meta.map(|m| m.request_id).unwrap_or_default();
+        let outcome = self
+            .processed
+            .process_once(&request.deletion, move |tx| {
+                Box::pin(async move {
+                    let mut deleted: HashMap<String, u64> = HashMap::new();
+                    let mut residue: HashMap<String, u64> = HashMap::new();
+                    if let Some(keys) = &keys {
+                        // A key created while the tenant was being marked `deleting` has a record
+                        // that was not purged: start over, which revokes and purges it too.
+                        let current = repo::lock_tenant_keys(tx, tenant.as_str()).await?;
+                        if current.iter().any(|id| !keys.handled.contains(id)) {
+                            return Err(retry("a key was created during the tenant's deletion"));
+                        }
+                        let (key_rows, tenant_rows) =
+                            repo::delete_tenant(tx, tenant.as_str()).await?;
+                        deleted.insert(ROWS_KEYS.to_owned(), key_rows);
+                        deleted.insert(ROWS_TENANTS.to_owned(), tenant_rows);
+                        deleted.insert(KV_KEYS.to_owned(), keys.purged);
+                        let (key_rows, tenant_rows) =
+                            repo::count_tenant_rows(tx, tenant.as_str()).await?;
+                        for (what, left) in [
+                            (ROWS_KEYS, key_rows),
+                            (ROWS_TENANTS, tenant_rows),
+                            (KV_KEYS, keys.left),
+                        ] {
+                            if left > 0 {
+                                residue.insert(what.to_owned(), left);
+                            }
+                        }
+                    }
+                    let (event_id, meta) =
+                        audit::event_meta(Service::Tenancy, &tenant, &request_id);
+                    let subject = Subject::deletion_receipt(&tenant);
+                    let records = deleted.values().sum();
+                    let receipt = DeletionReceipt {
+                        meta: Some(meta),
+                        deletion,
+                        service: Service::Tenancy.as_str().to_owned(),
+                        scope: scope_kind.into(),
+                        residue_found: !residue.is_empty(),
+                        deleted,
+                        residue,
+                        // Tenancy holds no DEKs: key digests and tenant rows are not encrypted data.
+                        deks_destroyed: 0,
+                    };
+                    outbox
+                        .enqueue(tx, &subject, &receipt, &msg_id(&subject, event_id))
+                        .await?;
+                    if keys.is_some() {
+                        let mut entry = AuditEntry::new(
+                            Service::Tenancy,
+                            tenant,
+                            "tenants.delete",
+                            request.target,
+                        );
+                        entry.actor_type = ActorType::Service;
+                        Service::Deletion.as_str().clone_into(&mut entry.actor_id);
+                        entry.request_id = request_id;
+                        entry.records_affected = records;
+                        audit::enqueue(&outbox, tx, entry).await?;
+                    }
+                    Ok::<_, HandlerError>(())
+                })
+            })
+            .await?;
+        match outcome {
+            Processed::Applied(()) => tracing::info!("Deletion applied and its receipt queued."),
+            Processed::AlreadyProcessed => {
+                tracing::info!("Deletion already applied; nothing more to do.");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler for DeletionHandler {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        self.apply(delivery).await
+    }
+}
