@@ -4,12 +4,16 @@
 //! Defaults come from the settings types themselves (`#[serde(default)]` over a `Default` impl), so a
 //! file or the environment only names what differs. Every source is an explicit value
 //! ([`SettingsSource`]): tests build one from a list of pairs and never touch the process environment.
+//!
+//! [`common`] holds the sections several services share word for word (Postgres, NATS, a peer service).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+
+pub mod common;
 
 /// Prefix of every environment variable read as a setting.
 pub const ENV_PREFIX: &str = "TRUSTMESH";
