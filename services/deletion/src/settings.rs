@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use trustmesh_auth::OperatorCredential;
 use trustmesh_events::Service;
+pub use trustmesh_runtime::settings::common::{DatabaseSettings, NatsSettings};
 use trustmesh_runtime::{
     AdminSettings, GrpcSettings, InvalidSetting, SecretString, ShutdownSettings, Validate,
 };
@@ -104,41 +105,6 @@ impl Validate for AuthSettings {
             ));
         }
         Ok(())
-    }
-}
-
-/// How to reach Postgres.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    /// A `postgres://` URL (its `sslmode` sets TLS; `verify-full` is required off loopback).
-    pub url: SecretString,
-    /// Pool size. Default 10.
-    pub max_connections: u32,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: SecretString::from("postgres://postgres@127.0.0.1:5432/trustmesh"),
-            max_connections: 10,
-        }
-    }
-}
-
-/// How to reach NATS.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsSettings {
-    /// Server URL. Default `nats://127.0.0.1:4222`.
-    pub url: String,
-}
-
-impl Default for NatsSettings {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".to_owned(),
-        }
     }
 }
 

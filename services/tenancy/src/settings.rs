@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use trustmesh_auth::OperatorCredential;
+pub use trustmesh_runtime::settings::common::{DatabaseSettings, NatsSettings};
 use trustmesh_runtime::{
     AdminSettings, GrpcSettings, InvalidSetting, SecretString, ShutdownSettings, Validate,
 };
@@ -35,50 +36,6 @@ impl Validate for Settings {
         self.shutdown.validate().map_err(|e| e.within("shutdown"))?;
         self.database.validate().map_err(|e| e.within("database"))?;
         self.auth.validate().map_err(|e| e.within("auth"))
-    }
-}
-
-/// How to reach Postgres.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    /// A `postgres://` URL (its `sslmode` sets TLS; `verify-full` is required off loopback).
-    pub url: SecretString,
-    /// Pool size. Default 10.
-    pub max_connections: u32,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: SecretString::from("postgres://postgres@127.0.0.1:5432/trustmesh"),
-            max_connections: 10,
-        }
-    }
-}
-
-impl Validate for DatabaseSettings {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        if self.max_connections == 0 {
-            return Err(InvalidSetting::new("max_connections", "must be at least 1"));
-        }
-        Ok(())
-    }
-}
-
-/// How to reach NATS.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsSettings {
-    /// Server URL. Default `nats://127.0.0.1:4222`.
-    pub url: String,
-}
-
-impl Default for NatsSettings {
-    fn default() -> Self {
-        Self {
-            url: "nats://127.0.0.1:4222".to_owned(),
-        }
     }
 }
 
