@@ -465,7 +465,8 @@ async fn no_secret_is_stored_in_postgres_or_on_the_bus() -> anyhow::Result<()> {
     let app = TestApp::spawn().await;
     app.create_tenant("acme").await;
     let (_, secret) = app.create_key("acme", &[Scope::Admin]).await;
-    let (_, encoded_secret) = secret.rsplit_once('_').unwrap();
+    // `tmk_<key id>_<secret>`: the secret is base64url, so it may itself hold a `_`.
+    let (_, encoded_secret) = secret["tmk_".len()..].split_once('_').unwrap();
     let raw_secret = base64::Engine::decode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         encoded_secret,
