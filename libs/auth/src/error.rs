@@ -54,6 +54,12 @@ pub enum AuthError {
         /// The resource name asked for.
         resource: String,
     },
+    /// The service credential was used on a method that serves only tenants' keys.
+    #[error("the service credential may not call this method")]
+    ServiceDenied {
+        /// The resource name asked for.
+        resource: String,
+    },
     /// The resource name does not start with `tenants/{tenant}`.
     #[error("invalid resource name")]
     InvalidResourceName {
@@ -78,6 +84,7 @@ impl AuthError {
             Self::OtherTenant { .. } => "OTHER_TENANT",
             Self::OperatorOnly => "OPERATOR_ONLY",
             Self::OperatorDenied { .. } => "OPERATOR_DENIED",
+            Self::ServiceDenied { .. } => "SERVICE_DENIED",
             Self::InvalidResourceName { .. } => "INVALID_RESOURCE_NAME",
         }
     }
@@ -108,6 +115,9 @@ impl From<AuthError> for Status {
             }
             AuthError::OperatorDenied { resource } => Status::permission_denied(format!(
                 "the operator credential may not access `{resource}`"
+            )),
+            AuthError::ServiceDenied { resource } => Status::permission_denied(format!(
+                "the service credential may not call this method on `{resource}`"
             )),
             AuthError::InvalidResourceName { field } => Status::invalid_argument(format!(
                 "`{field}` must be a resource name starting with `tenants/{{tenant}}`"

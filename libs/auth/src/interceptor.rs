@@ -15,44 +15,63 @@ use crate::error::AuthError;
 use crate::key::{KEY_PREFIX, PresentedKey, SecretDigest};
 use crate::principal::Principal;
 
-/// Shortest operator credential accepted, in characters.
-pub const OPERATOR_CREDENTIAL_MIN_LEN: usize = 32;
+/// Shortest shared-secret credential accepted, in characters.
+pub const CREDENTIAL_MIN_LEN: usize = 32;
 
-/// The operator credential (a secret from the settings), kept only as its digest.
+/// A shared-secret credential from the settings (the operator's, or the mesh's service
+/// credential), kept only as its digest.
 #[derive(Clone)]
-pub struct OperatorCredential {
+pub struct Credential {
     digest: SecretDigest,
 }
 
-impl std::fmt::Debug for OperatorCredential {
+/// The operator credential: manages tenants and keys, reads no tenant data.
+pub type OperatorCredential = Credential;
+
+/// The mesh's service credential: one service reading a tenant's data from another on that
+/// tenant's behalf (`analysis` reading rows from `ingest`), through the methods that allow it.
+///
+/// NOTE: one secret shared by the services of a deployment; per-service identities (mTLS client
+/// certificates) replace it in the distributed deployment.
+pub type ServiceCredential = Credential;
+
+impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OperatorCredential(..)")
+        f.write_str("Credential(..)")
     }
 }
 
-/// Why an operator credential is refused.
+/// Why a shared-secret credential is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the operator credential must be at least {OPERATOR_CREDENTIAL_MIN_LEN} characters, printable ASCII, and must not start with `{KEY_PREFIX}_`"
+    "a credential must be at least {CREDENTIAL_MIN_LEN} characters, printable ASCII, and must not start with `{KEY_PREFIX}_`"
 )]
-pub struct WeakOperatorCredential;
+pub struct WeakCredential;
 
-impl OperatorCredential {
+impl Credential {
     /// The credential `secret`.
     ///
     /// # Errors
-    /// [`WeakOperatorCredential`] if it is too short, not printable ASCII, or shaped like an API key.
-    pub fn new(secret: &SecretString) -> Result<Self, WeakOperatorCredential> {
+    /// [`WeakCredential`] if it is too short, not printable ASCII, or shaped like an API key.
+    pub fn new(secret: &SecretString) -> Result<Self, WeakCredential> {
         let text = secret.expose_secret();
-        let valid = text.len() >= OPERATOR_CREDENTIAL_MIN_LEN
+        let valid = text.len() >= CREDENTIAL_MIN_LEN
             && text.chars().all(|c| c.is_ascii_graphic())
             && !text.starts_with(&format!("{KEY_PREFIX}_"));
         if !valid {
-            return Err(WeakOperatorCredential);
+            return Err(WeakCredential);
         }
         Ok(Self {
             digest: SecretDigest::of(text.as_bytes()),
         })
+    }
+
+    /// [`Credential::new`] of an optional setting.
+    ///
+    /// # Errors
+    /// [`WeakCredential`] as [`Credential::new`].
+    pub fn optional(secret: Option<&SecretString>) -> Result<Option<Self>, WeakCredential> {
+        secret.map(Self::new).transpose()
     }
 
     fn matches(&self, presented: &str) -> bool {
@@ -61,11 +80,12 @@ impl OperatorCredential {
 }
 
 /// Resolves the bearer credential of each request: an API key through the [`KeyCache`], or the
-/// operator credential if one is configured.
+/// operator or service credential where one is configured.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     cache: KeyCache,
     operator: Option<OperatorCredential>,
+    service: Option<ServiceCredential>,
 }
 
 impl Authenticator {
@@ -75,6 +95,7 @@ impl Authenticator {
         Self {
             cache,
             operator: None,
+            service: None,
         }
     }
 
@@ -82,6 +103,14 @@ impl Authenticator {
     #[must_use]
     pub fn with_operator(mut self, operator: OperatorCredential) -> Self {
         self.operator = Some(operator);
+        self
+    }
+
+    /// The same authenticator also accepting the mesh's service credential (`ingest` and
+    /// `analysis`, whose data other services read).
+    #[must_use]
+    pub fn with_service(mut self, service: Option<ServiceCredential>) -> Self {
+        self.service = service;
         self
     }
 
@@ -115,10 +144,17 @@ impl Authenticator {
                 .authenticate(&presented, now)
                 .map(Principal::ApiKey);
         }
-        match &self.operator {
-            Some(operator) if operator.matches(credential) => Ok(Principal::Operator),
-            Some(_) | None => Err(AuthError::MalformedCredential),
+        if self
+            .operator
+            .as_ref()
+            .is_some_and(|c| c.matches(credential))
+        {
+            return Ok(Principal::Operator);
         }
+        if self.service.as_ref().is_some_and(|c| c.matches(credential)) {
+            return Ok(Principal::Service);
+        }
+        Err(AuthError::MalformedCredential)
     }
 }
 

@@ -12,7 +12,8 @@
 //!   keys without a network round trip; its revocation bound is documented there.
 //! - [`principal`]: [`Principal`] (an API key of a tenant, or the operator) and its checks
 //!   ([`Principal::require`], [`Principal::require_operator`]).
-//! - [`interceptor`]: [`Authenticator`], the tonic interceptor, and [`OperatorCredential`].
+//! - [`interceptor`]: [`Authenticator`], the tonic interceptor, [`OperatorCredential`] and
+//!   [`ServiceCredential`].
 //! - [`page`]: page sizes and page tokens bound to a tenant and a query.
 //! - [`error`]: [`AuthError`] (request denials, with the one mapping to `tonic::Status`) and
 //!   [`KeyStoreError`] (the bucket could not be reached).
@@ -28,7 +29,10 @@ pub mod scope;
 
 pub use cache::{CacheOptions, KeyCache};
 pub use error::{AuthError, KeyStoreError};
-pub use interceptor::{Authenticator, OperatorCredential};
+pub use interceptor::{
+    Authenticator, CREDENTIAL_MIN_LEN, Credential, OperatorCredential, ServiceCredential,
+    WeakCredential,
+};
 pub use key::{IssuedKey, KEY_PREFIX, KeyId, PresentedKey, SecretDigest};
 pub use page::{PageError, PageToken, page_size};
 pub use principal::{KeyPrincipal, Principal, resource_tenant};

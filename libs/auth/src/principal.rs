@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use trustmesh_events::TenantId;
+use trustmesh_proto::events::v1::ActorType;
 
 use crate::error::AuthError;
 use crate::key::KeyId;
@@ -40,6 +41,9 @@ pub enum Principal {
     ApiKey(KeyPrincipal),
     /// The platform operator: manages tenants, reads no tenant data.
     Operator,
+    /// Another trustmesh service (the mesh's service credential), reading a tenant's data on its
+    /// behalf through the methods that call [`Principal::require_or_service`].
+    Service,
 }
 
 impl Principal {
@@ -74,6 +78,9 @@ impl Principal {
             Self::Operator => Err(AuthError::OperatorDenied {
                 resource: resource.to_owned(),
             }),
+            Self::Service => Err(AuthError::ServiceDenied {
+                resource: resource.to_owned(),
+            }),
             Self::ApiKey(key) if key.tenant != tenant => Err(AuthError::OtherTenant {
                 resource: resource.to_owned(),
             }),
@@ -98,7 +105,24 @@ impl Principal {
     ) -> Result<TenantId, AuthError> {
         match self {
             Self::Operator => resource_tenant(field, resource),
-            Self::ApiKey(_) => self.require(scope, field, resource),
+            Self::ApiKey(_) | Self::Service => self.require(scope, field, resource),
+        }
+    }
+
+    /// [`Principal::require`] that also lets the mesh's services through: for the reads one
+    /// service makes of another's data on a tenant's behalf (rows, model outputs).
+    ///
+    /// # Errors
+    /// As [`Principal::require`].
+    pub fn require_or_service(
+        &self,
+        scope: Scope,
+        field: &'static str,
+        resource: &str,
+    ) -> Result<TenantId, AuthError> {
+        match self {
+            Self::Service => resource_tenant(field, resource),
+            Self::ApiKey(_) | Self::Operator => self.require(scope, field, resource),
         }
     }
 
@@ -109,7 +133,7 @@ impl Principal {
     pub fn require_operator(&self) -> Result<(), AuthError> {
         match self {
             Self::Operator => Ok(()),
-            Self::ApiKey(_) => Err(AuthError::OperatorOnly),
+            Self::ApiKey(_) | Self::Service => Err(AuthError::OperatorOnly),
         }
     }
 
@@ -119,6 +143,17 @@ impl Principal {
         match self {
             Self::ApiKey(key) => key.name(),
             Self::Operator => "operator".to_owned(),
+            Self::Service => "service".to_owned(),
+        }
+    }
+
+    /// The audit actor type.
+    #[must_use]
+    pub fn actor_type(&self) -> ActorType {
+        match self {
+            Self::ApiKey(_) => ActorType::ApiKey,
+            Self::Operator => ActorType::Operator,
+            Self::Service => ActorType::Service,
         }
     }
 }

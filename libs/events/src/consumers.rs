@@ -170,6 +170,14 @@ pub const AUDIT_EVENTS: ConsumerSpec = ConsumerSpec {
     description: "audit appends each event to the tenant's hash-chained log.",
 };
 
+/// audit: answers `deletion.requested` with an empty receipt; audit events are retained, not shredded.
+pub const AUDIT_DELETION: ConsumerSpec = deletion_consumer(
+    "audit-deletion",
+    Service::Audit,
+    "audit keeps the tenant's audit events (retained on a legal-obligation basis, never shredded with \
+     the tenant) and publishes an empty receipt.",
+);
+
 /// notifier: webhooks for job changes.
 pub const NOTIFIER_JOB: ConsumerSpec = ConsumerSpec {
     durable_name: "notifier-job",
@@ -230,6 +238,7 @@ pub const ALL_CONSUMERS: &[&ConsumerSpec] = &[
     &TRUST_SCORING_DELETION,
     &DELETION_RECEIPT,
     &AUDIT_EVENTS,
+    &AUDIT_DELETION,
     &NOTIFIER_JOB,
     &NOTIFIER_SCORES,
     &NOTIFIER_DATASET,

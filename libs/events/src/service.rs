@@ -88,8 +88,8 @@ impl Service {
                 EventKind::Audit(Self::Deletion),
             ],
             // The audit service writes its own accesses straight into its chain.
-            Self::Audit => &[],
-            Self::Notifier => &[EventKind::Audit(Self::Notifier)],
+            Self::Audit => &[EventKind::DeletionReceipt],
+            Self::Notifier => &[EventKind::DeletionReceipt, EventKind::Audit(Self::Notifier)],
         }
     }
 

@@ -12,6 +12,9 @@
 //!   (or plaintext on loopback in development), drained on shutdown.
 //! - [`observe`]: the per-RPC span and status/duration record every gRPC call gets.
 //! - [`admin`]: [`AdminServer`]: `/livez`, `/readyz`, `/metrics`.
+//! - [`host`]: [`Component`] (a service's gRPC services and background tasks) and [`Host`], which
+//!   serves components on one gRPC and one admin port: one in a service binary, all seven in
+//!   `trustmesh standalone`.
 //! - [`tls`]: TLS 1.3-only rustls configurations from PEM files.
 //! - [`client`]: [`connect_channel`] to another service.
 //!
@@ -89,6 +92,7 @@ pub mod client;
 pub mod entry;
 mod error;
 pub mod grpc;
+pub mod host;
 pub mod observe;
 pub mod readiness;
 pub mod settings;
@@ -103,6 +107,7 @@ pub use client::{connect_channel, lazy_channel};
 pub use entry::{cause_chain, run_main, run_main_with};
 pub use error::{ConnectError, ServerError};
 pub use grpc::{GrpcServer, GrpcServerBuilder, GrpcSettings};
+pub use host::{Component, Host, HostError, TaskError, instrumented};
 pub use observe::{RpcRecorder, SpanParent, UNKNOWN_METHOD, code_name};
 pub use readiness::{Dependency, Readiness, ReadinessStatus, ReadinessWatch};
 /// Secret settings values (`SecretString`), re-exported with serde support so services name one version.

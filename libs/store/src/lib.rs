@@ -18,6 +18,7 @@ pub mod encrypted;
 pub mod objects;
 pub mod pg;
 pub mod repo;
+pub mod settings;
 pub mod tenant;
 
 pub use deks::PgDekStore;
@@ -26,6 +27,7 @@ pub use objects::{
     LocalDirStore, ObjectError, ObjectKey, ObjectMeta, ObjectPrefix, ObjectStore, S3Settings,
     S3Store,
 };
-pub use pg::{MIGRATOR, PgError, PgSettings, SchemaName, connect, migrate};
+pub use pg::{MIGRATOR, PgError, PgSettings, SchemaName, connect, ensure_database, migrate};
 pub use repo::{NewObjectVersion, ObjectRow, ObjectsRepo};
+pub use settings::ObjectStoreSettings;
 pub use tenant::TenantScope;

@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use sqlx::{Connection, Executor, PgPool};
+use sqlx::{ConnectOptions as _, Connection, Executor, PgPool};
 
 /// This crate's own migrations (the `objects` and `deks` tables); pass it to [`migrate`] next to the
 /// service's migrator.
@@ -148,6 +148,51 @@ fn ssl_mode_name(mode: PgSslMode) -> &'static str {
         PgSslMode::VerifyCa => "verify-ca",
         PgSslMode::VerifyFull => "verify-full",
     }
+}
+
+/// Creates the database `url` names if it does not exist yet (connecting to the server's
+/// `postgres` database with the same credentials and TLS), for a first start of the standalone mesh.
+///
+/// # Errors
+///
+/// [`PgError::InvalidUrl`] for a URL without a database name or of an unsafe one (only
+/// `[A-Za-z0-9_-]` is accepted), the TLS check's errors, or [`PgError::Database`].
+pub async fn ensure_database(url: &SecretString) -> Result<(), PgError> {
+    let schema = SchemaName::new("public")?;
+    let options = PgSettings::new(url.expose_secret(), schema).connect_options()?;
+    let name = options
+        .get_database()
+        .filter(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+        .ok_or_else(|| {
+            PgError::InvalidUrl(sqlx::Error::Configuration(
+                "the database URL must name a database of [A-Za-z0-9_-]".into(),
+            ))
+        })?
+        .to_owned();
+    let mut server = options.database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut server)
+            .await?;
+    if !exists {
+        // A concurrent creator may win the race; its database is as good as ours.
+        match sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut server)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "Created the database."),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    server.close().await?;
+    Ok(())
 }
 
 /// Opens a pool to the service's database whose sessions use the service's schema.

@@ -47,28 +47,6 @@ pub(crate) struct CheckArgs {
     summary: Option<PathBuf>,
 }
 
-impl CheckArgs {
-    /// The arguments of `check` on `data` with every default check, writing the report files.
-    pub(crate) fn with_outputs(
-        data: PathBuf,
-        label: &str,
-        id_column: &str,
-        out: PathBuf,
-        summary: PathBuf,
-    ) -> Self {
-        Self {
-            data,
-            label: label.to_owned(),
-            id_column: Some(id_column.to_owned()),
-            pred_probs: None,
-            issues: None,
-            compat: CompatArg::Trustmesh,
-            out: Some(out),
-            summary: Some(summary),
-        }
-    }
-}
-
 /// Whose rules to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum CompatArg {

@@ -1,9 +1,17 @@
 //! The `trustmesh` command line.
 
 mod check;
-mod demo;
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use trustmesh_cli::demo::{self, DemoSettings};
+use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
+use trustmesh_runtime::{SecretString, ServerTls, TransportMode};
+use trustmesh_store::ObjectStoreSettings;
 
 /// trustmesh: self-hostable, security-first data quality.
 #[derive(Parser)]
@@ -18,13 +26,214 @@ struct Cli {
 enum Command {
     /// Find label errors, outliers, duplicates, ... in a CSV file, without the mesh.
     Check(check::CheckArgs),
-    /// Show what trustmesh finds in a bundled noisy dataset.
-    Demo,
+    /// Start the whole mesh, upload a noisy dataset, show its issues, delete it with a
+    /// certificate, show the audit log, and stop.
+    Demo(DemoArgs),
+    /// Run every service in one process on one gRPC port.
+    Standalone(StandaloneArgs),
+}
+
+/// `trustmesh demo`.
+#[derive(Args)]
+struct DemoArgs {
+    /// Postgres URL (the database is created if missing).
+    #[arg(
+        long,
+        env = "TRUSTMESH_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/trustmesh_demo",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// Do not run infra/dev/up.sh (nats-server and Postgres are already installed).
+    #[arg(long)]
+    skip_setup: bool,
+}
+
+/// `trustmesh standalone`.
+#[derive(Args)]
+struct StandaloneArgs {
+    /// The gRPC listener of every service.
+    #[arg(long, env = "TRUSTMESH_GRPC_BIND", default_value = "127.0.0.1:50051")]
+    grpc_bind: SocketAddr,
+    /// The admin listener (/livez, /readyz, /metrics).
+    #[arg(long, env = "TRUSTMESH_ADMIN_BIND", default_value = "127.0.0.1:9464")]
+    admin_bind: SocketAddr,
+    /// TLS certificate chain (PEM) of the gRPC listener; without it, plaintext on loopback only.
+    #[arg(long, env = "TRUSTMESH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "TRUSTMESH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Keys, the operator credential, objects and the NATS store live here.
+    #[arg(long, env = "TRUSTMESH_DATA_DIR", default_value = "trustmesh-data")]
+    data_dir: PathBuf,
+    /// Postgres URL (the database is created if missing).
+    #[arg(
+        long,
+        env = "TRUSTMESH_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/trustmesh",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// A running NATS server; without it, a nats-server child process is started.
+    #[arg(long, env = "TRUSTMESH_NATS_URL")]
+    nats_url: Option<String>,
+    /// The S3-compatible endpoint for objects (path-style); without it, `<data-dir>/objects`.
+    #[arg(long, env = "TRUSTMESH_S3_ENDPOINT", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    /// The S3 bucket (created if missing).
+    #[arg(long, env = "TRUSTMESH_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// The S3 region.
+    #[arg(long, env = "TRUSTMESH_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// The S3 access key id.
+    #[arg(long, env = "TRUSTMESH_S3_ACCESS_KEY_ID", default_value = "")]
+    s3_access_key_id: String,
+    /// The S3 secret access key.
+    #[arg(
+        long,
+        env = "TRUSTMESH_S3_SECRET_ACCESS_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
+    s3_secret_access_key: String,
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
         Command::Check(args) => check::run(&args),
-        Command::Demo => demo::run(),
+        Command::Demo(args) => {
+            // The demo's own output tells the story; the mesh's dev-mode warnings would drown it.
+            init_logs("error");
+            let settings = demo_settings(&args)?;
+            runtime()?.block_on(async {
+                let mut out = std::io::stdout();
+                demo::run(settings, &mut out).await.map(|_| ())
+            })
+        }
+        Command::Standalone(args) => {
+            init_logs("info");
+            runtime()?.block_on(standalone(args))
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The development home `infra/dev/up.sh` installs into.
+fn dev_home() -> PathBuf {
+    std::env::var_os("TRUSTMESH_DEV_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".trustmesh-dev"),
+        PathBuf::from,
+    )
+}
+
+/// The `nats-server` to start: `$TRUSTMESH_NATS_SERVER_BIN`, the one `infra/dev/up.sh` installed,
+/// or the one on `PATH`.
+fn nats_server() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TRUSTMESH_NATS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let installed = dev_home().join("bin/nats-server");
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
+fn demo_settings(args: &DemoArgs) -> anyhow::Result<DemoSettings> {
+    if !args.skip_setup {
+        setup()?;
+    }
+    Ok(DemoSettings {
+        database: SecretString::from(args.database_url.clone()),
+        nats_server: nats_server(),
+    })
+}
+
+/// Runs `infra/dev/up.sh` (installs nats-server and Postgres if missing; starts Postgres) when
+/// the demo runs from a source tree.
+fn setup() -> anyhow::Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/dev/up.sh");
+    if !script.exists() {
+        eprintln!(
+            "(no infra/dev/up.sh here: using the nats-server and Postgres already installed)"
+        );
+        return Ok(());
+    }
+    eprintln!("Checking nats-server and Postgres (infra/dev/up.sh) ...");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .env("TRUSTMESH_DEV_START", "0")
+        .env("TRUSTMESH_DEV_S3", "0")
+        .status()
+        .context("cannot run infra/dev/up.sh")?;
+    anyhow::ensure!(status.success(), "infra/dev/up.sh failed ({status})");
+    Ok(())
+}
+
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let mut settings =
+        StandaloneSettings::new(args.data_dir.clone(), SecretString::from(args.database_url));
+    settings.grpc.bind = args.grpc_bind;
+    settings.admin.bind = args.admin_bind;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        settings.grpc.tls = ServerTls {
+            mode: TransportMode::Tls,
+            cert_file: Some(cert),
+            key_file: Some(key),
+            client_ca_file: None,
+        };
+    }
+    settings.nats = match args.nats_url {
+        Some(url) => NatsSource::Url(url),
+        None => NatsSource::Spawn {
+            binary: nats_server(),
+        },
+    };
+    if let (Some(endpoint), Some(bucket)) = (args.s3_endpoint, args.s3_bucket) {
+        settings.objects = ObjectStoreSettings::S3 {
+            endpoint: Some(endpoint),
+            region: args.s3_region,
+            bucket,
+            access_key_id: args.s3_access_key_id,
+            secret_access_key: SecretString::from(args.s3_secret_access_key),
+            create_bucket: true,
+        };
+    }
+    settings.operator_credential = std::env::var("TRUSTMESH_OPERATOR_CREDENTIAL")
+        .ok()
+        .map(SecretString::from);
+    let mesh = Standalone::build(settings).await?;
+    // One line a script can parse, then the human-readable rest.
+    println!(
+        "trustmesh standalone: grpc={} admin={} nats={}",
+        mesh.grpc_addr(),
+        mesh.admin_addr(),
+        mesh.nats_url()
+    );
+    eprintln!(
+        "The operator credential is in {} (unless $TRUSTMESH_OPERATOR_CREDENTIAL is set).",
+        args.data_dir.join("operator-credential").display()
+    );
+    let shutdown = CancellationToken::new();
+    trustmesh_runtime::cancel_on(trustmesh_runtime::shutdown_signal(), shutdown.clone());
+    mesh.run_until_stopped(shutdown).await
 }

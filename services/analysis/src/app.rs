@@ -1,35 +1,30 @@
-//! [`Application`]: connects, migrates, ensures streams and consumers, binds the listeners; then
-//! serves gRPC and admin, relays the outbox and runs the consumers until shutdown.
+//! [`component`]: connects, migrates, ensures streams and consumers, loads the API-key cache; the
+//! `AnalysisService` (every call authenticated), the outbox relay and the consumers.
+//! [`Application`] hosts it on its own gRPC and admin listeners until shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 use tonic::service::interceptor::InterceptedService;
-use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
+use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError, ServiceCredential};
 use trustmesh_bus::{
-    ConsumerRunner, Handler, Outbox, OutboxRelay, ProcessedMessages, Publisher, RunnerError,
-    ensure_consumer, ensure_schema, ensure_streams,
+    ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
+    ensure_schema, ensure_streams,
 };
 use trustmesh_crypto::{Keyring, LocalKeyFile};
 use trustmesh_events::{ANALYSIS_DELETION, ANALYSIS_REQUESTED, ANALYSIS_SCORES, Service};
 use trustmesh_proto::v1::analysis_service_server::AnalysisServiceServer;
-use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
-use trustmesh_runtime::{AdminServer, Dependency, ExposeSecret, GrpcServer, Readiness, code_name};
-use trustmesh_store::{
-    EncryptedObjects, LocalDirStore, ObjectStore, ObjectsRepo, PgDekStore, PgSettings, S3Settings,
-    S3Store, SchemaName,
-};
-use trustmesh_telemetry::Metrics;
+use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
+use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore, PgSettings, SchemaName};
 
 use crate::deletion::DeletionHandler;
+use crate::ingest::IngestClient;
 use crate::jobs::grpc::JobsHandler;
 use crate::jobs::repo::JobRepo;
 use crate::jobs::scores::ScoresHandler;
 use crate::jobs::worker::AnalysisWorker;
-use crate::settings::{ObjectStoreSettings, Settings};
+use crate::settings::Settings;
 
 /// The analysis service's own migrations (run next to `trustmesh_store::MIGRATOR`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -61,254 +56,181 @@ pub enum AppError {
     /// The ingest endpoint is not usable.
     #[error("cannot set up the channel to ingest")]
     Ingest(#[from] trustmesh_runtime::ConnectError),
-    /// The API key for ingest is not a valid header value.
-    #[error("the API key for ingest is not a valid header value")]
-    IngestKey,
+    /// The mesh's service credential is too weak.
+    #[error("`mesh.service_credential` is not usable")]
+    ServiceCredential(#[from] trustmesh_auth::WeakCredential),
+    /// The mesh's service credential, presented to ingest, is not a valid header value.
+    #[error("`mesh.service_credential` is not a valid header value")]
+    ServiceBearer,
     /// The API-key cache could not open or load `tm_auth`.
     #[error("API-key cache setup failed")]
     KeyStore(#[from] KeyStoreError),
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
-    /// A consumer stopped on a fatal error.
-    #[error("a consumer stopped")]
-    Consumer(#[from] RunnerError),
+    /// A server or a background task failed while running.
+    #[error("the service stopped on an error")]
+    Host(#[from] trustmesh_runtime::HostError),
 }
 
-/// The built service, ready to run.
-pub struct Application {
-    grpc: GrpcServer,
-    admin: AdminServer,
-    relay: OutboxRelay,
-    requested: ConsumerRunner<AnalysisWorker>,
-    scores: ConsumerRunner<ScoresHandler>,
-    deletion: ConsumerRunner<DeletionHandler>,
-    consumers_ready: Dependency,
-    /// Stops the API-key cache's watch once the servers are done.
-    background: CancellationToken,
-}
-
-impl std::fmt::Debug for Application {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("grpc", &self.grpc.local_addr())
-            .field("admin", &self.admin.local_addr())
-            .finish_non_exhaustive()
-    }
-}
-
-async fn object_store(settings: &ObjectStoreSettings) -> Result<Arc<dyn ObjectStore>, AppError> {
-    Ok(match settings {
-        ObjectStoreSettings::Local { dir } => Arc::new(LocalDirStore::open(dir).await?),
-        ObjectStoreSettings::S3 {
-            endpoint,
-            region,
-            bucket,
-            access_key_id,
-            secret_access_key,
-            create_bucket,
-        } => {
-            let mut s3 = S3Settings::compatible(
-                endpoint.clone().unwrap_or_default(),
-                region,
-                bucket,
-                access_key_id,
-                secret_access_key.expose_secret(),
-            );
-            s3.endpoint.clone_from(endpoint);
-            s3.create_bucket = *create_bucket;
-            Arc::new(S3Store::connect(&s3).await?)
-        }
-    })
-}
-
-/// Runs `runner` until shutdown; a fatal error fails readiness. Dropping the handle (the service's
-/// future dropped, as in a crash) aborts the consumer, whose in-flight deliveries are nak'ed.
-fn spawn_consumer<H: Handler>(
-    runner: ConsumerRunner<H>,
-    ready: Dependency,
-    shutdown: CancellationToken,
-) -> AbortOnDropHandle<Result<(), RunnerError>> {
-    AbortOnDropHandle::new(tokio::spawn(async move {
-        let result = runner.run(shutdown).await;
-        if let Err(error) = &result {
-            ready.set_not_ready();
-            tracing::error!(error = %error, "A consumer stopped; the service is not ready.");
-        }
-        result
-    }))
-}
+/// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
+/// (addresses through [`Host`]).
+#[derive(Debug)]
+pub struct Application(Host);
 
 impl Application {
-    /// Connects to Postgres (migrating schema `analysis`) and NATS (ensuring streams and the
-    /// `analysis-requested`, `analysis-scores` and `analysis-deletion` consumers), loads the API-key
-    /// cache from `tm_auth`, opens the object store and keyring, prepares the channel to ingest, and
-    /// binds the gRPC and admin listeners. Every `AnalysisService` call goes through
-    /// `trustmesh_auth::Authenticator` (API keys only; the operator credential reads no tenant data).
+    /// Builds the service's [`component`] and binds the gRPC and admin listeners.
     ///
     /// # Errors
     ///
     /// [`AppError`] naming what could not be set up.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let readiness = Readiness::new();
-        let postgres_ready = readiness.register("postgres");
-        let nats_ready = readiness.register("nats");
-        let keys_ready = readiness.register("tm_auth key cache");
-        let consumers_ready = readiness.register("analysis consumers");
-
-        let schema = SchemaName::new(SCHEMA)?;
-        let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
-        pg.max_connections = settings.database.max_connections;
-        let pool = trustmesh_store::connect(&pg).await?;
-        trustmesh_store::migrate(&pool, &schema, &[&trustmesh_store::MIGRATOR, &MIGRATOR]).await?;
-        let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
-        ensure_schema(&pool, &bus_schema).await?;
-        postgres_ready.set_ready();
-
-        let client = async_nats::ConnectOptions::new()
-            .name("trustmesh-analysis")
-            .connect(settings.nats.url.as_str())
-            .await?;
-        let jetstream = async_nats::jetstream::new(client);
-        ensure_streams(&jetstream).await?;
-        let requested_pull = ensure_consumer(&jetstream, &ANALYSIS_REQUESTED).await?;
-        let scores_pull = ensure_consumer(&jetstream, &ANALYSIS_SCORES).await?;
-        let deletion_pull = ensure_consumer(&jetstream, &ANALYSIS_DELETION).await?;
-        nats_ready.set_ready();
-        let background = CancellationToken::new();
-        // Stops the cache's watch if anything below fails; disarmed once the app is built.
-        let stop_background = background.clone().drop_guard();
-        let cache =
-            KeyCache::start(&jetstream, CacheOptions::default(), background.clone()).await?;
-        keys_ready.set_ready();
-        let publisher = Publisher::new(jetstream);
-
-        let store = object_store(&settings.objects).await?;
-        let deks = PgDekStore::new(pool.clone());
-        let keyring = Arc::new(Keyring::new(
-            Service::Analysis.as_str(),
-            Arc::new(LocalKeyFile::open_or_create(&settings.keys.kek_file)?),
-            Arc::new(deks.clone()),
-        ));
-        let objects = EncryptedObjects::new(
-            Arc::clone(&store),
-            Arc::clone(&keyring),
-            ObjectsRepo::new(pool.clone()),
-        );
-        let outbox = Outbox::new(&bus_schema);
-        let deletion = DeletionHandler {
-            pool: pool.clone(),
-            objects: objects.clone(),
-            store,
-            deks,
-            processed: ProcessedMessages::new(
-                pool.clone(),
-                &bus_schema,
-                ANALYSIS_DELETION.durable_name,
-            ),
-            outbox: outbox.clone(),
-        };
-        let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
-        let repo = JobRepo::new(pool, keyring, outbox);
-        let channel =
-            trustmesh_runtime::lazy_channel(&settings.ingest.endpoint, &settings.ingest.tls)?;
-
-        let worker = AnalysisWorker {
-            repo: repo.clone(),
-            objects: objects.clone(),
-            datasets: DatasetServiceClient::new(channel),
-            ingest_bearer: settings
-                .ingest
-                .api_key
-                .as_ref()
-                .map(|key| format!("Bearer {}", key.expose_secret()).parse())
-                .transpose()
-                .map_err(|_| AppError::IngestKey)?,
-        };
-        let requested = ConsumerRunner::new(
-            requested_pull,
-            &ANALYSIS_REQUESTED,
-            publisher.clone(),
-            worker,
-        );
-        let scores = ConsumerRunner::new(
-            scores_pull,
-            &ANALYSIS_SCORES,
-            publisher.clone(),
-            ScoresHandler { repo: repo.clone() },
-        );
-        let deletion = ConsumerRunner::new(deletion_pull, &ANALYSIS_DELETION, publisher, deletion);
-        consumers_ready.set_ready();
-
-        let metrics = Metrics::new(Service::Analysis.as_str());
-        let rpc_metrics = metrics.clone();
-        let jobs = AnalysisServiceServer::new(JobsHandler::new(repo, objects));
-        let grpc = GrpcServer::builder(settings.grpc, readiness.clone())
-            .add_service(InterceptedService::new(jobs, Authenticator::new(cache)))
-            .file_descriptor_set(trustmesh_proto::FILE_DESCRIPTOR_SET)
-            .grace_period(settings.shutdown.grace_period())
-            .on_rpc(move |method, code, elapsed| {
-                rpc_metrics.rpc().record(method, code_name(code), elapsed);
-            })
-            .build()
-            .await?;
-        let admin = AdminServer::bind(&settings.admin, readiness, move || metrics.render()).await?;
-        stop_background.disarm();
-        Ok(Self {
-            grpc,
-            admin,
-            relay,
-            requested,
-            scores,
-            deletion,
-            consumers_ready,
-            background,
-        })
+        let component = component(&settings, &readiness).await?;
+        let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
+        Ok(Self(
+            Host::service(component, grpc, &admin, &shutdown, readiness).await?,
+        ))
     }
 
-    /// The address the gRPC server listens on (the real port when bound to port 0).
-    #[must_use]
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr()
-    }
-
-    /// The address the admin server listens on.
-    #[must_use]
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr()
-    }
-
-    /// Serves until `shutdown` is cancelled, with the outbox relay and the consumers running
-    /// beside the servers; a fatal consumer error fails readiness and is returned at the end.
+    /// Serves until `shutdown` is cancelled, with the background tasks beside the servers.
     ///
     /// # Errors
     ///
-    /// [`AppError::Server`] or [`AppError::Consumer`].
+    /// [`AppError::Host`] when a server or a background task failed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        let relay = AbortOnDropHandle::new(tokio::spawn(self.relay.run(shutdown.clone())));
-        let consumers = [
-            spawn_consumer(
-                self.requested,
-                self.consumers_ready.clone(),
-                shutdown.clone(),
-            ),
-            spawn_consumer(self.scores, self.consumers_ready.clone(), shutdown.clone()),
-            spawn_consumer(self.deletion, self.consumers_ready, shutdown.clone()),
-        ];
-        let served = trustmesh_runtime::serve(self.grpc, self.admin, shutdown.clone()).await;
-        shutdown.cancel();
-        self.background.cancel();
-        if let Err(error) = relay.await {
-            tracing::warn!(error = %error, "The outbox relay task ended abnormally.");
-        }
-        let mut consumed = Ok(());
-        for consumer in consumers {
-            match consumer.await {
-                Ok(result) => consumed = consumed.and(result),
-                Err(error) => tracing::warn!(error = %error, "A consumer task ended abnormally."),
-            }
-        }
-        served?;
-        Ok(consumed?)
+        Ok(self.0.run_until_stopped(shutdown).await?)
     }
+}
+
+impl std::ops::Deref for Application {
+    type Target = Host;
+
+    fn deref(&self) -> &Host {
+        &self.0
+    }
+}
+
+/// Connects to Postgres (migrating schema `analysis`) and NATS (ensuring streams and the
+/// `analysis-requested`, `analysis-scores` and `analysis-deletion` consumers), loads the API-key
+/// cache from `tm_auth`, opens the object store and keyring, and prepares the channel to ingest
+/// (presenting the mesh's service credential): the `AnalysisService` (every call through
+/// `trustmesh_auth::Authenticator`; API keys, and the mesh's service credential on
+/// `GetModelOutputs` only, never the operator) plus the outbox relay and the consumers, registered
+/// on `readiness`.
+///
+/// # Errors
+///
+/// [`AppError`] naming what could not be set up.
+pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
+    let postgres_ready = readiness.register("postgres");
+    let nats_ready = readiness.register("nats");
+    let keys_ready = readiness.register("tm_auth key cache");
+    let consumers_ready = readiness.register("analysis consumers");
+    let service = ServiceCredential::optional(settings.mesh.service_credential.as_ref())?;
+    let ingest_bearer = settings
+        .mesh
+        .bearer()
+        .map(|bearer| bearer.expose_secret().parse())
+        .transpose()
+        .map_err(|_| AppError::ServiceBearer)?;
+
+    let schema = SchemaName::new(SCHEMA)?;
+    let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
+    pg.max_connections = settings.database.max_connections;
+    let pool = trustmesh_store::connect(&pg).await?;
+    trustmesh_store::migrate(&pool, &schema, &[&trustmesh_store::MIGRATOR, &MIGRATOR]).await?;
+    let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
+    ensure_schema(&pool, &bus_schema).await?;
+    postgres_ready.set_ready();
+
+    let client = async_nats::ConnectOptions::new()
+        .name("trustmesh-analysis")
+        .connect(settings.nats.url.as_str())
+        .await?;
+    let jetstream = async_nats::jetstream::new(client);
+    ensure_streams(&jetstream).await?;
+    let requested_pull = ensure_consumer(&jetstream, &ANALYSIS_REQUESTED).await?;
+    let scores_pull = ensure_consumer(&jetstream, &ANALYSIS_SCORES).await?;
+    let deletion_pull = ensure_consumer(&jetstream, &ANALYSIS_DELETION).await?;
+    nats_ready.set_ready();
+    let background = CancellationToken::new();
+    // Stops the cache's watch if anything below fails; disarmed once the component is built.
+    let stop_background = background.clone().drop_guard();
+    let cache = KeyCache::start(&jetstream, CacheOptions::default(), background.clone()).await?;
+    keys_ready.set_ready();
+    let publisher = Publisher::new(jetstream);
+
+    let store = settings.objects.open().await?;
+    let deks = PgDekStore::new(pool.clone());
+    let keyring = Arc::new(Keyring::new(
+        Service::Analysis.as_str(),
+        Arc::new(LocalKeyFile::open_or_create(&settings.keys.kek_file)?),
+        Arc::new(deks.clone()),
+    ));
+    let objects = EncryptedObjects::new(
+        Arc::clone(&store),
+        Arc::clone(&keyring),
+        ObjectsRepo::new(pool.clone()),
+    );
+    let outbox = Outbox::new(&bus_schema);
+    let deletion = DeletionHandler {
+        pool: pool.clone(),
+        objects: objects.clone(),
+        store,
+        deks,
+        processed: ProcessedMessages::new(
+            pool.clone(),
+            &bus_schema,
+            ANALYSIS_DELETION.durable_name,
+        ),
+        outbox: outbox.clone(),
+    };
+    let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
+    let repo = JobRepo::new(pool, keyring, outbox);
+    let channel = trustmesh_runtime::lazy_channel(&settings.ingest.endpoint, &settings.ingest.tls)?;
+    let ingest = IngestClient::new(channel, ingest_bearer);
+
+    let worker = AnalysisWorker {
+        repo: repo.clone(),
+        objects: objects.clone(),
+        ingest: ingest.clone(),
+    };
+    let requested = ConsumerRunner::new(
+        requested_pull,
+        &ANALYSIS_REQUESTED,
+        publisher.clone(),
+        worker,
+    );
+    let scores = ConsumerRunner::new(
+        scores_pull,
+        &ANALYSIS_SCORES,
+        publisher.clone(),
+        ScoresHandler { repo: repo.clone() },
+    );
+    let deletion = ConsumerRunner::new(deletion_pull, &ANALYSIS_DELETION, publisher, deletion);
+    consumers_ready.set_ready();
+
+    let jobs = AnalysisServiceServer::new(JobsHandler::new(repo, objects, ingest));
+    let authenticator = Authenticator::new(cache).with_service(service);
+    stop_background.disarm();
+    Ok(Component::new(SCHEMA)
+        .service(move |grpc| grpc.add_service(InterceptedService::new(jobs, authenticator)))
+        .infallible_task("outbox relay", move |shutdown| relay.run(shutdown))
+        .task(
+            "analysis-requested consumer",
+            Some(consumers_ready.clone()),
+            move |shutdown| requested.run(shutdown),
+        )
+        .task(
+            "analysis-scores consumer",
+            Some(consumers_ready.clone()),
+            move |shutdown| scores.run(shutdown),
+        )
+        .task(
+            "analysis-deletion consumer",
+            Some(consumers_ready),
+            move |shutdown| deletion.run(shutdown),
+        )
+        .cancel_on_exit(background))
 }

@@ -17,6 +17,25 @@ pub enum AnalysisError {
         /// The resource name asked for.
         resource: String,
     },
+    /// Ingest has no such dataset (StartAnalysis); another tenant's was refused before asking.
+    #[error("dataset `{dataset}` not found")]
+    DatasetNotFound {
+        /// The dataset name asked for.
+        dataset: String,
+    },
+    /// The dataset cannot be analysed in its state (StartAnalysis).
+    #[error(
+        "dataset `{dataset}` is {state}, not DATASET_STATE_READY; it can be analysed once READY"
+    )]
+    DatasetNotReady {
+        /// The dataset name asked for.
+        dataset: String,
+        /// Its state's name (`DATASET_STATE_...`).
+        state: &'static str,
+    },
+    /// Ingest could not be asked about the dataset (unreachable, or answered an error); retryable.
+    #[error("ingest answered {0:?}")]
+    IngestUnavailable(Code),
     /// The caller may not make this call on this resource: answered as `libs/auth` maps it, so
     /// another tenant's job looks exactly like a missing one.
     #[error(transparent)]
@@ -53,9 +72,9 @@ impl AnalysisError {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Auth(error) => Status::from(error.clone()).code(),
-            Self::NotFound { .. } => Code::NotFound,
-            Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::Database(_) | Self::Outbox(_) => Code::Unavailable,
+            Self::NotFound { .. } | Self::DatasetNotFound { .. } => Code::NotFound,
+            Self::FailedPrecondition(_) | Self::DatasetNotReady { .. } => Code::FailedPrecondition,
+            Self::Database(_) | Self::Outbox(_) | Self::IngestUnavailable(_) => Code::Unavailable,
             Self::Objects(_) | Self::Crypto(_) | Self::Corrupt(_) => Code::Internal,
         }
     }
@@ -67,6 +86,9 @@ impl AnalysisError {
             Self::Auth(error) => error.reason(),
             Self::NotFound { .. } => "NOT_FOUND",
             Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Self::DatasetNotFound { .. } => "DATASET_NOT_FOUND",
+            Self::DatasetNotReady { .. } => "DATASET_NOT_READY",
+            Self::IngestUnavailable(_) => "INGEST_UNAVAILABLE",
             Self::Database(_) => "DATABASE",
             Self::Outbox(_) => "OUTBOX",
             Self::Objects(_) => "OBJECT_STORE",
@@ -83,7 +105,16 @@ impl From<AnalysisError> for Status {
             AnalysisError::Auth(error) => error.into(),
             AnalysisError::InvalidArgument(_)
             | AnalysisError::NotFound { .. }
-            | AnalysisError::FailedPrecondition(_) => Status::new(code, error.to_string()),
+            | AnalysisError::FailedPrecondition(_)
+            | AnalysisError::DatasetNotFound { .. }
+            | AnalysisError::DatasetNotReady { .. } => Status::new(code, error.to_string()),
+            AnalysisError::IngestUnavailable(_) => {
+                tracing::warn!(error = %error, "Could not check the dataset with ingest.");
+                Status::new(
+                    code,
+                    "the dataset could not be checked right now; retry later",
+                )
+            }
             AnalysisError::Database(_)
             | AnalysisError::Outbox(_)
             | AnalysisError::Objects(_)

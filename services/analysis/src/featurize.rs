@@ -2,7 +2,8 @@
 //!
 //! Features are the numeric columns (INTEGER, FLOAT) that are neither the label nor the id column
 //! nor ignored; a missing value is NaN (the engine imputes it and counts it for the `null` check).
-//! Labels are the label column's values as text, classes in sorted order.
+//! Labels are the label column's values as text, classes in sorted order. Row ids are the id
+//! column's values as text (empty where missing), or the 0-based row index without an id column.
 
 use std::collections::BTreeMap;
 
@@ -29,18 +30,23 @@ impl JobFailure {
     }
 }
 
-/// The columns a job reads: the features, then the label.
+/// The columns a job reads: the features, then the label, then the id column (if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub(crate) features: Vec<String>,
     pub(crate) label: String,
+    /// The dataset's id column, if it has one; rows are otherwise named by their index.
+    pub(crate) id: Option<String>,
 }
 
 impl Plan {
-    /// Every column to read, features first.
+    /// Every column to read, features first (the id column last, unless it is the label).
     pub(crate) fn columns(&self) -> Vec<String> {
         let mut columns = self.features.clone();
         columns.push(self.label.clone());
+        if let Some(id) = self.id.as_ref().filter(|id| **id != self.label) {
+            columns.push(id.clone());
+        }
         columns
     }
 }
@@ -76,9 +82,12 @@ pub(crate) fn plan(schema: &Schema, spec: &JobSpec) -> Result<Plan, JobFailure> 
             "the dataset has no numeric feature column besides the label and id columns",
         ));
     }
+    let id = Some(schema.id_column.clone())
+        .filter(|id| !id.is_empty() && schema.columns.iter().any(|c| c.name == *id));
     Ok(Plan {
         features,
         label: spec.label_column.clone(),
+        id,
     })
 }
 
@@ -90,6 +99,8 @@ pub(crate) struct Prepared {
     pub(crate) features: Features,
     pub(crate) labels: Vec<usize>,
     pub(crate) class_names: Vec<String>,
+    /// One id per row: the id column's value as text, or the row index.
+    pub(crate) row_ids: Vec<String>,
 }
 
 fn value_at(column: &ColumnData, row: usize) -> Option<f64> {
@@ -130,6 +141,22 @@ fn label_at(column: &ColumnData, row: usize) -> Option<String> {
     }
 }
 
+fn id_at(column: &ColumnData, row: usize) -> String {
+    if column.valid.get(row) == Some(&false) {
+        return String::new();
+    }
+    let text = match &column.values {
+        Some(Values::Strings(v)) => v.values.get(row).cloned(),
+        Some(Values::Integers(v) | Values::DatetimesMicros(v)) => {
+            v.values.get(row).map(ToString::to_string)
+        }
+        Some(Values::Floats(v)) => v.values.get(row).map(ToString::to_string),
+        Some(Values::Booleans(v)) => v.values.get(row).map(ToString::to_string),
+        Some(Values::Images(_) | Values::FloatLists(_) | Values::StringLists(_)) | None => None,
+    };
+    text.unwrap_or_default()
+}
+
 /// Builds features and labels from `columns` (in [`Plan::columns`] order, `rows` values each).
 pub(crate) fn prepare(
     plan: &Plan,
@@ -137,7 +164,13 @@ pub(crate) fn prepare(
     rows: usize,
 ) -> Result<Prepared, JobFailure> {
     let d = plan.features.len();
-    let (Some(label_column), true) = (columns.get(d), columns.len() == d + 1) else {
+    let id_column = match &plan.id {
+        None => None,
+        Some(id) if *id == plan.label => columns.get(d),
+        Some(_) => columns.get(d + 1),
+    };
+    let expected = plan.columns().len();
+    let (Some(label_column), true) = (columns.get(d), columns.len() == expected) else {
         return Err(JobFailure::new(
             "DATASET_CHANGED",
             "the dataset's columns do not match its schema",
@@ -168,6 +201,9 @@ pub(crate) fn prepare(
         *value = index;
     }
     let labels = texts.iter().map(|t| classes[t]).collect();
+    let row_ids = (0..rows)
+        .map(|row| id_column.map_or_else(|| row.to_string(), |c| id_at(c, row)))
+        .collect();
     let class_names = classes.into_keys().collect();
     let features = Features::with_missing(raw.clone(), d).map_err(|_| {
         JobFailure::new(
@@ -180,6 +216,7 @@ pub(crate) fn prepare(
         features,
         labels,
         class_names,
+        row_ids,
     })
 }
 
@@ -257,7 +294,7 @@ fn macro_f1(pred_probs: &PredProbs, labels: &[usize]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use trustmesh_proto::v1::{Column, DoubleValues, StringValues};
+    use trustmesh_proto::v1::{Column, DoubleValues, Int64Values, StringValues};
 
     use super::*;
 
@@ -292,7 +329,7 @@ mod tests {
     #[test]
     fn plans_numeric_features_without_label_and_id() {
         let plan = plan(&schema(), &spec("label")).unwrap();
-        assert_eq!(plan.columns(), ["f0", "label"]);
+        assert_eq!(plan.columns(), ["f0", "label", "row_id"]);
         let missing = super::plan(&schema(), &spec("nope")).unwrap_err();
         assert_eq!(missing.code, "LABEL_COLUMN_NOT_FOUND");
         assert!(!missing.message.contains("nope"), "never quotes the data");
@@ -320,8 +357,28 @@ mod tests {
                     values: vec!["b".into(), "a".into(), "b".into()],
                 })),
             },
+            ColumnData {
+                name: "row_id".to_owned(),
+                valid: vec![true, true, false],
+                values: Some(Values::Integers(Int64Values {
+                    values: vec![10, 11, 0],
+                })),
+            },
         ];
         let prepared = prepare(&plan, &columns, 3).unwrap();
+        assert_eq!(prepared.row_ids, ["10", "11", ""]);
+        let without_ids = prepare(&plan, &columns[..2], 3).unwrap_err();
+        assert_eq!(without_ids.code, "DATASET_CHANGED");
+        let mut no_id_schema = schema();
+        no_id_schema.id_column.clear();
+        let no_id_plan = super::plan(&no_id_schema, &spec("label")).unwrap();
+        assert_eq!(no_id_plan.columns(), ["f0", "label"]);
+        let by_index = prepare(&no_id_plan, &columns[..2], 3).unwrap();
+        assert_eq!(
+            by_index.row_ids,
+            ["0", "1", "2"],
+            "rows are named by their index"
+        );
         assert_eq!(prepared.class_names, ["a", "b"]);
         assert_eq!(prepared.labels, [1, 0, 1]);
         assert!(prepared.raw[1].is_nan());

@@ -13,6 +13,8 @@
 //! - `deletion.rs`: the `analysis-deletion` consumer: a dataset's jobs and outputs (or a tenant's,
 //!   crypto-shredded) deleted, residue scanned, `deletion.receipt` sent once.
 //! - `featurize.rs`: columns → features and labels, and the one training call.
+//! - `ingest.rs`: ingest's `DatasetService` with the mesh's service credential (StartAnalysis checks
+//!   the dataset through it; the worker reads the rows).
 //! - `outputs.rs`: the stored model outputs and their batches.
 //! - `error.rs`: [`AnalysisError`] and its one mapping to `tonic::Status`.
 //!
@@ -23,10 +25,11 @@ mod app;
 mod deletion;
 mod error;
 mod featurize;
+mod ingest;
 mod jobs;
 mod outputs;
 pub mod settings;
 
-pub use app::{AppError, Application, MIGRATOR, SCHEMA};
+pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use error::AnalysisError;
 pub use settings::Settings;

@@ -15,7 +15,8 @@ use crate::error::AnalysisError;
 const BATCH_DEFAULT: u64 = 4096;
 const BATCH_MAX: u64 = 65536;
 
-/// What an analysis produced, stored encrypted (class names and labels are customer content).
+/// What an analysis produced, stored encrypted (class names, labels and row ids are customer
+/// content).
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct StoredOutputs {
     /// Rows.
@@ -45,6 +46,10 @@ pub(crate) struct StoredOutputs {
     /// Task (`trustmesh.v1.TaskType`).
     #[prost(int32, tag = "9")]
     pub(crate) task_type: i32,
+    /// Row ids (the id column's values, or the row index), one per row; empty in outputs stored
+    /// before row ids were kept.
+    #[prost(string, repeated, tag = "10")]
+    pub(crate) row_ids: Vec<String>,
 }
 
 /// The object key of job `id`'s outputs.
@@ -125,6 +130,11 @@ pub(crate) fn responses(
                 } else {
                     Vec::new()
                 },
+                row_ids: if wants(ModelOutputKind::RowIds) {
+                    rows_of(&stored.row_ids, 1, a, b)
+                } else {
+                    Vec::new()
+                },
                 ..ModelOutputsBatch::default()
             })),
         });
@@ -148,6 +158,7 @@ mod tests {
                 .collect(),
             embedding_dim: 1,
             embeddings: vec![1.0, 2.0, 3.0, 4.0, 5.0],
+            row_ids: ["r0", "r1", "r2", "r3", "r4"].map(String::from).to_vec(),
             ..StoredOutputs::default()
         };
         let req = GetModelOutputsRequest {
@@ -164,6 +175,24 @@ mod tests {
         assert_eq!((first.start_row, first.row_count), (1, 2));
         assert_eq!(first.pred_probs, [2.0, 3.0, 4.0, 5.0]);
         assert!(first.labels.is_empty() && first.embeddings.is_empty());
+        assert!(first.row_ids.is_empty(), "row ids only when asked for");
+        let with_ids = GetModelOutputsRequest {
+            start_row: 3,
+            kinds: vec![ModelOutputKind::RowIds.into()],
+            ..GetModelOutputsRequest::default()
+        };
+        let out = responses(&stored, "d".into(), &with_ids).unwrap();
+        let Some(Payload::Batch(last)) = &out[1].payload else {
+            panic!("a batch follows the header");
+        };
+        assert_eq!(last.row_ids, ["r3", "r4"]);
+        assert!(last.pred_probs.is_empty());
+        let everything =
+            responses(&stored, "d".into(), &GetModelOutputsRequest::default()).unwrap();
+        let Some(Payload::Batch(all)) = &everything[1].payload else {
+            panic!("a batch follows the header");
+        };
+        assert_eq!(all.row_ids.len(), 5, "empty kinds means every output");
         let past = GetModelOutputsRequest {
             start_row: 6,
             ..GetModelOutputsRequest::default()

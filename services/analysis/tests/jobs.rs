@@ -20,16 +20,26 @@ use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
 use trustmesh_proto::v1::get_model_outputs_response::Payload as OutputsPayload;
 use trustmesh_proto::v1::upload_dataset_request::Payload;
 use trustmesh_proto::v1::{
-    CancelJobRequest, CreateDatasetRequest, DatasetFormat, GetJobRequest, GetModelOutputsRequest,
-    Job, JobState, ListJobsRequest, StartAnalysisRequest, TaskType, UploadDatasetRequest,
-    UploadMetadata, WatchJobRequest,
+    CancelJobRequest, ColumnOverride, CreateDatasetRequest, DatasetFormat, GetJobRequest,
+    GetModelOutputsRequest, Job, JobState, ListJobsRequest, StartAnalysisRequest, TaskType,
+    UploadDatasetRequest, UploadMetadata, WatchJobRequest,
 };
+use trustmesh_runtime::settings::common::MeshSettings;
 use trustmesh_runtime::{ClientTls, GrpcSettings, ServerTls, TransportMode};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use uuid::Uuid;
 
 const IRIS: &str = "/work/shared/fixtures/cleanlab-reference/iris_10s.dataset.csv";
+
+/// The mesh's service credential, shared by ingest and analysis (analysis reads ingest's rows with it).
+const MESH_CREDENTIAL: &str = "test-mesh-service-credential-0123456789";
+
+fn mesh_settings() -> MeshSettings {
+    MeshSettings {
+        service_credential: Some(MESH_CREDENTIAL.to_owned().into()),
+    }
+}
 
 /// Mints an API key of `tenant` with `scopes`; returns `Bearer <key>` and the key's audit actor id.
 async fn mint_key(nats: &NatsServer, tenant: &str, scopes: &[Scope]) -> (String, String) {
@@ -191,7 +201,6 @@ fn analysis_settings(
     db: &TestDatabase,
     nats: &NatsServer,
     ingest: SocketAddr,
-    bearer: &str,
 ) -> trustmesh_analysis::Settings {
     use trustmesh_analysis::settings::{ObjectStoreSettings, PeerSettings};
     let mut settings = trustmesh_analysis::Settings {
@@ -203,8 +212,8 @@ fn analysis_settings(
         ingest: PeerSettings {
             endpoint: format!("http://{ingest}"),
             tls: ClientTls::dev_plaintext_loopback(),
-            api_key: Some(bearer.trim_start_matches("Bearer ").to_owned().into()),
         },
+        mesh: mesh_settings(),
         ..trustmesh_analysis::Settings::default()
     };
     settings.database.url = db.url().to_owned().into();
@@ -227,6 +236,7 @@ impl Mesh {
             objects: trustmesh_ingest::settings::ObjectStoreSettings::Local {
                 dir: dir.path().join("ingest-objects"),
             },
+            mesh: mesh_settings(),
             ..trustmesh_ingest::Settings::default()
         };
         ingest_settings.database.url = db.url().to_owned().into();
@@ -243,7 +253,6 @@ impl Mesh {
             &db,
             &nats,
             ingest_addr,
-            &bearer,
         ))
         .await
         .unwrap();
@@ -267,8 +276,8 @@ impl Mesh {
         }
     }
 
-    /// Creates a dataset of `tenant` and uploads `csv` to it; returns its name.
-    async fn upload(&self, tenant: &str, csv: Vec<u8>) -> String {
+    /// Creates a dataset of `tenant` (AWAITING_UPLOAD); returns its name.
+    async fn create(&self, tenant: &str) -> String {
         let create = || {
             with_key(
                 &self.bearer,
@@ -291,10 +300,16 @@ impl Mesh {
                 Err(status) => panic!("create dataset: {status:?}"),
             }
         };
+        dataset.name
+    }
+
+    /// Creates a dataset of `tenant` and uploads `csv` to it; returns its name.
+    async fn upload(&self, tenant: &str, csv: Vec<u8>) -> String {
+        let name = self.create(tenant).await;
         let messages = vec![
             UploadDatasetRequest {
                 payload: Some(Payload::Metadata(UploadMetadata {
-                    dataset: dataset.name.clone(),
+                    dataset: name.clone(),
                     format: DatasetFormat::Csv.into(),
                     filename: "iris.csv".to_owned(),
                     id_column: "row_id".to_owned(),
@@ -310,7 +325,7 @@ impl Mesh {
             .upload_dataset(with_key(&self.bearer, futures::stream::iter(messages)))
             .await
             .unwrap();
-        dataset.name
+        name
     }
 
     async fn start_job(&self, dataset: &str, label: &str) -> Job {
@@ -410,7 +425,7 @@ async fn an_analysis_stores_encrypted_model_outputs_and_succeeds_on_scores_ready
     let metrics = header.metrics.unwrap();
     assert_eq!(metrics.cv_folds, 5);
     assert!(metrics.accuracy.unwrap() > 0.7, "{metrics:?}");
-    let (mut probs, mut labels, mut batches) = (Vec::new(), Vec::new(), 0);
+    let (mut probs, mut labels, mut row_ids, mut batches) = (Vec::new(), Vec::new(), Vec::new(), 0);
     while let Some(message) = stream.message().await.unwrap() {
         let Some(OutputsPayload::Batch(batch)) = message.payload else {
             panic!("batches follow the header")
@@ -418,9 +433,13 @@ async fn an_analysis_stores_encrypted_model_outputs_and_succeeds_on_scores_ready
         assert_eq!(batch.start_row, labels.len() as u64);
         probs.extend(batch.pred_probs);
         labels.extend(batch.labels);
+        row_ids.extend(batch.row_ids);
         batches += 1;
     }
     assert_eq!((batches, labels.len(), probs.len()), (3, 150, 450));
+    // The fixture's `row_id` column counts the rows from 0.
+    let expected_ids: Vec<String> = (0..150).map(|i: u32| i.to_string()).collect();
+    assert_eq!(row_ids, expected_ids, "each row's id column value");
     for row in probs.chunks(3) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-3);
     }
@@ -502,30 +521,162 @@ fn assert_no_plaintext(path: &std::path::Path, needle: &[u8]) {
     }
 }
 
-#[tokio::test]
-async fn jobs_on_a_missing_dataset_or_label_column_fail_clearly() {
-    let mesh = Mesh::start().await;
-    let missing = format!("tenants/acme/datasets/{}", Uuid::now_v7());
-    let job = mesh.start_job(&missing, "label").await;
-    let failed = mesh.watch_until(&job.name, is_terminal).await;
-    assert_eq!(failed.state(), JobState::Failed);
-    let error = failed.error.unwrap();
-    assert_eq!(error.code, "DATASET_NOT_FOUND");
-    assert!(!error.message.is_empty());
+/// The `analysis.requested` events in TM_ANALYSIS for `dataset` of `tenant`, once there are at
+/// least `n` (or 20 s).
+async fn requested_events(
+    nats: &NatsServer,
+    tenant: &str,
+    dataset: &str,
+    n: usize,
+) -> Vec<AnalysisRequested> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use futures::StreamExt as _;
+    let js = nats.jetstream().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stream = js.get_stream("TM_ANALYSIS").await.unwrap();
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: format!("tm.{tenant}.analysis.requested"),
+                ack_policy: AckPolicy::None,
+                deliver_policy: DeliverPolicy::All,
+                ..pull::Config::default()
+            })
+            .await
+            .unwrap();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(10_000)
+            .messages()
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while let Some(message) = batch.next().await {
+            let event = AnalysisRequested::decode(message.unwrap().payload.as_ref()).unwrap();
+            if event.dataset == dataset {
+                events.push(event);
+            }
+        }
+        if events.len() >= n || tokio::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
-    let dataset = mesh.upload("acme", iris()).await;
-    let job = mesh.start_job(&dataset, "no_such_column").await;
-    let failed = mesh.watch_until(&job.name, is_terminal).await;
-    assert_eq!(failed.state(), JobState::Failed);
-    let error = failed.error.unwrap();
-    assert_eq!(error.code, "LABEL_COLUMN_NOT_FOUND");
+#[tokio::test]
+async fn analyses_of_a_missing_dataset_or_column_are_refused_up_front_and_leave_nothing() {
+    let mesh = Mesh::start().await;
+    let mut client = mesh.analysis.clone();
+    let start = |dataset: &str, label: &str| StartAnalysisRequest {
+        dataset: dataset.to_owned(),
+        label_column: label.to_owned(),
+        task_type: TaskType::Classification.into(),
+        ..StartAnalysisRequest::default()
+    };
+
+    // A dataset that does not exist.
+    let missing = format!("tenants/acme/datasets/{}", Uuid::now_v7());
+    let status = client
+        .start_analysis(start(&missing, "label"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains(&missing), "{status:?}");
+
+    // A dataset not READY (created, never uploaded).
+    let created = mesh.create("acme").await;
+    let status = client
+        .start_analysis(start(&created, "label"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(
-        !error.message.contains("no_such_column"),
-        "no customer content in errors"
+        status.message().contains("DATASET_STATE_AWAITING_UPLOAD"),
+        "{status:?}"
     );
 
+    // A label column the dataset lacks: named, with the dataset's columns.
+    let dataset = mesh.upload("acme", iris()).await;
+    let status = client
+        .start_analysis(start(&dataset, "no_such_column"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("\"no_such_column\""),
+        "{status:?}"
+    );
+    assert!(status.message().contains("label"), "{status:?}");
+    // ... and a column override naming a column the dataset lacks.
+    let mut request = start(&dataset, "label");
+    request.column_overrides = vec![ColumnOverride {
+        column: "no_such_override".into(),
+        ..ColumnOverride::default()
+    }];
+    let status = client.start_analysis(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("\"no_such_override\""),
+        "{status:?}"
+    );
+
+    // Nothing was stored for the refused requests: no job ...
+    for name in [&missing, &created, &dataset] {
+        let listed = client
+            .list_jobs(ListJobsRequest {
+                parent: "tenants/acme".into(),
+                dataset: name.clone(),
+                ..ListJobsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(listed.jobs.is_empty(), "{listed:?}");
+    }
+    // ... and no `analysis.requested`: once a valid request's event is on the stream, it is the
+    // only one of the dataset.
+    let bad_column = "bad_column_canary";
+    client
+        .start_analysis(start(&dataset, bad_column))
+        .await
+        .unwrap_err();
+    let job = mesh.start_job(&dataset, "label").await;
+    let requested = requested_events(&mesh.nats, "acme", &dataset, 1).await;
+    assert_eq!(requested.len(), 1, "{requested:?}");
+    assert_eq!(requested[0].job, job.name);
+    for name in [&missing, &created] {
+        assert!(
+            requested_events(&mesh.nats, "acme", name, 0)
+                .await
+                .is_empty()
+        );
+    }
+    // The refusals are audited without the column's name (customer content).
+    let mut refused: Vec<AuditEvent> = Vec::new();
+    for _ in 0..100 {
+        refused = audit_events(&mesh.nats, "acme", 0)
+            .await
+            .into_iter()
+            .filter(|e| e.action == "analysis.start" && e.outcome() == Outcome::Error)
+            .collect();
+        if refused.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused.len(), 5, "{refused:?}");
+    for event in &refused {
+        let bytes = event.encode_to_vec();
+        assert!(
+            !bytes
+                .windows(bad_column.len())
+                .any(|w| w == bad_column.as_bytes()),
+            "{event:?}"
+        );
+    }
+
     // Bad requests are refused up front.
-    let mut client = mesh.analysis.clone();
     let no_task = StartAnalysisRequest {
         dataset: dataset.clone(),
         label_column: "label".into(),
@@ -536,7 +687,7 @@ async fn jobs_on_a_missing_dataset_or_label_column_fail_clearly() {
         Code::InvalidArgument
     );
     let no_label = StartAnalysisRequest {
-        dataset,
+        dataset: dataset.clone(),
         task_type: TaskType::Classification.into(),
         ..StartAnalysisRequest::default()
     };
@@ -544,6 +695,17 @@ async fn jobs_on_a_missing_dataset_or_label_column_fail_clearly() {
         client.start_analysis(no_label).await.unwrap_err().code(),
         Code::InvalidArgument
     );
+
+    // A second job, cancelled: finished jobs cannot be cancelled again.
+    let job = mesh.start_job(&dataset, "label").await;
+    let cancelled = client
+        .cancel_job(CancelJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state(), JobState::Cancelled);
 
     // Finished jobs cannot be cancelled; jobs list newest first, paged.
     let cancel = client
@@ -604,12 +766,8 @@ async fn jobs_on_a_missing_dataset_or_label_column_fail_clearly() {
 #[tokio::test]
 async fn calls_without_a_key_are_unauthenticated() {
     let mesh = Mesh::start().await;
-    let job = mesh
-        .start_job(
-            &format!("tenants/acme/datasets/{}", Uuid::now_v7()),
-            "label",
-        )
-        .await;
+    let dataset = mesh.upload("acme", iris()).await;
+    let job = mesh.start_job(&dataset, "label").await;
     let addr = mesh.analysis_addr;
     let mut anonymous = connect(addr, None).await;
     let start = anonymous
@@ -785,12 +943,8 @@ async fn another_tenants_key_gets_not_found_like_a_missing_job_and_is_audited_in
 #[tokio::test]
 async fn a_key_without_the_scope_is_permission_denied_and_audited() {
     let mesh = Mesh::start().await;
-    let job = mesh
-        .start_job(
-            &format!("tenants/acme/datasets/{}", Uuid::now_v7()),
-            "label",
-        )
-        .await;
+    let dataset = mesh.upload("acme", iris()).await;
+    let job = mesh.start_job(&dataset, "label").await;
     let addr = mesh.analysis_addr;
     let (reader, reader_actor) = mint_key(&mesh.nats, "acme", &[Scope::ReportsRead]).await;
     let (runner, runner_actor) = mint_key(&mesh.nats, "acme", &[Scope::AnalysisRun]).await;
@@ -875,6 +1029,69 @@ async fn a_key_without_the_scope_is_permission_denied_and_audited() {
 }
 
 #[tokio::test]
+async fn the_service_credential_reads_model_outputs_only() {
+    let mesh = Mesh::start().await;
+    let dataset = mesh.upload("acme", iris()).await;
+    let job = mesh.start_job(&dataset, "label").await;
+    let stored = mesh
+        .watch_until(&job.name, |j| j.step == "detect-issues" || is_terminal(j))
+        .await;
+    assert_eq!(stored.state(), JobState::Running, "{stored:?}");
+    let mut service = connect(
+        mesh.analysis_addr,
+        Some(&format!("Bearer {MESH_CREDENTIAL}")),
+    )
+    .await;
+
+    // Least privilege: no listing or reading of jobs, only the outputs trust-scoring reads.
+    let list = service
+        .list_jobs(ListJobsRequest {
+            parent: "tenants/acme".into(),
+            ..ListJobsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(list.code(), Code::PermissionDenied, "{list:?}");
+    let get = service
+        .get_job(GetJobRequest {
+            name: job.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(get.code(), Code::PermissionDenied, "{get:?}");
+    let mut outputs = service
+        .get_model_outputs(GetModelOutputsRequest {
+            name: job.name.clone(),
+            batch_rows: 64,
+            ..GetModelOutputsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(OutputsPayload::Header(header)) = outputs.message().await.unwrap().unwrap().payload
+    else {
+        panic!("the first message is the header");
+    };
+    assert_eq!(header.row_count, 150);
+
+    // Audited in the tenant's log as the service.
+    let mut read = None;
+    for _ in 0..100 {
+        read = audit_events(&mesh.nats, "acme", 0)
+            .await
+            .into_iter()
+            .find(|e| e.action == "jobs.outputs.read" && e.outcome() == Outcome::Allowed);
+        if read.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = read.expect("the service's read is audited");
+    assert_eq!(read.actor_type(), ActorType::Service);
+    assert_eq!(read.actor_id, "service");
+}
+
+#[tokio::test]
 async fn a_job_cut_off_by_a_crash_completes_after_a_restart() {
     let mut mesh = Mesh::start().await;
     let dataset = mesh.upload("acme", iris()).await;
@@ -890,6 +1107,7 @@ async fn a_job_cut_off_by_a_crash_completes_after_a_restart() {
             objects: trustmesh_ingest::settings::ObjectStoreSettings::Local {
                 dir: mesh.dir.path().join("ingest-objects"),
             },
+            mesh: mesh_settings(),
             ..trustmesh_ingest::Settings::default()
         };
         s.database.url = mesh.db.url().to_owned().into();
@@ -908,7 +1126,6 @@ async fn a_job_cut_off_by_a_crash_completes_after_a_restart() {
             &mesh.db,
             &mesh.nats,
             ingest_addr,
-            &mesh.bearer,
         ))
     };
     let first = build().await.unwrap();

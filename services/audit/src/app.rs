@@ -1,21 +1,20 @@
-//! [`Application`]: connects, migrates schema `audit`, ensures streams and the `audit-events`
-//! consumer, loads the key cache, binds the listeners; then serves gRPC and admin and runs the
-//! consumer until shutdown.
-
-use std::net::SocketAddr;
+//! [`component`]: connects, migrates schema `audit`, ensures streams and the `audit-events` and
+//! `audit-deletion` consumers, loads the key cache; the `AuditService` (every call authenticated)
+//! and the consumers.
+//! [`Application`] hosts it on its own gRPC and admin listeners until shutdown.
 
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
 use trustmesh_bus::{ConsumerRunner, Publisher, ensure_consumer, ensure_streams};
-use trustmesh_events::{AUDIT_EVENTS, Service};
+use trustmesh_events::{AUDIT_DELETION, AUDIT_EVENTS};
 use trustmesh_proto::v1::audit_service_server::AuditServiceServer;
-use trustmesh_runtime::{AdminServer, Dependency, ExposeSecret, GrpcServer, Readiness, code_name};
+use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
 use trustmesh_store::{PgSettings, SchemaName};
-use trustmesh_telemetry::Metrics;
 
 use crate::consumer::AuditWriter;
+use crate::deletion::DeletionResponder;
 use crate::grpc::AuditHandler;
 use crate::settings::Settings;
 
@@ -43,141 +42,116 @@ pub enum AppError {
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
-    /// The consumer stopped on a fatal error.
-    #[error("the audit-events consumer stopped")]
-    Consumer(#[from] trustmesh_bus::RunnerError),
+    /// A server or a background task failed while running.
+    #[error("the service stopped on an error")]
+    Host(#[from] trustmesh_runtime::HostError),
 }
 
-/// The built service, ready to run.
-pub struct Application {
-    grpc: GrpcServer,
-    admin: AdminServer,
-    consumer: ConsumerRunner<AuditWriter>,
-    consumer_ready: Dependency,
-    background: CancellationToken,
-}
-
-impl std::fmt::Debug for Application {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("grpc", &self.grpc.local_addr())
-            .field("admin", &self.admin.local_addr())
-            .finish_non_exhaustive()
-    }
-}
+/// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
+/// (addresses through [`Host`]).
+#[derive(Debug)]
+pub struct Application(Host);
 
 impl Application {
-    /// Connects to Postgres (migrating schema `audit`) and NATS (ensuring streams and the
-    /// `audit-events` consumer), loads the key cache and binds the gRPC and admin listeners.
+    /// Builds the service's [`component`] and binds the gRPC and admin listeners.
     ///
     /// # Errors
     ///
     /// [`AppError`] naming what could not be set up.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let readiness = Readiness::new();
-        let postgres_ready = readiness.register("postgres");
-        let nats_ready = readiness.register("nats");
-        let keys_ready = readiness.register("tm_auth key cache");
-        let consumer_ready = readiness.register("audit-events consumer");
-
-        let schema = SchemaName::new(SCHEMA)?;
-        let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
-        pg.max_connections = settings.database.max_connections;
-        let pool = trustmesh_store::connect(&pg).await?;
-        trustmesh_store::migrate(&pool, &schema, &[&MIGRATOR]).await?;
-        postgres_ready.set_ready();
-
-        let client = async_nats::ConnectOptions::new()
-            .name("trustmesh-audit")
-            .connect(settings.nats.url.as_str())
-            .await?;
-        let jetstream = async_nats::jetstream::new(client);
-        ensure_streams(&jetstream).await?;
-        let pull = ensure_consumer(&jetstream, &AUDIT_EVENTS).await?;
-        nats_ready.set_ready();
-
-        let background = CancellationToken::new();
-        let options = CacheOptions {
-            max_staleness: std::time::Duration::from_secs(
-                settings.auth.max_key_cache_staleness_secs,
-            ),
-            ..CacheOptions::default()
-        };
-        let cache = KeyCache::start(&jetstream, options, background.clone()).await?;
-        keys_ready.set_ready();
-
-        let consumer = ConsumerRunner::new(
-            pull,
-            &AUDIT_EVENTS,
-            Publisher::new(jetstream),
-            AuditWriter { pool: pool.clone() },
-        );
-
-        let metrics = Metrics::new(Service::Audit.as_str());
-        let rpc_metrics = metrics.clone();
-        let grpc = GrpcServer::builder(settings.grpc, readiness.clone())
-            .add_service(InterceptedService::new(
-                AuditServiceServer::new(AuditHandler::new(pool)),
-                Authenticator::new(cache),
-            ))
-            .file_descriptor_set(trustmesh_proto::FILE_DESCRIPTOR_SET)
-            .grace_period(settings.shutdown.grace_period())
-            .on_rpc(move |method, code, elapsed| {
-                rpc_metrics.rpc().record(method, code_name(code), elapsed);
-            })
-            .build()
-            .await?;
-        let admin = AdminServer::bind(&settings.admin, readiness, move || metrics.render()).await?;
-        Ok(Self {
-            grpc,
-            admin,
-            consumer,
-            consumer_ready,
-            background,
-        })
+        let component = component(&settings, &readiness).await?;
+        let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
+        Ok(Self(
+            Host::service(component, grpc, &admin, &shutdown, readiness).await?,
+        ))
     }
 
-    /// The address the gRPC server listens on (the real port when bound to port 0).
-    #[must_use]
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr()
-    }
-
-    /// The address the admin server listens on.
-    #[must_use]
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr()
-    }
-
-    /// Serves until `shutdown` is cancelled, with the consumer running beside the servers; a fatal
-    /// consumer error fails readiness and is returned at the end.
+    /// Serves until `shutdown` is cancelled, with the consumer beside the servers.
     ///
     /// # Errors
     ///
-    /// [`AppError::Server`] or [`AppError::Consumer`].
+    /// [`AppError::Host`] when a server or the consumer failed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        let consumer_ready = self.consumer_ready;
-        consumer_ready.set_ready();
-        let consumer_run = self.consumer.run(shutdown.clone());
-        let consumer = tokio::spawn(async move {
-            let result = consumer_run.await;
-            if let Err(error) = &result {
-                consumer_ready.set_not_ready();
-                tracing::error!(error = %error, "The audit-events consumer stopped; the service is not ready.");
-            }
-            result
-        });
-        let served = trustmesh_runtime::serve(self.grpc, self.admin, shutdown.clone()).await;
-        shutdown.cancel();
-        self.background.cancel();
-        let consumed = match consumer.await {
-            Ok(result) => result.map_err(AppError::from),
-            Err(error) => {
-                tracing::warn!(error = %error, "The audit-events consumer task ended abnormally.");
-                Ok(())
-            }
-        };
-        served?;
-        consumed
+        Ok(self.0.run_until_stopped(shutdown).await?)
     }
+}
+
+impl std::ops::Deref for Application {
+    type Target = Host;
+
+    fn deref(&self) -> &Host {
+        &self.0
+    }
+}
+
+/// Connects to Postgres (migrating schema `audit`) and NATS (ensuring streams and the
+/// `audit-events` and `audit-deletion` consumers) and loads the key cache: the `AuditService`
+/// (every call through `trustmesh_auth::Authenticator`) plus the consumers, registered on
+/// `readiness`.
+///
+/// # Errors
+///
+/// [`AppError`] naming what could not be set up.
+pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
+    let postgres_ready = readiness.register("postgres");
+    let nats_ready = readiness.register("nats");
+    let keys_ready = readiness.register("tm_auth key cache");
+    let consumer_ready = readiness.register("audit-events consumer");
+    let deletion_ready = readiness.register("audit-deletion consumer");
+
+    let schema = SchemaName::new(SCHEMA)?;
+    let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
+    pg.max_connections = settings.database.max_connections;
+    let pool = trustmesh_store::connect(&pg).await?;
+    trustmesh_store::migrate(&pool, &schema, &[&MIGRATOR]).await?;
+    postgres_ready.set_ready();
+
+    let client = async_nats::ConnectOptions::new()
+        .name("trustmesh-audit")
+        .connect(settings.nats.url.as_str())
+        .await?;
+    let jetstream = async_nats::jetstream::new(client);
+    ensure_streams(&jetstream).await?;
+    let pull = ensure_consumer(&jetstream, &AUDIT_EVENTS).await?;
+    let deletion_pull = ensure_consumer(&jetstream, &AUDIT_DELETION).await?;
+    nats_ready.set_ready();
+
+    let background = CancellationToken::new();
+    let options = CacheOptions {
+        max_staleness: std::time::Duration::from_secs(settings.auth.max_key_cache_staleness_secs),
+        ..CacheOptions::default()
+    };
+    let cache = KeyCache::start(&jetstream, options, background.clone()).await?;
+    keys_ready.set_ready();
+
+    let publisher = Publisher::new(jetstream);
+    let consumer = ConsumerRunner::new(
+        pull,
+        &AUDIT_EVENTS,
+        publisher.clone(),
+        AuditWriter { pool: pool.clone() },
+    );
+    consumer_ready.set_ready();
+    let deletion = ConsumerRunner::new(
+        deletion_pull,
+        &AUDIT_DELETION,
+        publisher.clone(),
+        DeletionResponder { publisher },
+    );
+    deletion_ready.set_ready();
+
+    let audit = AuditServiceServer::new(AuditHandler::new(pool));
+    let authenticator = Authenticator::new(cache);
+    Ok(Component::new(SCHEMA)
+        .service(move |grpc| grpc.add_service(InterceptedService::new(audit, authenticator)))
+        .task(
+            "audit-events consumer",
+            Some(consumer_ready),
+            move |shutdown| consumer.run(shutdown),
+        )
+        .task("deletion consumer", Some(deletion_ready), move |shutdown| {
+            deletion.run(shutdown)
+        })
+        .cancel_on_exit(background))
 }

@@ -1,11 +1,13 @@
 //! The audit service against a real nats-server and Postgres: events published by services (with a
 //! redelivered duplicate) are chained per tenant, listed in order and only to their tenant, and the
-//! chain recomputes independently; tampering is found by VerifyLog.
+//! chain recomputes independently; tampering is found by VerifyLog. A deletion request is answered
+//! with one empty receipt, however often it is delivered, and the tenant's events are kept.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use prost::Message as _;
 use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
@@ -18,7 +20,9 @@ use trustmesh_audit::{Application, Settings};
 use trustmesh_auth::{AuthBucket, IssuedKey, KeyRecord, Scope};
 use trustmesh_bus::Publisher;
 use trustmesh_events::{Service, Subject, TenantId, msg_id};
-use trustmesh_proto::events::v1::{ActorType, AuditEvent, EventMeta, Outcome};
+use trustmesh_proto::events::v1::{
+    ActorType, AuditEvent, DeletionReceipt, DeletionRequested, DeletionScope, EventMeta, Outcome,
+};
 use trustmesh_proto::v1::audit_service_client::AuditServiceClient;
 use trustmesh_proto::v1::{
     AuditFilter, AuditOutcome, AuditRecord, ListEventsRequest, VerifyLogRequest,
@@ -112,15 +116,18 @@ impl TestApp {
         self.publisher.publish(&subject, event, &id).await.unwrap();
     }
 
-    /// Waits until the consumer has settled every published message.
+    /// Waits until the `audit-events` consumer has settled every published message.
     async fn drained(&self) {
+        self.consumer_drained("audit-events", "TM_AUDIT").await;
+    }
+
+    /// Waits until the durable `consumer` of `stream` has settled every published message.
+    async fn consumer_drained(&self, consumer: &str, stream: &str) {
         let js = self.nats.jetstream().await;
         let start = Instant::now();
         loop {
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-                .get_consumer_from_stream("audit-events", "TM_AUDIT")
-                .await
-                .unwrap();
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                js.get_consumer_from_stream(consumer, stream).await.unwrap();
             let info = consumer.info().await.unwrap();
             if info.num_pending == 0 && info.num_ack_pending == 0 {
                 return;
@@ -459,5 +466,140 @@ async fn verify_log_names_the_first_tampered_sequence() -> anyhow::Result<()> {
         Some(2),
         "a truncated tail is a gap"
     );
+    Ok(())
+}
+
+/// Publishes a `deletion.requested` of `tenant` as the deletion service would, under a fresh
+/// `Nats-Msg-Id` each time (a retry the stream cannot dedupe).
+async fn request_deletion(
+    app: &TestApp,
+    tenant: &str,
+    deletion: &str,
+    scope: DeletionScope,
+    target: &str,
+) -> anyhow::Result<()> {
+    let tenant_id = TenantId::parse(tenant)?;
+    let request = DeletionRequested {
+        meta: Some(EventMeta {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            tenant: tenant.to_owned(),
+            occurred_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            producer: "deletion".to_owned(),
+            request_id: "req-deletion".to_owned(),
+        }),
+        deletion: deletion.to_owned(),
+        scope: scope.into(),
+        target: target.to_owned(),
+    };
+    app.publisher
+        .publish(
+            &Subject::deletion_requested(&tenant_id),
+            &request,
+            &format!("test:{}", uuid::Uuid::now_v7()),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every receipt of `tenant` in TM_DELETION.
+async fn receipts(app: &TestApp, tenant: &str) -> Vec<DeletionReceipt> {
+    let js = app.nats.jetstream().await;
+    let stream = js
+        .get_stream("TM_DELETION")
+        .await
+        .expect("TM_DELETION exists");
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: format!("tm.{tenant}.deletion.receipt"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut receipts = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(Ok(message)) = batch.next().await {
+        receipts.push(DeletionReceipt::decode(message.payload.as_ref()).unwrap());
+    }
+    receipts
+}
+
+#[tokio::test]
+async fn deletions_are_answered_once_with_an_empty_receipt_and_the_log_is_kept()
+-> anyhow::Result<()> {
+    let app = TestApp::spawn().await;
+    let key = app.key("ccc", &[Scope::AuditRead]).await;
+    for n in 1..=3 {
+        app.publish(&event("ccc", "datasets.get", Outcome::Allowed, n), None)
+            .await;
+    }
+    app.drained().await;
+
+    // The same dataset deletion twice, under different message ids (a redelivery or a retry of
+    // the deletion service), and one of another tenant's dataset on ccc's subject (poison).
+    let deletion = "tenants/ccc/deletions/del-1";
+    for _ in 0..2 {
+        request_deletion(
+            &app,
+            "ccc",
+            deletion,
+            DeletionScope::Dataset,
+            "tenants/ccc/datasets/d1",
+        )
+        .await?;
+    }
+    request_deletion(
+        &app,
+        "ccc",
+        "tenants/ccc/deletions/del-2",
+        DeletionScope::Dataset,
+        "tenants/ddd/datasets/d1",
+    )
+    .await?;
+    app.consumer_drained("audit-deletion", "TM_DELETION").await;
+
+    let receipts = receipts(&app, "ccc").await;
+    assert_eq!(receipts.len(), 1, "one receipt per deletion: {receipts:?}");
+    let receipt = &receipts[0];
+    assert_eq!(receipt.service, "audit");
+    assert_eq!(receipt.deletion, deletion);
+    assert_eq!(receipt.scope(), DeletionScope::Dataset);
+    assert!(receipt.deleted.is_empty(), "{receipt:?}");
+    assert!(!receipt.residue_found);
+    assert!(receipt.residue.is_empty());
+    assert_eq!(receipt.deks_destroyed, 0);
+    let meta = receipt.meta.as_ref().unwrap();
+    assert_eq!(meta.producer, "audit");
+    assert_eq!(meta.tenant, "ccc");
+    assert_eq!(meta.request_id, "req-deletion");
+    assert!(meta.occurred_at.is_some(), "the completion time");
+
+    // Audit events are retained, not shredded: the tenant's log is intact.
+    let (records, _) = app
+        .list("tenants/ccc", &key, AuditFilter::default(), 0, "")
+        .await?;
+    assert_eq!(
+        records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let verified = app
+        .client()
+        .await
+        .verify_log(authed(
+            VerifyLogRequest {
+                parent: "tenants/ccc".into(),
+                ..VerifyLogRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    assert!(verified.valid);
+    assert_eq!(verified.verified_count, 3);
     Ok(())
 }

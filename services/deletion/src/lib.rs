@@ -24,7 +24,7 @@ mod deletions;
 mod error;
 pub mod settings;
 
-pub use app::{AppError, Application, MIGRATOR, SCHEMA};
+pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use certificate::{VerifyError, verify_certificate};
 pub use error::DeletionError;
 pub use settings::Settings;

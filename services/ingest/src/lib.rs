@@ -24,6 +24,6 @@ mod deletion;
 mod error;
 pub mod settings;
 
-pub use app::{AppError, Application, MIGRATOR, SCHEMA};
+pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use error::IngestError;
 pub use settings::Settings;

@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-pub use trustmesh_runtime::settings::common::{DatabaseSettings, NatsSettings};
-use trustmesh_runtime::{
-    AdminSettings, GrpcSettings, InvalidSetting, SecretString, ShutdownSettings, Validate,
-};
+pub use trustmesh_runtime::settings::common::{DatabaseSettings, MeshSettings, NatsSettings};
+use trustmesh_runtime::{AdminSettings, GrpcSettings, InvalidSetting, ShutdownSettings, Validate};
+pub use trustmesh_store::ObjectStoreSettings;
 use trustmesh_telemetry::TelemetrySettings;
 
 /// Every setting of the ingest service.
@@ -26,6 +25,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// NATS JetStream.
     pub nats: NatsSettings,
+    /// The mesh's service credential, accepted on `GetDataset` and `ReadRows` (analysis reads).
+    pub mesh: MeshSettings,
     /// Where encrypted objects are kept.
     pub objects: ObjectStoreSettings,
     /// Key-encryption keys.
@@ -41,41 +42,6 @@ impl Validate for Settings {
         self.shutdown.validate().map_err(|e| e.within("shutdown"))?;
         self.database.validate().map_err(|e| e.within("database"))?;
         self.limits.validate().map_err(|e| e.within("limits"))
-    }
-}
-
-/// The object store backend.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ObjectStoreSettings {
-    /// A local directory.
-    Local {
-        /// The directory (created if missing).
-        dir: PathBuf,
-    },
-    /// An S3 bucket (any S3-compatible server).
-    S3 {
-        /// Endpoint of an S3-compatible server; unset means AWS.
-        endpoint: Option<String>,
-        /// Region.
-        region: String,
-        /// Bucket.
-        bucket: String,
-        /// Access key id.
-        access_key_id: String,
-        /// Secret access key.
-        secret_access_key: SecretString,
-        /// Create the bucket if missing (dev and tests).
-        #[serde(default)]
-        create_bucket: bool,
-    },
-}
-
-impl Default for ObjectStoreSettings {
-    fn default() -> Self {
-        Self::Local {
-            dir: PathBuf::from("data/ingest/objects"),
-        }
     }
 }
 

@@ -1,21 +1,16 @@
-//! [`Application`]: connects, migrates, ensures streams and the notifier's four consumers, binds the
-//! listeners; then serves health and admin, relays the outbox and runs the consumers until shutdown.
-
-use std::net::SocketAddr;
+//! [`component`]: connects, migrates, ensures streams and the notifier's four consumers; the outbox
+//! relay and the consumers (no gRPC service of its own). [`Application`] hosts it on its own gRPC
+//! (health, reflection) and admin listeners until shutdown.
 
 use sqlx::migrate::Migrator;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use trustmesh_bus::{
-    ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, RunnerError,
-    ensure_consumer, ensure_schema, ensure_streams,
+    ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
+    ensure_schema, ensure_streams,
 };
-use trustmesh_events::{
-    NOTIFIER_DATASET, NOTIFIER_DELETION, NOTIFIER_JOB, NOTIFIER_SCORES, Service,
-};
-use trustmesh_runtime::{AdminServer, Dependency, ExposeSecret, GrpcServer, Readiness};
+use trustmesh_events::{NOTIFIER_DATASET, NOTIFIER_DELETION, NOTIFIER_JOB, NOTIFIER_SCORES};
+use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
 use trustmesh_store::{PgSettings, SchemaName};
-use trustmesh_telemetry::Metrics;
 
 use crate::deliveries::DeliveryLog;
 use crate::deliveries::consumer::NotifierHandler;
@@ -45,113 +40,33 @@ pub enum AppError {
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
-    /// A consumer stopped on a fatal error.
-    #[error("a consumer stopped")]
-    Consumer(#[from] RunnerError),
+    /// A server or a background task failed while running.
+    #[error("the service stopped on an error")]
+    Host(#[from] trustmesh_runtime::HostError),
 }
 
-/// The built service, ready to run.
+/// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
+/// (addresses through [`Host`]), and its delivery log.
+#[derive(Debug)]
 pub struct Application {
-    grpc: GrpcServer,
-    admin: AdminServer,
-    relay: OutboxRelay,
-    consumers: Vec<ConsumerRunner<NotifierHandler>>,
-    consumers_ready: Dependency,
+    host: Host,
     log: DeliveryLog,
 }
 
-impl std::fmt::Debug for Application {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("grpc", &self.grpc.local_addr())
-            .field("admin", &self.admin.local_addr())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Application {
-    /// Connects to Postgres (migrating schema `notifier`) and NATS (ensuring streams and the
-    /// `notifier-job`, `notifier-scores`, `notifier-dataset` and `notifier-deletion` consumers), and
-    /// binds the gRPC (health, reflection) and admin listeners.
+    /// Builds the service's [`component`] and binds the gRPC and admin listeners.
     ///
     /// # Errors
     ///
     /// [`AppError`] naming what could not be set up.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let readiness = Readiness::new();
-        let postgres_ready = readiness.register("postgres");
-        let nats_ready = readiness.register("nats");
-        let consumers_ready = readiness.register("notifier consumers");
-
-        let schema = SchemaName::new(SCHEMA)?;
-        let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
-        pg.max_connections = settings.database.max_connections;
-        let pool = trustmesh_store::connect(&pg).await?;
-        trustmesh_store::migrate(&pool, &schema, &[&MIGRATOR]).await?;
-        let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
-        ensure_schema(&pool, &bus_schema).await?;
-        postgres_ready.set_ready();
-
-        let client = async_nats::ConnectOptions::new()
-            .name("trustmesh-notifier")
-            .connect(settings.nats.url.as_str())
-            .await?;
-        let jetstream = async_nats::jetstream::new(client);
-        ensure_streams(&jetstream).await?;
-        let publisher = Publisher::new(jetstream.clone());
-        let outbox = Outbox::new(&bus_schema);
-        let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
-        let log = DeliveryLog::new(pool.clone());
-        let handler = NotifierHandler {
-            log: log.clone(),
-            outbox,
-            deletions: ProcessedMessages::new(pool, &bus_schema, NOTIFIER_DELETION.durable_name),
-        };
-        let mut consumers = Vec::new();
-        for spec in [
-            &NOTIFIER_JOB,
-            &NOTIFIER_SCORES,
-            &NOTIFIER_DATASET,
-            &NOTIFIER_DELETION,
-        ] {
-            let pull = ensure_consumer(&jetstream, spec).await?;
-            consumers.push(ConsumerRunner::new(
-                pull,
-                spec,
-                publisher.clone(),
-                handler.clone(),
-            ));
-        }
-        nats_ready.set_ready();
-        consumers_ready.set_ready();
-
-        let metrics = Metrics::new(Service::Notifier.as_str());
-        let grpc = GrpcServer::builder(settings.grpc, readiness.clone())
-            .file_descriptor_set(trustmesh_proto::FILE_DESCRIPTOR_SET)
-            .grace_period(settings.shutdown.grace_period())
-            .build()
-            .await?;
-        let admin = AdminServer::bind(&settings.admin, readiness, move || metrics.render()).await?;
+        let (component, log) = parts(&settings, &readiness).await?;
+        let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
         Ok(Self {
-            grpc,
-            admin,
-            relay,
-            consumers,
-            consumers_ready,
+            host: Host::service(component, grpc, &admin, &shutdown, readiness).await?,
             log,
         })
-    }
-
-    /// The address the gRPC server listens on (the real port when bound to port 0).
-    #[must_use]
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr()
-    }
-
-    /// The address the admin server listens on.
-    #[must_use]
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr()
     }
 
     /// The delivery log.
@@ -160,43 +75,83 @@ impl Application {
         self.log.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, with the outbox relay and the consumers running beside
-    /// the servers; a fatal consumer error fails readiness and is returned at the end.
+    /// Serves until `shutdown` is cancelled, with the background tasks beside the servers.
     ///
     /// # Errors
     ///
-    /// [`AppError::Server`] or [`AppError::Consumer`].
+    /// [`AppError::Host`] when a server or a background task failed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
-        let mut consumers = JoinSet::new();
-        for consumer in self.consumers {
-            let ready = self.consumers_ready.clone();
-            let run = consumer.run(shutdown.clone());
-            consumers.spawn(async move {
-                let result = run.await;
-                if let Err(error) = &result {
-                    ready.set_not_ready();
-                    tracing::error!(error = %error, "A notifier consumer stopped; the service is not ready.");
-                }
-                result
-            });
-        }
-        let served = trustmesh_runtime::serve(self.grpc, self.admin, shutdown.clone()).await;
-        shutdown.cancel();
-        if let Err(error) = relay.await {
-            tracing::warn!(error = %error, "The outbox relay task ended abnormally.");
-        }
-        let mut consumed = Ok(());
-        while let Some(done) = consumers.join_next().await {
-            match done {
-                Ok(Err(error)) if consumed.is_ok() => consumed = Err(AppError::from(error)),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(error = %error, "A consumer task ended abnormally.");
-                }
-            }
-        }
-        served?;
-        consumed
+        Ok(self.host.run_until_stopped(shutdown).await?)
     }
+}
+
+impl std::ops::Deref for Application {
+    type Target = Host;
+
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
+/// Connects to Postgres (migrating schema `notifier`) and NATS (ensuring streams and the
+/// `notifier-job`, `notifier-scores`, `notifier-dataset` and `notifier-deletion` consumers): the
+/// outbox relay and the consumers, registered on `readiness`. No gRPC service of its own.
+///
+/// # Errors
+///
+/// [`AppError`] naming what could not be set up.
+pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
+    Ok(parts(settings, readiness).await?.0)
+}
+
+/// [`component`] and the delivery log its consumers write.
+async fn parts(
+    settings: &Settings,
+    readiness: &Readiness,
+) -> Result<(Component, DeliveryLog), AppError> {
+    let postgres_ready = readiness.register("postgres");
+    let nats_ready = readiness.register("nats");
+    let consumers_ready = readiness.register("notifier consumers");
+
+    let schema = SchemaName::new(SCHEMA)?;
+    let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
+    pg.max_connections = settings.database.max_connections;
+    let pool = trustmesh_store::connect(&pg).await?;
+    trustmesh_store::migrate(&pool, &schema, &[&MIGRATOR]).await?;
+    let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
+    ensure_schema(&pool, &bus_schema).await?;
+    postgres_ready.set_ready();
+
+    let client = async_nats::ConnectOptions::new()
+        .name("trustmesh-notifier")
+        .connect(settings.nats.url.as_str())
+        .await?;
+    let jetstream = async_nats::jetstream::new(client);
+    ensure_streams(&jetstream).await?;
+    let publisher = Publisher::new(jetstream.clone());
+    let outbox = Outbox::new(&bus_schema);
+    let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
+    let log = DeliveryLog::new(pool.clone());
+    let handler = NotifierHandler {
+        log: log.clone(),
+        outbox,
+        deletions: ProcessedMessages::new(pool, &bus_schema, NOTIFIER_DELETION.durable_name),
+    };
+    let mut component =
+        Component::new(SCHEMA).infallible_task("outbox relay", move |shutdown| relay.run(shutdown));
+    for (spec, name) in [
+        (&NOTIFIER_JOB, "notifier-job consumer"),
+        (&NOTIFIER_SCORES, "notifier-scores consumer"),
+        (&NOTIFIER_DATASET, "notifier-dataset consumer"),
+        (&NOTIFIER_DELETION, "notifier-deletion consumer"),
+    ] {
+        let pull = ensure_consumer(&jetstream, spec).await?;
+        let consumer = ConsumerRunner::new(pull, spec, publisher.clone(), handler.clone());
+        component = component.task(name, Some(consumers_ready.clone()), move |shutdown| {
+            consumer.run(shutdown)
+        });
+    }
+    nats_ready.set_ready();
+    consumers_ready.set_ready();
+    Ok((component, log))
 }

@@ -18,6 +18,6 @@ mod app;
 pub mod deliveries;
 pub mod settings;
 
-pub use app::{AppError, Application, MIGRATOR, SCHEMA};
+pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use deliveries::{DeliveryLog, DeliveryRecord};
 pub use settings::Settings;

@@ -16,7 +16,7 @@ use trustmesh_auth::{
 use trustmesh_bus::audit::{self, AuditEntry};
 use trustmesh_bus::{Outbox, Publisher};
 use trustmesh_events::{Service, TenantId};
-use trustmesh_proto::events::v1::{ActorType, Outcome};
+use trustmesh_proto::events::v1::Outcome;
 use trustmesh_proto::v1::tenancy_service_server::TenancyService;
 use trustmesh_proto::v1::{
     ApiKey, CreateApiKeyRequest, CreateApiKeyResponse, CreateSupportAccessGrantRequest,
@@ -341,10 +341,7 @@ impl TenancyHandler {
 /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
 fn entry(principal: &Principal, tenant: TenantId, action: &str, resource: &str) -> AuditEntry {
     let mut entry = AuditEntry::new(Service::Tenancy, tenant, action, resource);
-    entry.actor_type = match principal {
-        Principal::ApiKey(_) => ActorType::ApiKey,
-        Principal::Operator => ActorType::Operator,
-    };
+    entry.actor_type = principal.actor_type();
     entry.actor_id = principal.actor_id();
     entry
 }

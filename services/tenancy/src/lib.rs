@@ -22,7 +22,7 @@ mod grpc;
 mod repo;
 pub mod settings;
 
-pub use app::{AppError, Application, MIGRATOR, SCHEMA};
+pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use error::TenancyError;
 pub use grpc::TenancyHandler;
 pub use settings::Settings;

@@ -24,6 +24,6 @@ mod error;
 mod reports;
 pub mod settings;
 
-pub use app::{AppError, Application, MIGRATOR, SCHEMA};
+pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use error::TrustError;
 pub use settings::Settings;

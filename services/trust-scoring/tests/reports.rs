@@ -187,6 +187,15 @@ fn admin() -> AdminSettings {
     }
 }
 
+/// The mesh's service credential, shared by ingest, analysis and trust-scoring.
+const MESH_CREDENTIAL: &str = "test-mesh-service-credential-0123456789";
+
+fn mesh_settings() -> trustmesh_runtime::settings::common::MeshSettings {
+    trustmesh_runtime::settings::common::MeshSettings {
+        service_credential: Some(MESH_CREDENTIAL.to_owned().into()),
+    }
+}
+
 fn peer(addr: SocketAddr) -> (String, ClientTls) {
     (
         format!("http://{addr}"),
@@ -228,6 +237,7 @@ impl Mesh {
             objects: trustmesh_ingest::settings::ObjectStoreSettings::Local {
                 dir: root.join("ingest"),
             },
+            mesh: mesh_settings(),
             ..trustmesh_ingest::Settings::default()
         };
         ingest.database.url = db.url().to_owned().into();
@@ -244,11 +254,8 @@ impl Mesh {
             objects: trustmesh_analysis::settings::ObjectStoreSettings::Local {
                 dir: root.join("analysis"),
             },
-            ingest: trustmesh_analysis::settings::PeerSettings {
-                endpoint,
-                tls,
-                api_key: Some(bearer.trim_start_matches("Bearer ").to_owned().into()),
-            },
+            ingest: trustmesh_analysis::settings::PeerSettings { endpoint, tls },
+            mesh: mesh_settings(),
             ..trustmesh_analysis::Settings::default()
         };
         analysis.database.url = db.url().to_owned().into();
@@ -267,11 +274,8 @@ impl Mesh {
             objects: trustmesh_trust_scoring::settings::ObjectStoreSettings::Local {
                 dir: root.join("trust-scoring"),
             },
-            analysis: trustmesh_trust_scoring::settings::PeerSettings {
-                endpoint,
-                tls,
-                api_key: Some(bearer.trim_start_matches("Bearer ").to_owned().into()),
-            },
+            analysis: trustmesh_trust_scoring::settings::PeerSettings { endpoint, tls },
+            mesh: mesh_settings(),
             ..trustmesh_trust_scoring::Settings::default()
         };
         trust.database.url = db.url().to_owned().into();
@@ -322,7 +326,9 @@ impl Mesh {
                 Err(status) => panic!("create dataset: {status:?}"),
             }
         };
-        let csv = std::fs::read(format!("{FIXTURES}/iris_10s.dataset.csv")).unwrap();
+        // The ids are made textual and unlike the row indices, so the report's row ids are
+        // told apart from the indices and can be looked for in plaintext.
+        let csv = iris_csv().into_bytes();
         let messages = vec![
             UploadDatasetRequest {
                 payload: Some(Payload::Metadata(UploadMetadata {
@@ -371,6 +377,31 @@ impl Mesh {
         .await
         .expect("the job did not finish in time")
     }
+}
+
+/// The prefix of the iris rows' ids as uploaded.
+const ROW_ID_PREFIX: &str = "rowid-";
+
+/// The iris fixture with each `row_id` (its first column) prefixed by [`ROW_ID_PREFIX`].
+fn iris_csv() -> String {
+    let csv = std::fs::read_to_string(format!("{FIXTURES}/iris_10s.dataset.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("row_id,"), "{header}");
+    let mut out = format!("{header}\n");
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        out.push_str(&format!("{ROW_ID_PREFIX}{line}\n"));
+    }
+    out
+}
+
+/// The uploaded `row_id` of each iris row, by row index.
+fn iris_row_ids() -> Vec<String> {
+    iris_csv()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .collect()
 }
 
 /// The row indices of the reference's label issues for iris.
@@ -481,6 +512,12 @@ async fn an_uploaded_dataset_gets_a_report_with_label_issues_and_paged_rows() {
         token = page.next_page_token;
     }
     assert_eq!(flagged.len() as u64, label.flagged_rows);
+    let row_ids = iris_row_ids();
+    assert_eq!(row_ids.len(), 150);
+    for row in first.rows.iter().chain(&second.rows).chain(&flagged) {
+        let index = usize::try_from(row.row_index).unwrap();
+        assert_eq!(row.row_id, row_ids[index], "row {index}");
+    }
     for row in &flagged {
         assert!(
             row.issues
@@ -529,6 +566,10 @@ async fn an_uploaded_dataset_gets_a_report_with_label_issues_and_paged_rows() {
         .into_inner();
     assert_eq!(relabelled.rows.len(), 1);
     assert_eq!(
+        relabelled.rows[0].row_id,
+        row_ids[usize::try_from(target).unwrap()]
+    );
+    assert_eq!(
         relabelled.rows[0]
             .correction
             .as_ref()
@@ -563,6 +604,7 @@ async fn an_uploaded_dataset_gets_a_report_with_label_issues_and_paged_rows() {
 
     // Labels are customer content: only ciphertext in the object directories.
     assert_no_plaintext(mesh.dir.path(), b"class_1");
+    assert_no_plaintext(mesh.dir.path(), ROW_ID_PREFIX.as_bytes());
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! Settings sections several services share word for word: Postgres, NATS and a peer service.
+//! Settings sections several services share word for word: Postgres, NATS, a peer service and the
+//! mesh's service credential.
 //!
 //! A service's `Settings` names them as fields (`database`, `nats`, `ingest`, ...), so the keys stay
 //! `TRUSTMESH_DATABASE__URL`, `TRUSTMESH_NATS__URL` and so on.
@@ -61,11 +62,6 @@ pub struct PeerSettings {
     pub endpoint: String,
     /// TLS to it.
     pub tls: ClientTls,
-    /// The API key presented to it (`authorization: Bearer`), if it requires one.
-    ///
-    /// NOTE: a stopgap until services have their own identity (mTLS or a service principal in
-    /// `libs/auth`): a key belongs to one tenant, so only that tenant's data can be read through it.
-    pub api_key: Option<SecretString>,
 }
 
 impl Default for PeerSettings {
@@ -73,7 +69,6 @@ impl Default for PeerSettings {
         Self {
             endpoint: "https://127.0.0.1:50051".to_owned(),
             tls: ClientTls::default(),
-            api_key: None,
         }
     }
 }
@@ -83,13 +78,26 @@ impl Validate for PeerSettings {
         if self.endpoint.is_empty() {
             return Err(InvalidSetting::new("endpoint", "must not be empty"));
         }
-        if self
-            .api_key
-            .as_ref()
-            .is_some_and(|key| !key.expose_secret().chars().all(|c| c.is_ascii_graphic()))
-        {
-            return Err(InvalidSetting::new("api_key", "must be printable ASCII"));
-        }
         Ok(())
+    }
+}
+
+/// The mesh's service credential (the `mesh` section): a service reading another's data on a
+/// tenant's behalf presents it, and the services whose data is read accept it on those methods
+/// only. At least 32 printable ASCII characters; the same value for every service of a deployment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshSettings {
+    /// The shared secret; unset, no service-to-service read succeeds.
+    pub service_credential: Option<SecretString>,
+}
+
+impl MeshSettings {
+    /// The `authorization` header value presenting the credential, if one is set.
+    #[must_use]
+    pub fn bearer(&self) -> Option<SecretString> {
+        self.service_credential
+            .as_ref()
+            .map(|secret| SecretString::from(format!("Bearer {}", secret.expose_secret())))
     }
 }

@@ -10,16 +10,20 @@
 //!
 //! A key of another tenant gets NOT_FOUND, word for word what a missing job gets.
 //!
+//! StartAnalysis, once the caller is authorized and the arguments are well-formed, asks ingest for
+//! the dataset (`GetDataset` with the mesh's service credential, audited by ingest as actor
+//! SERVICE): a missing dataset is NOT_FOUND, one not READY FAILED_PRECONDITION, a `label_column` or
+//! `column_overrides` column the dataset lacks INVALID_ARGUMENT naming it, and ingest unreachable
+//! UNAVAILABLE; nothing is stored for a refused request (no job, no `analysis.requested`).
+//!
 //! Every call is audited (allowed, denied or failed) through the outbox on
 //! `tm.<tenant>.audit.analysis` of the tenant the resource name names, that is the owner's log even
 //! when another tenant's key is refused; the actor is the calling key.
 //!
-//! GetModelOutputs is a service-to-service call, authenticated like any client, as ingest does for
-//! its reads: trust-scoring sends the API key configured as its `analysis.api_key` (as analysis
-//! sends its `ingest.api_key` to ingest), so the read needs `reports:read` on that tenant, stops
-//! working as soon as the key is revoked or expires, and is audited as that key's access.
-// NOTE: there is no service identity in `libs/auth` yet; when one lands (mTLS identities acting for a
-// tenant), GetModelOutputs should accept it instead of a tenant's key.
+//! GetModelOutputs is also a service-to-service call: trust-scoring presents the mesh's service
+//! credential (its `mesh.service_credential`) and reads on the tenant's behalf, which
+//! [`Principal::require_or_service`] allows on this method only; the read is audited in the
+//! tenant's log with actor type SERVICE.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -30,11 +34,12 @@ use tonic::{Request, Response, Status};
 use trustmesh_auth::{PageToken, Principal, Scope, page_size, resource_tenant};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
-use trustmesh_proto::events::v1::{ActorType, Outcome};
+use trustmesh_proto::events::v1::Outcome;
 use trustmesh_proto::v1::analysis_service_server::AnalysisService;
 use trustmesh_proto::v1::{
-    CancelJobRequest, GetJobRequest, GetModelOutputsRequest, GetModelOutputsResponse, Job,
-    JobState, ListJobsRequest, ListJobsResponse, StartAnalysisRequest, TaskType, WatchJobRequest,
+    CancelJobRequest, Dataset, DatasetState, GetJobRequest, GetModelOutputsRequest,
+    GetModelOutputsResponse, Job, JobState, ListJobsRequest, ListJobsResponse,
+    StartAnalysisRequest, TaskType, WatchJobRequest,
 };
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
@@ -42,6 +47,7 @@ use uuid::Uuid;
 use super::repo::{ACTIVE, Change, Guard, JobRepo, JobRow};
 use super::{JobSpec, ResourceName, is_terminal, parse_parent};
 use crate::error::AnalysisError;
+use crate::ingest::IngestClient;
 use crate::outputs::{self, StoredOutputs};
 
 /// Default and largest `ListJobs` page.
@@ -56,12 +62,18 @@ const KNN_K_DEFAULT: u32 = 10;
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest client-supplied string echoed into an audit event.
 const AUDIT_RESOURCE_MAX: usize = 256;
+/// Most column names listed when a requested column is not one of the dataset's.
+const COLUMNS_LISTED_MAX: usize = 20;
+/// Longest client-supplied column name echoed in an error.
+const COLUMN_ECHO_MAX: usize = 128;
 
 /// The `AnalysisService` handler.
 #[derive(Debug, Clone)]
 pub(crate) struct JobsHandler {
     repo: JobRepo,
     objects: EncryptedObjects,
+    /// Ingest, asked with the mesh's service credential whether a dataset can be analysed.
+    ingest: IngestClient,
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<Job, Status>> + Send>>;
@@ -78,8 +90,53 @@ fn request_id<T>(request: &Request<T>) -> String {
 }
 
 impl JobsHandler {
-    pub(crate) fn new(repo: JobRepo, objects: EncryptedObjects) -> Self {
-        Self { repo, objects }
+    pub(crate) fn new(repo: JobRepo, objects: EncryptedObjects, ingest: IngestClient) -> Self {
+        Self {
+            repo,
+            objects,
+            ingest,
+        }
+    }
+
+    /// The dataset `name`, from ingest, if it can be analysed: READY. Asked with the mesh's service
+    /// credential on the tenant's behalf (the caller was authorized on the tenant before).
+    async fn ready_dataset(&self, name: &str) -> Result<Dataset, AnalysisError> {
+        let dataset =
+            self.ingest
+                .get_dataset(name)
+                .await
+                .map_err(|status| match status.code() {
+                    tonic::Code::NotFound => AnalysisError::DatasetNotFound {
+                        dataset: name.to_owned(),
+                    },
+                    code @ (tonic::Code::Ok
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::AlreadyExists
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::Aborted
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::Unimplemented
+                    | tonic::Code::Internal
+                    | tonic::Code::Unavailable
+                    | tonic::Code::DataLoss
+                    | tonic::Code::Unauthenticated) => AnalysisError::IngestUnavailable(code),
+                })?;
+        match dataset.state() {
+            DatasetState::Ready => Ok(dataset),
+            state @ (DatasetState::Unspecified
+            | DatasetState::AwaitingUpload
+            | DatasetState::Processing
+            | DatasetState::Failed
+            | DatasetState::Deleting) => Err(AnalysisError::DatasetNotReady {
+                dataset: name.to_owned(),
+                state: state.as_str_name(),
+            }),
+        }
     }
 
     /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
@@ -99,10 +156,7 @@ impl JobsHandler {
                 .take(AUDIT_RESOURCE_MAX)
                 .collect::<String>(),
         );
-        entry.actor_type = match principal {
-            Principal::ApiKey(_) => ActorType::ApiKey,
-            Principal::Operator => ActorType::Operator,
-        };
+        entry.actor_type = principal.actor_type();
         entry.actor_id = principal.actor_id();
         entry.request_id = request_id.to_owned();
         entry
@@ -189,6 +243,13 @@ impl JobsHandler {
                 AnalysisError::InvalidArgument("request_id must be a UUID".to_owned())
             })?),
         };
+        let found = self.ready_dataset(&req.dataset).await?;
+        let schema = found.schema.unwrap_or_default();
+        let columns: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        check_column("label_column", &req.label_column, &req.dataset, &columns)?;
+        for o in &req.column_overrides {
+            check_column("column_overrides", &o.column, &req.dataset, &columns)?;
+        }
         let spec = JobSpec {
             label_column: req.label_column,
             issue_types: req.issue_types,
@@ -311,6 +372,39 @@ impl JobsHandler {
         let responses = outputs::responses(&stored, dataset, req)?;
         Ok((responses, stored.row_count))
     }
+}
+
+/// `column` (named by the request's `field`) if it is one of `dataset`'s `columns`; otherwise
+/// INVALID_ARGUMENT naming it and listing the dataset's columns (the first
+/// [`COLUMNS_LISTED_MAX`]). The caller may run analyses on the dataset, so may see its columns.
+fn check_column(
+    field: &str,
+    column: &str,
+    dataset: &str,
+    columns: &[&str],
+) -> Result<(), AnalysisError> {
+    if columns.contains(&column) {
+        return Ok(());
+    }
+    let mut shown: String = column.chars().take(COLUMN_ECHO_MAX).collect();
+    if shown.len() < column.len() {
+        shown.push('…');
+    }
+    let mut listed = columns
+        .iter()
+        .take(COLUMNS_LISTED_MAX)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if columns.len() > COLUMNS_LISTED_MAX {
+        listed.push_str(", …");
+    }
+    if columns.is_empty() {
+        listed.push_str("(none)");
+    }
+    Err(AnalysisError::InvalidArgument(format!(
+        "{field} \"{shown}\" is not a column of {dataset}; its columns are: {listed}"
+    )))
 }
 
 /// Streams `name`'s job: now, then on every change, until a terminal state.
@@ -460,7 +554,7 @@ impl AnalysisService for JobsHandler {
         let req = request.into_inner();
         let entry = Self::entry_for(&principal, "jobs.outputs.read", &req.name, &request_id);
         let result = async {
-            principal.require(Scope::ReportsRead, "name", &req.name)?;
+            principal.require_or_service(Scope::ReportsRead, "name", &req.name)?;
             let name = ResourceName::job(&req.name)?;
             self.outputs(&name, &req).await
         }
@@ -468,5 +562,36 @@ impl AnalysisService for JobsHandler {
         let responses = self.settle(entry, result).await?;
         let stream: OutputsStream = Box::pin(futures::stream::iter(responses.into_iter().map(Ok)));
         Ok(Response::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_column_is_named_with_the_datasets_columns() {
+        let columns = ["row_id", "a", "label"];
+        assert!(check_column("label_column", "label", "tenants/acme/datasets/x", &columns).is_ok());
+        let error =
+            check_column("label_column", "lable", "tenants/acme/datasets/x", &columns).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            error.to_string(),
+            "label_column \"lable\" is not a column of tenants/acme/datasets/x; its columns are: row_id, a, label"
+        );
+    }
+
+    #[test]
+    fn long_column_lists_and_names_are_cut_short() {
+        let names: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+        let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+        let long = "x".repeat(1000);
+        let message = check_column("label_column", &long, "d", &columns)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("c19, …"), "{message}");
+        assert!(!message.contains("c20"), "{message}");
+        assert!(message.len() < 400, "{message}");
     }
 }

@@ -9,8 +9,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
 use tonic::Code;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_bus::{Delivery, Handler, HandlerError};
 use trustmesh_events::{Service, Subject};
@@ -18,14 +16,14 @@ use trustmesh_proto::events::v1::{
     ActorType, AnalysisCompleted, AnalysisFailed, AnalysisRequested, Outcome,
 };
 use trustmesh_proto::v1::column_data::Values;
-use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
-use trustmesh_proto::v1::{ColumnData, DatasetState, GetDatasetRequest, JobState, ReadRowsRequest};
+use trustmesh_proto::v1::{ColumnData, DatasetState, JobState, ReadRowsRequest};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 
 use super::repo::{ACTIVE, Change, Guard, JobRepo, JobRow, Pending, event_meta};
 use super::{ResourceName, Step, is_terminal, steps};
 use crate::error::AnalysisError;
 use crate::featurize::{self, JobFailure, Plan};
+use crate::ingest::IngestClient;
 use crate::outputs::{StoredOutputs, outputs_key};
 
 /// Rows per `ReadRows` message.
@@ -128,6 +126,9 @@ fn append(into: &mut ColumnData, batch: ColumnData, rows: usize) -> Result<(), S
         (Some(Values::Integers(a)), Some(Values::Integers(b))) => a.values.extend(b.values),
         (Some(Values::Strings(a)), Some(Values::Strings(b))) => a.values.extend(b.values),
         (Some(Values::Booleans(a)), Some(Values::Booleans(b))) => a.values.extend(b.values),
+        (Some(Values::DatetimesMicros(a)), Some(Values::DatetimesMicros(b))) => {
+            a.values.extend(b.values);
+        }
         (Some(_), _) => return Err(mismatch()),
     }
     Ok(())
@@ -138,23 +139,11 @@ fn append(into: &mut ColumnData, batch: ColumnData, rows: usize) -> Result<(), S
 pub(crate) struct AnalysisWorker {
     pub(crate) repo: JobRepo,
     pub(crate) objects: EncryptedObjects,
-    pub(crate) datasets: DatasetServiceClient<Channel>,
-    /// `Bearer <key>` for ingest, if configured.
-    pub(crate) ingest_bearer: Option<MetadataValue<Ascii>>,
+    /// Ingest, called with the mesh's service credential.
+    pub(crate) ingest: IngestClient,
 }
 
 impl AnalysisWorker {
-    /// `message` as a request to ingest, with the configured credential.
-    fn to_ingest<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(bearer) = &self.ingest_bearer {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-        }
-        request
-    }
-
     /// Moves the job to `step` (RUNNING); `Cancelled` if it is no longer active.
     async fn advance(&self, scope: &TenantScope, row: &JobRow, step: Step) -> Result<(), Stop> {
         let change = Change {
@@ -190,12 +179,10 @@ impl AnalysisWorker {
             ..ReadRowsRequest::default()
         };
         let mut stream = self
-            .datasets
-            .clone()
-            .read_rows(self.to_ingest(request))
+            .ingest
+            .read_rows(request)
             .await
-            .map_err(|s| ingest_failure(&s))?
-            .into_inner();
+            .map_err(|s| ingest_failure(&s))?;
         let mut columns: Vec<ColumnData> = plan
             .columns()
             .into_iter()
@@ -237,14 +224,10 @@ impl AnalysisWorker {
         let spec = self.repo.open_spec(scope, row).await?;
         let dataset_name = ResourceName::dataset_string(tenant, row.dataset);
         let dataset = self
-            .datasets
-            .clone()
-            .get_dataset(self.to_ingest(GetDatasetRequest {
-                name: dataset_name.clone(),
-            }))
+            .ingest
+            .get_dataset(&dataset_name)
             .await
-            .map_err(|s| ingest_failure(&s))?
-            .into_inner();
+            .map_err(|s| ingest_failure(&s))?;
         if dataset.state() != DatasetState::Ready {
             return Err(JobFailure::new(
                 "DATASET_NOT_READY",
@@ -287,6 +270,7 @@ impl AnalysisWorker {
             embedding_dim: u32::try_from(prepared.features.d()).unwrap_or_default(),
             embeddings: prepared.raw,
             class_names: prepared.class_names,
+            row_ids: prepared.row_ids,
             metrics: Some(metrics),
             issue_types: spec.issue_types,
             task_type: i32::from(row.task_type),

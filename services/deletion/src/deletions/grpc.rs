@@ -3,7 +3,6 @@
 use tonic::{Request, Response, Status};
 use trustmesh_auth::{Principal, Scope as AuthScope, resource_tenant};
 use trustmesh_events::TenantId;
-use trustmesh_proto::events::v1::ActorType;
 use trustmesh_proto::v1::deletion_service_server::DeletionService;
 use trustmesh_proto::v1::{
     DeleteDatasetRequest, DeleteTenantRequest, Deletion, DeletionCertificate,
@@ -50,10 +49,7 @@ fn caller<T>(
     } else {
         principal.require(scope, "name", resource)
     };
-    let actor_type = match principal {
-        Principal::ApiKey(_) => ActorType::ApiKey,
-        Principal::Operator => ActorType::Operator,
-    };
+    let actor_type = principal.actor_type();
     let actor = Actor {
         actor_type,
         id: principal.actor_id(),

@@ -142,10 +142,6 @@ impl Deletions {
         }
     }
 
-    pub(crate) fn signer(&self) -> &CertificateSigner {
-        &self.inner.signer
-    }
-
     /// Starts a deletion, or returns the one this request already started (same `request_id`, or
     /// an in-progress deletion of the same target).
     pub(crate) async fn request(

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size, resource_tenant};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
-use trustmesh_proto::events::v1::{ActorType, Outcome};
+use trustmesh_proto::events::v1::Outcome;
 use trustmesh_proto::v1::column_data::Values;
 use trustmesh_proto::v1::dataset_service_server::DatasetService;
 use trustmesh_proto::v1::upload_dataset_request::Payload;
@@ -90,10 +90,7 @@ impl DatasetsHandler {
                 .take(AUDIT_RESOURCE_MAX)
                 .collect::<String>(),
         );
-        entry.actor_type = match principal {
-            Principal::ApiKey(_) => ActorType::ApiKey,
-            Principal::Operator => ActorType::Operator,
-        };
+        entry.actor_type = principal.actor_type();
         entry.actor_id = principal.actor_id();
         entry.request_id = request_id.to_owned();
         entry
@@ -615,7 +612,7 @@ impl DatasetService for DatasetsHandler {
         let req = request.into_inner();
         let entry = Self::entry_for(&principal, "datasets.get", &req.name, &request_id);
         let result = async {
-            principal.require(Scope::DatasetsRead, "name", &req.name)?;
+            principal.require_or_service(Scope::DatasetsRead, "name", &req.name)?;
             let name = DatasetName::parse(&req.name)?;
             self.get(&name).await.map(|d| (d, 1))
         }
@@ -653,7 +650,7 @@ impl DatasetService for DatasetsHandler {
         let req = request.into_inner();
         let entry = Self::entry_for(&principal, "datasets.rows.read", &req.name, &request_id);
         let result = async {
-            principal.require(Scope::DatasetsRead, "name", &req.name)?;
+            principal.require_or_service(Scope::DatasetsRead, "name", &req.name)?;
             let name = DatasetName::parse(&req.name)?;
             self.read_rows(&name, &req).await
         }

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size, resource_tenant};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
-use trustmesh_proto::events::v1::{ActorType, Outcome};
+use trustmesh_proto::events::v1::Outcome;
 use trustmesh_proto::v1::trust_service_server::TrustService;
 use trustmesh_proto::v1::{
     CorrectionAction, ExportCleansetRequest, ExportCleansetResponse, GetReportRequest,
@@ -89,10 +89,7 @@ impl ReportsHandler {
                 .take(AUDIT_RESOURCE_MAX)
                 .collect::<String>(),
         );
-        entry.actor_type = match principal {
-            Principal::ApiKey(_) => ActorType::ApiKey,
-            Principal::Operator => ActorType::Operator,
-        };
+        entry.actor_type = principal.actor_type();
         entry.actor_id = principal.actor_id();
         entry.request_id = request_id.to_owned();
         entry

@@ -37,6 +37,8 @@ struct Outputs {
     labels: Vec<i32>,
     pred_probs: Vec<f32>,
     embeddings: Vec<f32>,
+    /// Row ids (the dataset's id column, or the row index); empty from an older analysis.
+    row_ids: Vec<String>,
 }
 
 fn retry(error: &TrustError) -> HandlerError {
@@ -117,7 +119,7 @@ fn score(outputs: &Outputs) -> Result<Scored, QualityError> {
         features: features.as_ref(),
     };
     let found = find_issues(&input, &config)?;
-    let rows = row_results(&found, &labels, &header.class_names);
+    let rows = row_results(&found, &labels, &header.class_names, &outputs.row_ids);
     let flagged = rows
         .iter()
         .filter(|r| r.issues.iter().any(|i| i.flagged))
@@ -130,12 +132,17 @@ fn score(outputs: &Outputs) -> Result<Scored, QualityError> {
     })
 }
 
-fn row_results(found: &IssueReport, labels: &[usize], class_names: &[String]) -> Vec<RowResult> {
+fn row_results(
+    found: &IssueReport,
+    labels: &[usize],
+    class_names: &[String],
+    row_ids: &[String],
+) -> Vec<RowResult> {
     let name = |class: usize| class_names.get(class).cloned().unwrap_or_default();
     (0..found.n)
         .map(|row| RowResult {
             row_index: row as u64,
-            row_id: String::new(),
+            row_id: row_ids.get(row).cloned().unwrap_or_default(),
             trust_score: found.trust_score[row],
             issues: found
                 .columns
@@ -222,7 +229,7 @@ pub(crate) struct ScoringHandler {
     pub(crate) repo: ReportRepo,
     pub(crate) objects: EncryptedObjects,
     pub(crate) analysis: AnalysisServiceClient<Channel>,
-    /// `Bearer <key>` for analysis, if configured (its `analysis.api_key`).
+    /// `Bearer <credential>` for analysis, if configured (its `mesh.service_credential`).
     pub(crate) analysis_bearer: Option<MetadataValue<Ascii>>,
 }
 
@@ -252,6 +259,7 @@ impl ScoringHandler {
                     outputs.labels.extend(batch.labels);
                     outputs.pred_probs.extend(batch.pred_probs);
                     outputs.embeddings.extend(batch.embeddings);
+                    outputs.row_ids.extend(batch.row_ids);
                 }
                 None => return Err(HandlerError::poison("analysis sent an empty message")),
             }

@@ -1,0 +1,431 @@
+//! The walking skeleton end to end: the standalone mesh (all seven services on one port) over a
+//! real nats-server, Postgres and object store (a local directory, then S3 through s3s-fs), driven
+//! over gRPC as a user would.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use trustmesh_cli::client::{Client, once_known};
+use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
+use trustmesh_proto::v1::{
+    AuditRecord, CreateApiKeyRequest, CreateTenantRequest, DeleteDatasetRequest, DeletionState,
+    GetDatasetRequest, GetDeletionCertificateRequest, GetReportRequest, IssueType, JobState,
+    ListCertificateSigningKeysRequest, ListEventsRequest, ListRowsRequest, RowOrder, Scope,
+    StartAnalysisRequest, TaskType, VerifyLogRequest,
+};
+use trustmesh_runtime::SecretString;
+use trustmesh_store::ObjectStoreSettings;
+use trustmesh_testkit::canary::Canary;
+use trustmesh_testkit::nats::NatsServer;
+use trustmesh_testkit::postgres::TestDatabase;
+use trustmesh_testkit::s3::S3Server;
+
+const WINE: &str = include_str!("../../../examples/wine-noisy.csv");
+
+/// Where the mesh keeps objects.
+enum Backend {
+    Local,
+    S3(S3Server),
+}
+
+/// nats-server, a fresh database, and the standalone mesh on them; stopped on drop.
+struct Mesh {
+    nats: NatsServer,
+    db: TestDatabase,
+    data_dir: tempfile::TempDir,
+    backend: Backend,
+    shutdown: CancellationToken,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    operator: Client,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Mesh {
+    async fn start(backend: Backend) -> Self {
+        let nats = NatsServer::start().await;
+        let db = TestDatabase::create().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut settings = StandaloneSettings::new(
+            data_dir.path().to_owned(),
+            SecretString::from(db.url().to_owned()),
+        );
+        settings.grpc.bind.set_port(0);
+        settings.admin.bind.set_port(0);
+        settings.nats = NatsSource::Url(nats.url());
+        if let Backend::S3(s3) = &backend {
+            settings.objects = ObjectStoreSettings::S3 {
+                endpoint: Some(s3.endpoint()),
+                region: s3.region().to_owned(),
+                bucket: "trustmesh".to_owned(),
+                access_key_id: s3.access_key().to_owned(),
+                secret_access_key: SecretString::from(s3.secret_key().to_owned()),
+                create_bucket: true,
+            };
+        }
+        let mesh = Standalone::build(settings).await.unwrap();
+        let endpoint = format!("http://{}", mesh.grpc_addr());
+        let operator = Client::connect(&endpoint, mesh.operator_credential())
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let running = Some(tokio::spawn(mesh.run_until_stopped(shutdown.clone())));
+        Self {
+            nats,
+            db,
+            data_dir,
+            backend,
+            shutdown,
+            running,
+            operator,
+        }
+    }
+
+    /// Creates `tenant` and an admin key of it; returns a client acting as that key.
+    async fn tenant_with_key(&self, tenant: &str) -> Client {
+        self.operator
+            .tenancy()
+            .create_tenant(CreateTenantRequest {
+                tenant_id: tenant.to_owned(),
+                display_name: tenant.to_owned(),
+                ..CreateTenantRequest::default()
+            })
+            .await
+            .unwrap();
+        let key = self
+            .operator
+            .tenancy()
+            .create_api_key(CreateApiKeyRequest {
+                parent: format!("tenants/{tenant}"),
+                display_name: "e2e".to_owned(),
+                scopes: vec![Scope::Admin.into()],
+                expire_time: Some(prost_types::Timestamp::from(
+                    std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
+                )),
+                ..CreateApiKeyRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        self.operator
+            .as_credential(&SecretString::from(key.secret))
+            .unwrap()
+    }
+
+    /// Every directory the mesh and its servers write to.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.data_dir.path().to_owned(), self.nats.store_dir()];
+        if let Backend::S3(s3) = &self.backend {
+            dirs.push(s3.root_dir().to_owned());
+        }
+        dirs
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Every audit event of `tenant`, once `done` holds for them (they travel through the bus).
+async fn audit_events(
+    user: &Client,
+    tenant: &str,
+    done: impl Fn(&[AuditRecord]) -> bool,
+) -> Vec<AuditRecord> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = user
+            .audit()
+            .list_events(ListEventsRequest {
+                parent: format!("tenants/{tenant}"),
+                page_size: 1000,
+                ..ListEventsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        if done(&events) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    events
+}
+
+/// Every message payload of every stream of `nats`.
+async fn stream_payloads(nats: &NatsServer) -> Vec<(String, Vec<u8>)> {
+    let js = nats.jetstream().await;
+    let mut names = js.stream_names();
+    let mut payloads = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.unwrap();
+        let mut stream = js.get_stream(&name).await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        for seq in 1..=last {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                payloads.push((name.clone(), message.payload.to_vec()));
+            }
+        }
+    }
+    payloads
+}
+
+/// The flow of the walking skeleton, on `backend`.
+async fn main_flow(backend: Backend) {
+    let mesh = Mesh::start(backend).await;
+    let user = mesh.tenant_with_key("acme").await;
+
+    // Upload, with a canary as the dataset's name and as a row id.
+    let canary = Canary::new();
+    let csv = WINE.replacen("\n0,", &format!("\n{canary},"), 1);
+    assert_ne!(csv, WINE);
+    let dataset =
+        once_known(|| user.upload_csv("acme", canary.as_str(), csv.clone().into_bytes(), "row_id"))
+            .await
+            .unwrap();
+    assert_eq!(dataset.row_count, 178);
+
+    // Bad input is refused, naming the row (line) and column, and stores nothing.
+    let status = user
+        .upload_csv("acme", "ragged", b"a,b,c\n1,2,3\n4,5\n".to_vec(), "")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("line 3"), "{status:?}");
+    // Analysis: analysis reads the rows from ingest, trust-scoring the outputs from analysis.
+    let job = user
+        .analysis()
+        .start_analysis(StartAnalysisRequest {
+            dataset: dataset.name.clone(),
+            label_column: "label".to_owned(),
+            task_type: TaskType::Classification.into(),
+            ..StartAnalysisRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut updates = 0;
+    let job = tokio::time::timeout(
+        Duration::from_secs(300),
+        user.wait_job(&job.name, |_| updates += 1),
+    )
+    .await
+    .expect("the analysis finishes")
+    .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
+    assert!(updates >= 2, "progress is streamed: {updates} updates");
+
+    // The report, with the label issues of the 17 flipped labels (a good share of them).
+    let report = user
+        .trust()
+        .get_report(GetReportRequest {
+            name: job.output.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.analyzed_row_count, 178);
+    let label = report
+        .issue_summaries
+        .iter()
+        .find(|s| s.issue_type() == IssueType::Label)
+        .expect("label issues were looked for");
+    assert!((8..=40).contains(&label.flagged_rows), "{label:?}");
+    let rows = user
+        .trust()
+        .list_rows(ListRowsRequest {
+            parent: report.name.clone(),
+            issue_types: vec![IssueType::Label.into()],
+            order_by: RowOrder::TrustScoreAscending.into(),
+            page_size: 5,
+            ..ListRowsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rows.rows.len(), 5);
+    assert_eq!(rows.total_size, label.flagged_rows);
+
+    // The canary is in no table, no file (objects, keys, the NATS store) and no stream message.
+    assert_eq!(canary.scan_postgres(mesh.db.pool()).await.unwrap(), []);
+    for dir in mesh.dirs() {
+        assert_eq!(canary.scan_dir(&dir).unwrap(), [], "{}", dir.display());
+    }
+    let payloads = stream_payloads(&mesh.nats).await;
+    assert!(payloads.len() > 20, "{} messages", payloads.len());
+    for (stream, payload) in &payloads {
+        assert!(
+            !payload
+                .windows(canary.as_bytes().len())
+                .any(|w| w == canary.as_bytes()),
+            "the canary is in a message of {stream}"
+        );
+    }
+
+    // A label column the dataset does not have is refused up front.
+    let status = user
+        .analysis()
+        .start_analysis(StartAnalysisRequest {
+            dataset: dataset.name.clone(),
+            label_column: "no_such_column".to_owned(),
+            task_type: TaskType::Classification.into(),
+            ..StartAnalysisRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("no_such_column"), "{status:?}");
+
+    // Deletion: receipts from every store-owning service, then a certificate that verifies.
+    let deletion_job = user
+        .deletion()
+        .delete_dataset(DeleteDatasetRequest {
+            name: dataset.name.clone(),
+            reason: "gdpr-art-17".to_owned(),
+            ..DeleteDatasetRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deletion = user
+        .wait_deletion(&deletion_job.output, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(deletion.state(), DeletionState::Completed, "{deletion:?}");
+    let mut receipts: Vec<&str> = deletion
+        .receipts
+        .iter()
+        .map(|r| r.service.as_str())
+        .collect();
+    receipts.sort_unstable();
+    assert_eq!(
+        receipts,
+        [
+            "analysis",
+            "audit",
+            "ingest",
+            "notifier",
+            "tenancy",
+            "trust-scoring"
+        ]
+    );
+    assert!(
+        deletion.receipts.iter().all(|r| !r.residue_found),
+        "{deletion:?}"
+    );
+    let certificate = user
+        .deletion()
+        .get_deletion_certificate(GetDeletionCertificateRequest {
+            name: format!("{}/certificate", deletion.name),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keys = user
+        .deletion()
+        .list_certificate_signing_keys(ListCertificateSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let key = keys
+        .keys
+        .iter()
+        .find(|k| k.key_id == certificate.key_id)
+        .expect("the signing key is published");
+    trustmesh_deletion::verify_certificate(
+        &certificate.certificate,
+        &certificate.signature,
+        &key.public_key,
+    )
+    .unwrap();
+    let document = String::from_utf8(certificate.certificate.clone()).unwrap();
+    assert!(document.contains(&dataset.name), "{document}");
+    let status = user
+        .datasets()
+        .get_dataset(GetDatasetRequest {
+            name: dataset.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = user
+        .trust()
+        .get_report(GetReportRequest {
+            name: report.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    // An audit event for each data access, in a hash chain that verifies.
+    let expected = [
+        ("ingest", "datasets.upload"),
+        ("ingest", "datasets.rows.read"),
+        ("analysis", "jobs.outputs.read"),
+        ("trust-scoring", "reports.get"),
+        ("trust-scoring", "reports.rows.list"),
+        ("deletion", "deletion.datasets.delete"),
+    ];
+    let events = audit_events(&user, "acme", |events| {
+        expected.iter().all(|(service, action)| {
+            events
+                .iter()
+                .any(|e| e.service == *service && e.action == *action)
+        })
+    })
+    .await;
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.service.clone(), e.action.clone()))
+        .collect();
+    for (service, action) in expected {
+        assert!(
+            seen.iter().any(|(s, a)| s == service && a == action),
+            "no {service} {action} in {seen:?}"
+        );
+    }
+    // The services' reads on the tenant's behalf are the service's, not the user's.
+    let rows_read = events
+        .iter()
+        .find(|e| e.action == "datasets.rows.read")
+        .unwrap();
+    assert_eq!(
+        rows_read.actor.as_ref().unwrap().r#type,
+        "service",
+        "{rows_read:?}"
+    );
+    let verified = user
+        .audit()
+        .verify_log(VerifyLogRequest {
+            parent: "tenants/acme".to_owned(),
+            ..VerifyLogRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verified.valid, "{verified:?}");
+    assert!(verified.verified_count >= events.len() as u64);
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn the_main_flow_on_a_local_object_directory() {
+    main_flow(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn the_main_flow_on_s3() {
+    main_flow(Backend::S3(S3Server::start().await)).await;
+}
