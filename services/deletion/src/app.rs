@@ -6,14 +6,12 @@
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
-use trustmesh_bus::{
-    ConsumerRunner, Outbox, OutboxRelay, Publisher, ensure_consumer, ensure_schema, ensure_streams,
-};
+use trustmesh_auth::{Authenticator, CacheOptions};
+use trustmesh_bus::{ConsumerRunner, Outbox, OutboxRelay, Publisher, ensure_consumer};
 use trustmesh_events::{DELETION_RECEIPT, Service};
 use trustmesh_proto::v1::deletion_service_server::DeletionServiceServer;
-use trustmesh_runtime::{Component, ExposeSecret, Host, InvalidSetting, Readiness};
-use trustmesh_store::{PgSettings, SchemaName};
+use trustmesh_runtime::{Component, Host, InvalidSetting, Readiness};
+use trustmesh_service_kit::{Foundations, StartError};
 use trustmesh_telemetry::Metrics;
 
 use crate::certificate::{CertificateSigner, SigningKeyError};
@@ -36,24 +34,15 @@ pub enum AppError {
     /// A setting is invalid (the operator credential).
     #[error("invalid settings")]
     Settings(#[from] InvalidSetting),
-    /// Postgres could not be reached or migrated.
-    #[error("postgres setup failed")]
-    Postgres(#[from] trustmesh_store::PgError),
+    /// Postgres, NATS or the API-key cache could not be set up.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// A startup statement failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// The bus tables could not be created.
-    #[error("bus schema setup failed")]
-    BusSchema(#[from] trustmesh_bus::SchemaError),
-    /// NATS could not be reached.
-    #[error("cannot connect to NATS")]
-    Nats(#[from] async_nats::ConnectError),
-    /// Streams or the consumer could not be ensured.
+    /// The consumer could not be ensured.
     #[error("JetStream setup failed")]
     JetStream(#[from] trustmesh_bus::SetupError),
-    /// The API-key cache could not open or load `tm_auth`.
-    #[error("API-key cache setup failed")]
-    KeyStore(#[from] KeyStoreError),
     /// The signing key could not be opened.
     #[error("cannot open the certificate signing key")]
     SigningKey(#[from] SigningKeyError),
@@ -124,44 +113,38 @@ pub async fn component(
     metrics: &Metrics,
 ) -> Result<Component, AppError> {
     let operator = settings.auth.operator().map_err(|e| e.within("auth"))?;
-    let postgres_ready = readiness.register("postgres");
-    let nats_ready = readiness.register("nats");
-    let keys_ready = readiness.register("tm_auth key cache");
-    let consumer_ready = readiness.register("deletion-receipt consumer");
-
-    let schema = SchemaName::new(SCHEMA)?;
-    let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
-    pg.max_connections = settings.database.max_connections;
-    let pool = trustmesh_store::connect(&pg).await?;
-    trustmesh_store::migrate(&pool, &schema, &[&MIGRATOR]).await?;
-    let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
-    ensure_schema(&pool, &bus_schema).await?;
+    let foundations = trustmesh_service_kit::connect(
+        "deletion",
+        SCHEMA,
+        &settings.database,
+        &settings.nats,
+        &[&MIGRATOR],
+        readiness,
+    )
+    .await?;
 
     let signer = CertificateSigner::open_or_create(&settings.keys.signing_key_file)?;
-    repo::register_signing_key(&pool, signer.key_id(), &signer.public_key()).await?;
+    repo::register_signing_key(&foundations.pool, signer.key_id(), &signer.public_key()).await?;
     tracing::info!(
         key.id = signer.key_id(),
         "Certificates are signed with this key."
     );
-    postgres_ready.set_ready();
 
-    let client = async_nats::ConnectOptions::new()
-        .name("trustmesh-deletion")
-        .connect(settings.nats.url.as_str())
-        .await?;
-    let jetstream = async_nats::jetstream::new(client);
-    ensure_streams(&jetstream).await?;
-    let pull = ensure_consumer(&jetstream, &DELETION_RECEIPT).await?;
-    nats_ready.set_ready();
-    let background = CancellationToken::new();
-    // Stops the cache's watch if anything below fails; disarmed once the component is built.
-    let stop_background = background.clone().drop_guard();
+    let pull = ensure_consumer(&foundations.jetstream, &DELETION_RECEIPT).await?;
     let options = CacheOptions {
         max_staleness: settings.auth.max_key_cache_staleness(),
         ..CacheOptions::default()
     };
-    let cache = KeyCache::start(&jetstream, options, background.clone()).await?;
-    keys_ready.set_ready();
+    let cache = foundations.start_key_cache(options, readiness).await?;
+    let consumer_ready = readiness.register("deletion-receipt consumer");
+    // `stop_background` stops the cache's watch if anything below fails; disarmed once built.
+    let Foundations {
+        pool,
+        bus_schema,
+        jetstream,
+        background,
+        stop_background,
+    } = foundations;
     let authenticator = match operator {
         Some(operator) => Authenticator::new(cache).with_operator(operator),
         None => Authenticator::new(cache),

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError, ServiceCredential};
+use trustmesh_auth::{Authenticator, CacheOptions, ServiceCredential};
 use trustmesh_bus::{
     ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
-    ensure_schema, ensure_streams,
 };
 use trustmesh_crypto::{Keyring, LocalKeyFile};
 use trustmesh_events::{INGEST_DELETION, Service};
 use trustmesh_proto::v1::dataset_service_server::DatasetServiceServer;
-use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
-use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore, PgSettings, SchemaName};
+use trustmesh_runtime::{Component, Host, Readiness};
+use trustmesh_service_kit::{Foundations, StartError};
+use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 
 use crate::datasets::grpc::DatasetsHandler;
 use crate::datasets::repo::DatasetRepo;
@@ -35,24 +35,15 @@ const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 + 64 * 1024;
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// Postgres could not be reached or migrated.
-    #[error("postgres setup failed")]
-    Postgres(#[from] trustmesh_store::PgError),
-    /// The bus tables could not be created.
-    #[error("bus schema setup failed")]
-    BusSchema(#[from] trustmesh_bus::SchemaError),
-    /// NATS could not be reached.
-    #[error("cannot connect to NATS")]
-    Nats(#[from] async_nats::ConnectError),
-    /// Streams or the consumer could not be ensured.
+    /// Postgres, NATS or the API-key cache could not be set up.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The consumer could not be ensured.
     #[error("JetStream setup failed")]
     JetStream(#[from] trustmesh_bus::SetupError),
     /// The object store could not be opened.
     #[error("cannot open the object store")]
     Objects(#[from] trustmesh_store::ObjectError),
-    /// The API-key cache could not open or load `tm_auth`.
-    #[error("API-key cache setup failed")]
-    KeyStore(#[from] KeyStoreError),
     /// The key file could not be opened.
     #[error("cannot open the key-encryption keys")]
     Keys(#[from] trustmesh_crypto::Error),
@@ -116,33 +107,28 @@ impl std::ops::Deref for Application {
 ///
 /// [`AppError`] naming what could not be set up.
 pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
-    let postgres_ready = readiness.register("postgres");
-    let nats_ready = readiness.register("nats");
-    let keys_ready = readiness.register("tm_auth key cache");
-    let consumer_ready = readiness.register("ingest-deletion consumer");
-
-    let schema = SchemaName::new(SCHEMA)?;
-    let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
-    pg.max_connections = settings.database.max_connections;
-    let pool = trustmesh_store::connect(&pg).await?;
-    trustmesh_store::migrate(&pool, &schema, &[&trustmesh_store::MIGRATOR, &MIGRATOR]).await?;
-    let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
-    ensure_schema(&pool, &bus_schema).await?;
-    postgres_ready.set_ready();
-
-    let client = async_nats::ConnectOptions::new()
-        .name("trustmesh-ingest")
-        .connect(settings.nats.url.as_str())
+    let foundations = trustmesh_service_kit::connect(
+        "ingest",
+        SCHEMA,
+        &settings.database,
+        &settings.nats,
+        &[&trustmesh_store::MIGRATOR, &MIGRATOR],
+        readiness,
+    )
+    .await?;
+    let pull = ensure_consumer(&foundations.jetstream, &INGEST_DELETION).await?;
+    let cache = foundations
+        .start_key_cache(CacheOptions::default(), readiness)
         .await?;
-    let jetstream = async_nats::jetstream::new(client);
-    ensure_streams(&jetstream).await?;
-    let pull = ensure_consumer(&jetstream, &INGEST_DELETION).await?;
-    nats_ready.set_ready();
-    let background = CancellationToken::new();
-    // Stops the cache's watch if anything below fails; disarmed once the app is built.
-    let stop_background = background.clone().drop_guard();
-    let cache = KeyCache::start(&jetstream, CacheOptions::default(), background.clone()).await?;
-    keys_ready.set_ready();
+    let consumer_ready = readiness.register("ingest-deletion consumer");
+    // `stop_background` stops the cache's watch if anything below fails; disarmed once built.
+    let Foundations {
+        pool,
+        bus_schema,
+        jetstream,
+        background,
+        stop_background,
+    } = foundations;
     let publisher = Publisher::new(jetstream);
 
     let store = settings.objects.open().await?;

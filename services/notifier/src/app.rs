@@ -6,11 +6,10 @@ use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use trustmesh_bus::{
     ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
-    ensure_schema, ensure_streams,
 };
 use trustmesh_events::{NOTIFIER_DATASET, NOTIFIER_DELETION, NOTIFIER_JOB, NOTIFIER_SCORES};
-use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
-use trustmesh_store::{PgSettings, SchemaName};
+use trustmesh_runtime::{Component, Host, Readiness};
+use trustmesh_service_kit::{Foundations, StartError};
 
 use crate::deliveries::DeliveryLog;
 use crate::deliveries::consumer::NotifierHandler;
@@ -25,16 +24,10 @@ pub const SCHEMA: &str = "notifier";
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// Postgres could not be reached or migrated.
-    #[error("postgres setup failed")]
-    Postgres(#[from] trustmesh_store::PgError),
-    /// The bus tables could not be created.
-    #[error("bus schema setup failed")]
-    BusSchema(#[from] trustmesh_bus::SchemaError),
-    /// NATS could not be reached.
-    #[error("cannot connect to NATS")]
-    Nats(#[from] async_nats::ConnectError),
-    /// Streams or a consumer could not be ensured.
+    /// Postgres or NATS could not be set up.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A consumer could not be ensured.
     #[error("JetStream setup failed")]
     JetStream(#[from] trustmesh_bus::SetupError),
     /// A server failed.
@@ -109,25 +102,22 @@ async fn parts(
     settings: &Settings,
     readiness: &Readiness,
 ) -> Result<(Component, DeliveryLog), AppError> {
-    let postgres_ready = readiness.register("postgres");
-    let nats_ready = readiness.register("nats");
+    // No key cache, so no background work: the token is not used.
+    let Foundations {
+        pool,
+        bus_schema,
+        jetstream,
+        ..
+    } = trustmesh_service_kit::connect(
+        "notifier",
+        SCHEMA,
+        &settings.database,
+        &settings.nats,
+        &[&MIGRATOR],
+        readiness,
+    )
+    .await?;
     let consumers_ready = readiness.register("notifier consumers");
-
-    let schema = SchemaName::new(SCHEMA)?;
-    let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
-    pg.max_connections = settings.database.max_connections;
-    let pool = trustmesh_store::connect(&pg).await?;
-    trustmesh_store::migrate(&pool, &schema, &[&MIGRATOR]).await?;
-    let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
-    ensure_schema(&pool, &bus_schema).await?;
-    postgres_ready.set_ready();
-
-    let client = async_nats::ConnectOptions::new()
-        .name("trustmesh-notifier")
-        .connect(settings.nats.url.as_str())
-        .await?;
-    let jetstream = async_nats::jetstream::new(client);
-    ensure_streams(&jetstream).await?;
     let publisher = Publisher::new(jetstream.clone());
     let outbox = Outbox::new(&bus_schema);
     let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
@@ -151,7 +141,6 @@ async fn parts(
             consumer.run(shutdown)
         });
     }
-    nats_ready.set_ready();
     consumers_ready.set_ready();
     Ok((component, log))
 }

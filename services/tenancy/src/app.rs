@@ -7,15 +7,14 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use trustmesh_auth::{AuthBucket, Authenticator, CacheOptions, KeyCache, KeyId, KeyStoreError};
+use trustmesh_auth::{AuthBucket, Authenticator, CacheOptions, KeyId, KeyStoreError};
 use trustmesh_bus::{
     ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
-    ensure_schema, ensure_streams,
 };
 use trustmesh_events::{AUTH_KV_BUCKET, TENANCY_DELETION};
 use trustmesh_proto::v1::tenancy_service_server::TenancyServiceServer;
-use trustmesh_runtime::{Component, ExposeSecret, Host, InvalidSetting, Readiness};
-use trustmesh_store::{PgSettings, SchemaName};
+use trustmesh_runtime::{Component, Host, InvalidSetting, Readiness};
+use trustmesh_service_kit::{Foundations, StartError};
 
 use crate::deletion::DeletionHandler;
 use crate::grpc::TenancyHandler;
@@ -34,22 +33,16 @@ pub enum AppError {
     /// A setting is unacceptable.
     #[error(transparent)]
     Settings(#[from] InvalidSetting),
-    /// Postgres could not be reached or migrated.
-    #[error("postgres setup failed")]
-    Postgres(#[from] trustmesh_store::PgError),
+    /// Postgres, NATS or the key cache could not be set up.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// A startup query failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
-    /// The bus tables could not be created.
-    #[error("bus schema setup failed")]
-    BusSchema(#[from] trustmesh_bus::SchemaError),
-    /// NATS could not be reached.
-    #[error("cannot connect to NATS")]
-    Nats(#[from] async_nats::ConnectError),
-    /// Streams could not be ensured.
+    /// The consumer could not be ensured.
     #[error("JetStream setup failed")]
     JetStream(#[from] trustmesh_bus::SetupError),
-    /// `tm_auth` could not be opened, reconciled or loaded.
+    /// `tm_auth` could not be opened or reconciled.
     #[error("key bucket setup failed")]
     KeyStore(#[from] KeyStoreError),
     /// A server failed.
@@ -108,43 +101,38 @@ impl std::ops::Deref for Application {
 /// [`AppError`] naming what could not be set up.
 pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
     let operator = settings.auth.operator()?;
-    let postgres_ready = readiness.register("postgres");
-    let nats_ready = readiness.register("nats");
-    let keys_ready = readiness.register("tm_auth key cache");
-    let consumer_ready = readiness.register("tenancy-deletion consumer");
-
-    let schema = SchemaName::new(SCHEMA)?;
-    let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
-    pg.max_connections = settings.database.max_connections;
-    let pool = trustmesh_store::connect(&pg).await?;
-    trustmesh_store::migrate(&pool, &schema, &[&MIGRATOR]).await?;
-    let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
-    ensure_schema(&pool, &bus_schema).await?;
-    postgres_ready.set_ready();
-
-    let client = async_nats::ConnectOptions::new()
-        .name("trustmesh-tenancy")
-        .connect(settings.nats.url.as_str())
-        .await?;
-    let jetstream = async_nats::jetstream::new(client);
-    ensure_streams(&jetstream).await?;
-    let pull = ensure_consumer(&jetstream, &TENANCY_DELETION).await?;
-    let publisher = Publisher::new(jetstream.clone());
-    nats_ready.set_ready();
+    let foundations = trustmesh_service_kit::connect(
+        "tenancy",
+        SCHEMA,
+        &settings.database,
+        &settings.nats,
+        &[&MIGRATOR],
+        readiness,
+    )
+    .await?;
+    let pull = ensure_consumer(&foundations.jetstream, &TENANCY_DELETION).await?;
 
     let options = CacheOptions {
         max_staleness: std::time::Duration::from_secs(settings.auth.max_key_cache_staleness_secs),
         ..CacheOptions::default()
     };
-    let bucket = AuthBucket::open(&jetstream, options.replicas).await?;
-    reconcile(&pool, &bucket).await?;
-    let kv = jetstream
+    let bucket = AuthBucket::open(&foundations.jetstream, options.replicas).await?;
+    reconcile(&foundations.pool, &bucket).await?;
+    let kv = foundations
+        .jetstream
         .get_key_value(AUTH_KV_BUCKET)
         .await
         .map_err(|e| KeyStoreError::Bucket(e.into()))?;
-    let background = CancellationToken::new();
-    let cache = KeyCache::start(&jetstream, options, background.clone()).await?;
-    keys_ready.set_ready();
+    let cache = foundations.start_key_cache(options, readiness).await?;
+    let consumer_ready = readiness.register("tenancy-deletion consumer");
+    let Foundations {
+        pool,
+        bus_schema,
+        jetstream,
+        background,
+        stop_background,
+    } = foundations;
+    let publisher = Publisher::new(jetstream);
 
     let outbox = Outbox::new(&bus_schema);
     let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
@@ -165,6 +153,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         time::Duration::days(i64::from(settings.auth.max_key_lifetime_days)),
     );
     let authenticator = Authenticator::new(cache).with_operator(operator);
+    stop_background.disarm();
     Ok(Component::new(SCHEMA)
         .service(move |grpc| {
             grpc.add_service(InterceptedService::new(

@@ -80,6 +80,23 @@ impl TenancyHandler {
 
     /// Runs `call` for `principal`; on failure, audits it against `resource`'s tenant (if the name has
     /// one) and returns the client-safe status.
+    /// A method this version does not implement yet: the caller's access to `resource` is checked
+    /// all the same (tenant admin or the operator), and the call is audited, denied or failed.
+    async fn not_available<R, T>(
+        &self,
+        request: &Request<R>,
+        action: &'static str,
+        resource: &str,
+        method: &'static str,
+    ) -> Result<Response<T>, Status> {
+        let principal = Principal::of(request)?.clone();
+        let result = principal
+            .require_or_operator(Scope::Admin, "name", resource)
+            .map_err(TenancyError::from)
+            .and_then(|_| Err(TenancyError::NotAvailable(method)));
+        self.audited(&principal, action, resource, result).await
+    }
+
     async fn audited<T>(
         &self,
         principal: &Principal,
@@ -448,9 +465,6 @@ fn key_proto(row: &KeyRow) -> ApiKey {
 }
 
 /// The answer of the RPCs that later versions implement.
-fn not_available<T>(method: &'static str) -> Result<Response<T>, Status> {
-    Err(TenancyError::NotAvailable(method).into())
-}
 
 #[tonic::async_trait]
 impl TenancyService for TenancyHandler {
@@ -480,23 +494,31 @@ impl TenancyService for TenancyHandler {
 
     async fn list_tenants(
         &self,
-        _: Request<ListTenantsRequest>,
+        request: Request<ListTenantsRequest>,
     ) -> Result<Response<ListTenantsResponse>, Status> {
-        not_available("ListTenants")
+        // Names no tenant, so there is no tenant log to audit it in.
+        Principal::of(&request)?
+            .require_operator()
+            .map_err(TenancyError::from)?;
+        Err(TenancyError::NotAvailable("ListTenants").into())
     }
 
     async fn disable_tenant(
         &self,
-        _: Request<DisableTenantRequest>,
+        request: Request<DisableTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
-        not_available("DisableTenant")
+        let resource = request.get_ref().name.clone();
+        self.not_available(&request, "tenants.disable", &resource, "DisableTenant")
+            .await
     }
 
     async fn enable_tenant(
         &self,
-        _: Request<EnableTenantRequest>,
+        request: Request<EnableTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
-        not_available("EnableTenant")
+        let resource = request.get_ref().name.clone();
+        self.not_available(&request, "tenants.enable", &resource, "EnableTenant")
+            .await
     }
 
     async fn create_api_key(
@@ -537,82 +559,169 @@ impl TenancyService for TenancyHandler {
 
     async fn create_webhook_endpoint(
         &self,
-        _: Request<CreateWebhookEndpointRequest>,
+        request: Request<CreateWebhookEndpointRequest>,
     ) -> Result<Response<CreateWebhookEndpointResponse>, Status> {
-        not_available("CreateWebhookEndpoint")
+        let resource = request.get_ref().parent.clone();
+        self.not_available(
+            &request,
+            "webhookEndpoints.create",
+            &resource,
+            "CreateWebhookEndpoint",
+        )
+        .await
     }
 
     async fn get_webhook_endpoint(
         &self,
-        _: Request<GetWebhookEndpointRequest>,
+        request: Request<GetWebhookEndpointRequest>,
     ) -> Result<Response<WebhookEndpoint>, Status> {
-        not_available("GetWebhookEndpoint")
+        let resource = request.get_ref().name.clone();
+        self.not_available(
+            &request,
+            "webhookEndpoints.get",
+            &resource,
+            "GetWebhookEndpoint",
+        )
+        .await
     }
 
     async fn list_webhook_endpoints(
         &self,
-        _: Request<ListWebhookEndpointsRequest>,
+        request: Request<ListWebhookEndpointsRequest>,
     ) -> Result<Response<ListWebhookEndpointsResponse>, Status> {
-        not_available("ListWebhookEndpoints")
+        let resource = request.get_ref().parent.clone();
+        self.not_available(
+            &request,
+            "webhookEndpoints.list",
+            &resource,
+            "ListWebhookEndpoints",
+        )
+        .await
     }
 
     async fn update_webhook_endpoint(
         &self,
-        _: Request<UpdateWebhookEndpointRequest>,
+        request: Request<UpdateWebhookEndpointRequest>,
     ) -> Result<Response<WebhookEndpoint>, Status> {
-        not_available("UpdateWebhookEndpoint")
+        let resource = request
+            .get_ref()
+            .webhook_endpoint
+            .as_ref()
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        self.not_available(
+            &request,
+            "webhookEndpoints.update",
+            &resource,
+            "UpdateWebhookEndpoint",
+        )
+        .await
     }
 
     async fn delete_webhook_endpoint(
         &self,
-        _: Request<DeleteWebhookEndpointRequest>,
+        request: Request<DeleteWebhookEndpointRequest>,
     ) -> Result<Response<DeleteWebhookEndpointResponse>, Status> {
-        not_available("DeleteWebhookEndpoint")
+        let resource = request.get_ref().name.clone();
+        self.not_available(
+            &request,
+            "webhookEndpoints.delete",
+            &resource,
+            "DeleteWebhookEndpoint",
+        )
+        .await
     }
 
     async fn rotate_webhook_secret(
         &self,
-        _: Request<RotateWebhookSecretRequest>,
+        request: Request<RotateWebhookSecretRequest>,
     ) -> Result<Response<RotateWebhookSecretResponse>, Status> {
-        not_available("RotateWebhookSecret")
+        let resource = request.get_ref().name.clone();
+        self.not_available(
+            &request,
+            "webhookEndpoints.rotateSecret",
+            &resource,
+            "RotateWebhookSecret",
+        )
+        .await
     }
 
     async fn list_webhook_deliveries(
         &self,
-        _: Request<ListWebhookDeliveriesRequest>,
+        request: Request<ListWebhookDeliveriesRequest>,
     ) -> Result<Response<ListWebhookDeliveriesResponse>, Status> {
-        not_available("ListWebhookDeliveries")
+        let resource = request.get_ref().parent.clone();
+        self.not_available(
+            &request,
+            "webhookDeliveries.list",
+            &resource,
+            "ListWebhookDeliveries",
+        )
+        .await
     }
 
-    async fn get_quota(&self, _: Request<GetQuotaRequest>) -> Result<Response<Quota>, Status> {
-        not_available("GetQuota")
+    async fn get_quota(
+        &self,
+        request: Request<GetQuotaRequest>,
+    ) -> Result<Response<Quota>, Status> {
+        let resource = request.get_ref().name.clone();
+        self.not_available(&request, "quotas.get", &resource, "GetQuota")
+            .await
     }
 
     async fn update_quota(
         &self,
-        _: Request<UpdateQuotaRequest>,
+        request: Request<UpdateQuotaRequest>,
     ) -> Result<Response<Quota>, Status> {
-        not_available("UpdateQuota")
+        let resource = request
+            .get_ref()
+            .quota
+            .as_ref()
+            .map(|q| q.name.clone())
+            .unwrap_or_default();
+        self.not_available(&request, "quotas.update", &resource, "UpdateQuota")
+            .await
     }
 
     async fn create_support_access_grant(
         &self,
-        _: Request<CreateSupportAccessGrantRequest>,
+        request: Request<CreateSupportAccessGrantRequest>,
     ) -> Result<Response<SupportAccessGrant>, Status> {
-        not_available("CreateSupportAccessGrant")
+        let resource = request.get_ref().parent.clone();
+        self.not_available(
+            &request,
+            "supportAccessGrants.create",
+            &resource,
+            "CreateSupportAccessGrant",
+        )
+        .await
     }
 
     async fn list_support_access_grants(
         &self,
-        _: Request<ListSupportAccessGrantsRequest>,
+        request: Request<ListSupportAccessGrantsRequest>,
     ) -> Result<Response<ListSupportAccessGrantsResponse>, Status> {
-        not_available("ListSupportAccessGrants")
+        let resource = request.get_ref().parent.clone();
+        self.not_available(
+            &request,
+            "supportAccessGrants.list",
+            &resource,
+            "ListSupportAccessGrants",
+        )
+        .await
     }
 
     async fn revoke_support_access_grant(
         &self,
-        _: Request<RevokeSupportAccessGrantRequest>,
+        request: Request<RevokeSupportAccessGrantRequest>,
     ) -> Result<Response<SupportAccessGrant>, Status> {
-        not_available("RevokeSupportAccessGrant")
+        let resource = request.get_ref().name.clone();
+        self.not_available(
+            &request,
+            "supportAccessGrants.revoke",
+            &resource,
+            "RevokeSupportAccessGrant",
+        )
+        .await
     }
 }

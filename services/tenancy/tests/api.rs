@@ -274,7 +274,7 @@ async fn the_operator_creates_a_tenant_and_a_key_that_another_service_resolves()
     assert_eq!(later.code(), Code::FailedPrecondition);
 
     // Each access to the tenant is in its audit stream.
-    let events = audit_events(&app.nats, "acme", 5).await;
+    let events = audit_events(&app.nats, "acme", 6).await;
     // Allowed calls go through the outbox in order; the failed one is published at once, so it is
     // checked on its own.
     let allowed: Vec<(&str, &str)> = events
@@ -291,12 +291,19 @@ async fn the_operator_creates_a_tenant_and_a_key_that_another_service_resolves()
             ("apiKeys.list", name.as_str()),
         ]
     );
-    let failed: Vec<(&str, &str)> = events
+    let mut failed: Vec<(&str, &str)> = events
         .iter()
         .filter(|e| e.outcome() != Outcome::Allowed)
         .map(|e| (e.action.as_str(), e.reason.as_str()))
         .collect();
-    assert_eq!(failed, [("tenants.create", "ALREADY_EXISTS")]);
+    failed.sort_unstable();
+    assert_eq!(
+        failed,
+        [
+            ("quotas.get", "NOT_AVAILABLE"),
+            ("tenants.create", "ALREADY_EXISTS")
+        ]
+    );
     Ok(())
 }
 
@@ -669,7 +676,7 @@ async fn deleting_a_tenant_deletes_its_keys_everywhere_with_one_receipt() -> any
     assert_eq!(tenant_rows(&app, "acme").await?, (0, 0));
     assert_eq!(tenant_rows(&app, "beta").await?, (1, 1));
     // The deletion is audited.
-    let events = audit_events(&app.nats, "acme", 5).await;
+    let events = audit_events(&app.nats, "acme", 6).await;
     assert!(
         events
             .iter()

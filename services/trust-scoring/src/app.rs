@@ -7,17 +7,17 @@ use std::sync::Arc;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
+use trustmesh_auth::{Authenticator, CacheOptions};
 use trustmesh_bus::{
     ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
-    ensure_schema, ensure_streams,
 };
 use trustmesh_crypto::{Keyring, LocalKeyFile};
 use trustmesh_events::{Service, TRUST_SCORING_ANALYSIS, TRUST_SCORING_DELETION};
 use trustmesh_proto::v1::analysis_service_client::AnalysisServiceClient;
 use trustmesh_proto::v1::trust_service_server::TrustServiceServer;
 use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
-use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore, PgSettings, SchemaName};
+use trustmesh_service_kit::{Foundations, StartError};
+use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 
 use crate::deletion::DeletionHandler;
 use crate::reports::grpc::ReportsHandler;
@@ -35,16 +35,10 @@ pub const SCHEMA: &str = "trust_scoring";
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// Postgres could not be reached or migrated.
-    #[error("postgres setup failed")]
-    Postgres(#[from] trustmesh_store::PgError),
-    /// The bus tables could not be created.
-    #[error("bus schema setup failed")]
-    BusSchema(#[from] trustmesh_bus::SchemaError),
-    /// NATS could not be reached.
-    #[error("cannot connect to NATS")]
-    Nats(#[from] async_nats::ConnectError),
-    /// Streams or consumers could not be ensured.
+    /// Postgres, NATS or the API-key cache could not be set up.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The consumers could not be ensured.
     #[error("JetStream setup failed")]
     JetStream(#[from] trustmesh_bus::SetupError),
     /// The object store could not be opened.
@@ -59,9 +53,6 @@ pub enum AppError {
     /// The mesh's service credential, presented to analysis, is not a valid header value.
     #[error("`mesh.service_credential` is not a valid header value")]
     ServiceBearer,
-    /// The API-key cache could not open or load `tm_auth`.
-    #[error("API-key cache setup failed")]
-    KeyStore(#[from] KeyStoreError),
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
@@ -119,10 +110,6 @@ impl std::ops::Deref for Application {
 ///
 /// [`AppError`] naming what could not be set up.
 pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
-    let postgres_ready = readiness.register("postgres");
-    let nats_ready = readiness.register("nats");
-    let keys_ready = readiness.register("tm_auth key cache");
-    let consumer_ready = readiness.register("trust-scoring consumers");
     let analysis_bearer = settings
         .mesh
         .bearer()
@@ -130,29 +117,29 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         .transpose()
         .map_err(|_| AppError::ServiceBearer)?;
 
-    let schema = SchemaName::new(SCHEMA)?;
-    let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
-    pg.max_connections = settings.database.max_connections;
-    let pool = trustmesh_store::connect(&pg).await?;
-    trustmesh_store::migrate(&pool, &schema, &[&trustmesh_store::MIGRATOR, &MIGRATOR]).await?;
-    let bus_schema = trustmesh_bus::SchemaName::new(SCHEMA)?;
-    ensure_schema(&pool, &bus_schema).await?;
-    postgres_ready.set_ready();
-
-    let client = async_nats::ConnectOptions::new()
-        .name("trustmesh-trust-scoring")
-        .connect(settings.nats.url.as_str())
+    let foundations = trustmesh_service_kit::connect(
+        Service::TrustScoring.as_str(),
+        SCHEMA,
+        &settings.database,
+        &settings.nats,
+        &[&trustmesh_store::MIGRATOR, &MIGRATOR],
+        readiness,
+    )
+    .await?;
+    let pull = ensure_consumer(&foundations.jetstream, &TRUST_SCORING_ANALYSIS).await?;
+    let deletion_pull = ensure_consumer(&foundations.jetstream, &TRUST_SCORING_DELETION).await?;
+    let cache = foundations
+        .start_key_cache(CacheOptions::default(), readiness)
         .await?;
-    let jetstream = async_nats::jetstream::new(client);
-    ensure_streams(&jetstream).await?;
-    let pull = ensure_consumer(&jetstream, &TRUST_SCORING_ANALYSIS).await?;
-    let deletion_pull = ensure_consumer(&jetstream, &TRUST_SCORING_DELETION).await?;
-    nats_ready.set_ready();
-    let background = CancellationToken::new();
-    // Stops the cache's watch if anything below fails; disarmed once the component is built.
-    let stop_background = background.clone().drop_guard();
-    let cache = KeyCache::start(&jetstream, CacheOptions::default(), background.clone()).await?;
-    keys_ready.set_ready();
+    let consumer_ready = readiness.register("trust-scoring consumers");
+    // `stop_background` stops the cache's watch if anything below fails; disarmed once built.
+    let Foundations {
+        pool,
+        bus_schema,
+        jetstream,
+        background,
+        stop_background,
+    } = foundations;
     let publisher = Publisher::new(jetstream);
 
     let store = settings.objects.open().await?;

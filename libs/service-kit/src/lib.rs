@@ -1,0 +1,126 @@
+//! The start-up every trustmesh service shares, so a service's `component()` only builds what is
+//! its own (consumers, handlers, tasks).
+//!
+//! [`connect`] opens the service's Postgres pool (migrating its schema and creating the bus tables)
+//! and its NATS JetStream context (ensuring the streams), marking the readiness dependencies
+//! `postgres` and `nats` ready as it goes. [`Foundations::start_key_cache`] then loads the
+//! `tm_auth` key cache (dependency `tm_auth key cache`) on the [`Foundations::background`] token.
+//! Every failure is one [`StartError`].
+
+use async_nats::jetstream;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use trustmesh_auth::{CacheOptions, KeyCache, KeyStoreError};
+use trustmesh_bus::{ensure_schema, ensure_streams};
+use trustmesh_runtime::settings::common::{DatabaseSettings, NatsSettings};
+use trustmesh_runtime::{ExposeSecret, Readiness};
+use trustmesh_store::{PgSettings, SchemaName};
+
+/// Why the shared start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Postgres could not be reached or migrated.
+    #[error("postgres setup failed")]
+    Postgres(#[from] trustmesh_store::PgError),
+    /// The bus tables could not be created.
+    #[error("bus schema setup failed")]
+    BusSchema(#[from] trustmesh_bus::SchemaError),
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS")]
+    Nats(#[from] async_nats::ConnectError),
+    /// The streams could not be ensured.
+    #[error("JetStream setup failed")]
+    JetStream(#[from] trustmesh_bus::SetupError),
+    /// The API-key cache could not open or load `tm_auth`.
+    #[error("API-key cache setup failed")]
+    KeyStore(#[from] KeyStoreError),
+}
+
+/// What [`connect`] opened: the service's pool, bus schema and JetStream context, and the token its
+/// background work (the key cache's watch) runs on.
+#[derive(Debug)]
+pub struct Foundations {
+    /// The pool, its `search_path` the service's schema (migrated).
+    pub pool: PgPool,
+    /// The service's schema as the bus names it (its outbox and processed-messages tables exist).
+    pub bus_schema: trustmesh_bus::SchemaName,
+    /// JetStream on the service's own NATS connection; every stream exists.
+    pub jetstream: jetstream::Context,
+    /// Cancels the background work; hand it to `Component::cancel_on_exit`.
+    pub background: CancellationToken,
+    /// Cancels [`Self::background`] when dropped, so the key cache's watch stops if the service
+    /// fails to build after [`connect`]; disarm it once the component is built.
+    pub stop_background: DropGuard,
+}
+
+/// Connects to Postgres (migrating schema `schema` with `migrators`, in order, and creating the bus
+/// tables there) and to NATS as `trustmesh-<service>` (ensuring the streams).
+///
+/// Registers the readiness dependencies `postgres` and `nats` on `readiness` and marks each ready
+/// once its side is set up. Consumers are the service's own: it ensures them on
+/// [`Foundations::jetstream`].
+///
+/// # Errors
+///
+/// [`StartError`] naming what could not be set up.
+pub async fn connect(
+    service: &str,
+    schema: &str,
+    database: &DatabaseSettings,
+    nats: &NatsSettings,
+    migrators: &[&Migrator],
+    readiness: &Readiness,
+) -> Result<Foundations, StartError> {
+    let postgres_ready = readiness.register("postgres");
+    let nats_ready = readiness.register("nats");
+
+    let store_schema = SchemaName::new(schema)?;
+    let mut pg = PgSettings::new(database.url.expose_secret(), store_schema.clone());
+    pg.max_connections = database.max_connections;
+    let pool = trustmesh_store::connect(&pg).await?;
+    trustmesh_store::migrate(&pool, &store_schema, migrators).await?;
+    let bus_schema = trustmesh_bus::SchemaName::new(schema)?;
+    ensure_schema(&pool, &bus_schema).await?;
+    postgres_ready.set_ready();
+
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("trustmesh-{service}"))
+        .connect(nats.url.as_str())
+        .await?;
+    let jetstream = jetstream::new(client);
+    ensure_streams(&jetstream).await?;
+    nats_ready.set_ready();
+
+    let background = CancellationToken::new();
+    let stop_background = background.clone().drop_guard();
+    Ok(Foundations {
+        pool,
+        bus_schema,
+        jetstream,
+        background,
+        stop_background,
+    })
+}
+
+impl Foundations {
+    /// Loads the API-key cache from `tm_auth` (creating the bucket if missing), kept current by a
+    /// watch that runs until [`Self::background`] is cancelled.
+    ///
+    /// Registers the readiness dependency `tm_auth key cache` on `readiness` and marks it ready
+    /// once the cache is loaded.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::KeyStore`] when `tm_auth` cannot be opened or loaded.
+    pub async fn start_key_cache(
+        &self,
+        options: CacheOptions,
+        readiness: &Readiness,
+    ) -> Result<KeyCache, StartError> {
+        let keys_ready = readiness.register("tm_auth key cache");
+        let cache = KeyCache::start(&self.jetstream, options, self.background.clone()).await?;
+        keys_ready.set_ready();
+        Ok(cache)
+    }
+}
