@@ -2,7 +2,7 @@
 //! operator credential) on every call, a typed client per service, and the few multi-call steps
 //! every user repeats (uploading a CSV, waiting for a job, waiting for a deletion).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -18,8 +18,9 @@ use trustmesh_proto::v1::tenancy_service_client::TenancyServiceClient;
 use trustmesh_proto::v1::trust_service_client::TrustServiceClient;
 use trustmesh_proto::v1::upload_dataset_request::Payload;
 use trustmesh_proto::v1::{
-    CreateDatasetRequest, Dataset, DatasetFormat, Deletion, DeletionState, GetDeletionRequest, Job,
-    JobState, UploadDatasetRequest, UploadMetadata, WatchJobRequest,
+    CreateApiKeyRequest, CreateDatasetRequest, CreateTenantRequest, Dataset, DatasetFormat,
+    Deletion, DeletionState, GetDeletionRequest, Job, JobState, Scope, UploadDatasetRequest,
+    UploadMetadata, WatchJobRequest,
 };
 use trustmesh_runtime::{ExposeSecret as _, SecretString};
 
@@ -52,6 +53,7 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 #[derive(Debug, Clone)]
 pub struct Client {
     raw: Channel,
+    bearer: MetadataValue<Ascii>,
     channel: Authed,
 }
 
@@ -62,12 +64,7 @@ impl Client {
     ///
     /// The endpoint is invalid or unreachable, or the credential is not a valid header value.
     pub async fn connect(endpoint: &str, credential: &SecretString) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .with_context(|| format!("invalid endpoint {endpoint}"))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach {endpoint}"))?;
-        Self::with_channel(channel, credential)
+        Self::with_channel(channel_to(endpoint).await?, credential)
     }
 
     /// A client on an existing channel presenting `credential`.
@@ -80,10 +77,33 @@ impl Client {
             .parse()
             .context("the credential is not printable ASCII")?;
         bearer.set_sensitive(true);
-        Ok(Self {
+        Ok(Self::with_bearer(channel, bearer))
+    }
+
+    fn with_bearer(channel: Channel, bearer: MetadataValue<Ascii>) -> Self {
+        Self {
             raw: channel.clone(),
+            bearer: bearer.clone(),
             channel: InterceptedService::new(channel, Bearer(bearer)),
-        })
+        }
+    }
+
+    /// The same credential on a connection to `endpoint` (e.g. the mesh after a restart).
+    ///
+    /// # Errors
+    ///
+    /// The endpoint is invalid or unreachable.
+    pub async fn reconnect(&self, endpoint: &str) -> anyhow::Result<Self> {
+        Ok(Self::with_bearer(
+            channel_to(endpoint).await?,
+            self.bearer.clone(),
+        ))
+    }
+
+    /// The `authorization` header value this client sends (for raw calls).
+    #[must_use]
+    pub fn bearer(&self) -> &MetadataValue<Ascii> {
+        &self.bearer
     }
 
     /// The same connection presenting another credential.
@@ -129,6 +149,44 @@ impl Client {
     #[must_use]
     pub fn audit(&self) -> AuditServiceClient<Authed> {
         AuditServiceClient::new(self.channel.clone())
+    }
+
+    /// As the operator: creates tenant `tenant` and an API key of it with `scopes`, valid for
+    /// `lifetime`; returns the key's resource name and a client acting as the key (its secret is
+    /// shown once, here, and kept only in that client).
+    ///
+    /// # Errors
+    ///
+    /// The service's status (e.g. ALREADY_EXISTS for a tenant that exists).
+    pub async fn create_tenant_with_key(
+        &self,
+        tenant: &str,
+        display_name: &str,
+        scopes: &[Scope],
+        lifetime: Duration,
+    ) -> anyhow::Result<(String, Self)> {
+        self.tenancy()
+            .create_tenant(CreateTenantRequest {
+                tenant_id: tenant.to_owned(),
+                display_name: display_name.to_owned(),
+                ..CreateTenantRequest::default()
+            })
+            .await
+            .with_context(|| format!("creating tenant {tenant}"))?;
+        let key = self
+            .tenancy()
+            .create_api_key(CreateApiKeyRequest {
+                parent: format!("tenants/{tenant}"),
+                display_name: display_name.to_owned(),
+                scopes: scopes.iter().map(|&scope| scope.into()).collect(),
+                expire_time: Some(prost_types::Timestamp::from(SystemTime::now() + lifetime)),
+                ..CreateApiKeyRequest::default()
+            })
+            .await
+            .with_context(|| format!("creating an API key of {tenant}"))?
+            .into_inner();
+        let name = key.api_key.map(|k| k.name).unwrap_or_default();
+        Ok((name, self.as_credential(&SecretString::from(key.secret))?))
     }
 
     /// Creates dataset `display_name` under `tenants/{tenant}` and uploads `csv` into it (in 1 MiB
@@ -226,6 +284,14 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+async fn channel_to(endpoint: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(endpoint.to_owned())
+        .with_context(|| format!("invalid endpoint {endpoint}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {endpoint}"))
 }
 
 /// Whether a job in `state` will not change any more.

@@ -14,10 +14,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use trustmesh_proto::v1::{
-    AuditRecord, CreateApiKeyRequest, CreateTenantRequest, DeleteDatasetRequest, DeletionState,
-    GetDeletionCertificateRequest, GetReportRequest, IssueType, JobState,
-    ListCertificateSigningKeysRequest, ListEventsRequest, ListRowsRequest, Report, RowOrder, Scope,
-    StartAnalysisRequest, TaskType, VerifyLogRequest,
+    AuditRecord, DeleteDatasetRequest, DeletionState, GetDeletionCertificateRequest,
+    GetReportRequest, IssueType, JobState, ListCertificateSigningKeysRequest, ListEventsRequest,
+    ListRowsRequest, Report, RowOrder, Scope, StartAnalysisRequest, TaskType, VerifyLogRequest,
 };
 use trustmesh_runtime::{SecretString, ServerTls, TransportMode};
 
@@ -105,35 +104,18 @@ async fn walk_through(
     let admin = Client::connect(endpoint, operator).await?;
 
     // 1. The operator creates a tenant and an API key for it.
-    admin
-        .tenancy()
-        .create_tenant(CreateTenantRequest {
-            tenant_id: tenant.clone(),
-            display_name: "Demo Wines Ltd".to_owned(),
-            ..CreateTenantRequest::default()
-        })
-        .await
-        .context("creating the tenant")?;
-    let key = admin
-        .tenancy()
-        .create_api_key(CreateApiKeyRequest {
-            parent: format!("tenants/{tenant}"),
-            display_name: "demo".to_owned(),
-            scopes: vec![Scope::Admin.into()],
-            expire_time: Some(prost_types::Timestamp::from(
-                std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
-            )),
-            ..CreateApiKeyRequest::default()
-        })
-        .await
-        .context("creating an API key")?
-        .into_inner();
-    let key_name = key.api_key.map(|k| k.name).unwrap_or_default();
+    let (key_name, user) = admin
+        .create_tenant_with_key(
+            &tenant,
+            "Demo Wines Ltd",
+            &[Scope::Admin],
+            Duration::from_secs(24 * 3600),
+        )
+        .await?;
     writeln!(
         out,
         "1. Operator created tenant `{tenant}` and API key {key_name} (shown once, kept in memory)"
     )?;
-    let user = admin.as_credential(&SecretString::from(key.secret))?;
 
     // 2. Upload.
     let dataset = once_known(|| user.upload_csv(&tenant, "wine-noisy", DATASET.to_vec(), "row_id"))

@@ -1,5 +1,6 @@
 //! The `trustmesh` command line.
 
+mod audit;
 mod check;
 
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ struct Cli {
 /// The subcommands.
 #[derive(Subcommand)]
 enum Command {
+    /// Work with exported audit logs.
+    Audit(audit::AuditArgs),
     /// Find label errors, outliers, duplicates, ... in a CSV file, without the mesh.
     Check(check::CheckArgs),
     /// Start the whole mesh, upload a noisy dataset, show its issues, delete it with a
@@ -103,6 +106,12 @@ struct StandaloneArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Audit(args) => {
+            if !audit::run(&args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Check(args) => check::run(&args),
         Command::Demo(args) => {
             // The demo's own output tells the story; the mesh's dev-mode warnings would drown it.

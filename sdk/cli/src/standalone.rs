@@ -259,6 +259,9 @@ impl Standalone {
         let audit = trustmesh_audit::Settings {
             database: database(),
             nats: nats_settings(),
+            keys: trustmesh_audit::settings::KeySettings {
+                signing_key_file: keys.join("audit-signing.key"),
+            },
             ..Default::default()
         };
         components.push(in_service(

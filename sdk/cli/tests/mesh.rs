@@ -12,8 +12,8 @@ use tonic::Code;
 use trustmesh_cli::client::{Client, once_known};
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::{
-    AuditRecord, CreateApiKeyRequest, CreateTenantRequest, DeleteDatasetRequest, DeletionState,
-    GetDatasetRequest, GetDeletionCertificateRequest, GetReportRequest, IssueType, JobState,
+    AuditRecord, DeleteDatasetRequest, DeletionState, GetDatasetRequest,
+    GetDeletionCertificateRequest, GetReportRequest, IssueType, JobState,
     ListCertificateSigningKeysRequest, ListEventsRequest, ListRowsRequest, RowOrder, Scope,
     StartAnalysisRequest, TaskType, VerifyLogRequest,
 };
@@ -91,33 +91,12 @@ impl Mesh {
 
     /// Creates `tenant` and an admin key of it; returns a client acting as that key.
     async fn tenant_with_key(&self, tenant: &str) -> Client {
-        self.operator
-            .tenancy()
-            .create_tenant(CreateTenantRequest {
-                tenant_id: tenant.to_owned(),
-                display_name: tenant.to_owned(),
-                ..CreateTenantRequest::default()
-            })
+        let (_, user) = self
+            .operator
+            .create_tenant_with_key(tenant, tenant, &[Scope::Admin], Duration::from_secs(3600))
             .await
             .unwrap();
-        let key = self
-            .operator
-            .tenancy()
-            .create_api_key(CreateApiKeyRequest {
-                parent: format!("tenants/{tenant}"),
-                display_name: "e2e".to_owned(),
-                scopes: vec![Scope::Admin.into()],
-                expire_time: Some(prost_types::Timestamp::from(
-                    std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
-                )),
-                ..CreateApiKeyRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        self.operator
-            .as_credential(&SecretString::from(key.secret))
-            .unwrap()
+        user
     }
 
     /// Every directory the mesh and its servers write to.

@@ -10,8 +10,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use trustmesh_cli::client::{Client, once_known};
 use trustmesh_proto::v1::{
-    CreateApiKeyRequest, CreateTenantRequest, JobState, ListReportsRequest, Scope,
-    StartAnalysisRequest, TaskType, WatchJobRequest,
+    JobState, ListReportsRequest, Scope, StartAnalysisRequest, TaskType, WatchJobRequest,
 };
 use trustmesh_runtime::SecretString;
 use trustmesh_testkit::nats::NatsServer;
@@ -119,31 +118,10 @@ async fn a_job_survives_a_killed_mesh_and_completes_exactly_once() {
     let operator = Client::connect(&first.endpoint, &SecretString::from(OPERATOR))
         .await
         .unwrap();
-    operator
-        .tenancy()
-        .create_tenant(CreateTenantRequest {
-            tenant_id: "acme".to_owned(),
-            display_name: "acme".to_owned(),
-            ..CreateTenantRequest::default()
-        })
+    let (_, user) = operator
+        .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
         .await
         .unwrap();
-    let key = operator
-        .tenancy()
-        .create_api_key(CreateApiKeyRequest {
-            parent: "tenants/acme".to_owned(),
-            display_name: "restart".to_owned(),
-            scopes: vec![Scope::Admin.into()],
-            expire_time: Some(prost_types::Timestamp::from(
-                std::time::SystemTime::now() + Duration::from_secs(3600),
-            )),
-            ..CreateApiKeyRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let key = SecretString::from(key.secret);
-    let user = operator.as_credential(&key).unwrap();
     let dataset =
         once_known(|| user.upload_csv("acme", "synthetic", synthetic_csv(6000), "row_id"))
             .await
@@ -184,7 +162,7 @@ async fn a_job_survives_a_killed_mesh_and_completes_exactly_once() {
 
     // Start again on the same directory, database and NATS: the job completes.
     let second = spawn(data_dir.path(), &db, &nats).await;
-    let user = Client::connect(&second.endpoint, &key).await.unwrap();
+    let user = user.reconnect(&second.endpoint).await.unwrap();
     let done = tokio::time::timeout(
         Duration::from_secs(600),
         once_known(|| async {

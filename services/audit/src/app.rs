@@ -3,6 +3,9 @@
 //! and the consumers.
 //! [`Application`] hosts it on its own gRPC and admin listeners until shutdown.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -16,7 +19,9 @@ use trustmesh_store::{PgSettings, SchemaName};
 use crate::consumer::AuditWriter;
 use crate::deletion::DeletionResponder;
 use crate::grpc::AuditHandler;
+use crate::repo::{self, Checkpointer};
 use crate::settings::Settings;
+use crate::signing::CheckpointSigner;
 
 /// The audit service's migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -36,6 +41,9 @@ pub enum AppError {
     /// Streams or the consumer could not be ensured.
     #[error("JetStream setup failed")]
     JetStream(#[from] trustmesh_bus::SetupError),
+    /// The checkpoint signing key could not be loaded or created.
+    #[error("checkpoint signing key setup failed")]
+    SigningKey(#[from] crate::signing::SigningKeyError),
     /// `tm_auth` could not be loaded.
     #[error("key cache setup failed")]
     KeyStore(#[from] KeyStoreError),
@@ -100,6 +108,15 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     let consumer_ready = readiness.register("audit-events consumer");
     let deletion_ready = readiness.register("audit-deletion consumer");
 
+    let signer = Arc::new(CheckpointSigner::open_or_create(
+        &settings.keys.signing_key_file,
+    )?);
+    let checkpointer = Checkpointer {
+        signer: Arc::clone(&signer),
+        every_events: i64::try_from(settings.checkpoints.every_events).unwrap_or(i64::MAX),
+    };
+    let every_secs = settings.checkpoints.every_secs;
+
     let schema = SchemaName::new(SCHEMA)?;
     let mut pg = PgSettings::new(settings.database.url.expose_secret(), schema.clone());
     pg.max_connections = settings.database.max_connections;
@@ -130,18 +147,25 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         pull,
         &AUDIT_EVENTS,
         publisher.clone(),
-        AuditWriter { pool: pool.clone() },
+        AuditWriter {
+            pool: pool.clone(),
+            checkpointer: checkpointer.clone(),
+        },
     );
     consumer_ready.set_ready();
     let deletion = ConsumerRunner::new(
         deletion_pull,
         &AUDIT_DELETION,
         publisher.clone(),
-        DeletionResponder { publisher },
+        DeletionResponder {
+            publisher: publisher.clone(),
+        },
     );
     deletion_ready.set_ready();
+    let publisher_for_audit = publisher;
 
-    let audit = AuditServiceServer::new(AuditHandler::new(pool));
+    let timer_pool = pool.clone();
+    let audit = AuditServiceServer::new(AuditHandler::new(pool, signer, publisher_for_audit));
     let authenticator = Authenticator::new(cache);
     Ok(Component::new(SCHEMA)
         .service(move |grpc| grpc.add_service(InterceptedService::new(audit, authenticator)))
@@ -153,5 +177,40 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         .task("deletion consumer", Some(deletion_ready), move |shutdown| {
             deletion.run(shutdown)
         })
+        .infallible_task("audit checkpoints", move |shutdown| {
+            checkpoint_timer(timer_pool, checkpointer, every_secs, shutdown)
+        })
         .cancel_on_exit(background))
+}
+
+/// Every second, signs a checkpoint at the head of each chain whose newest events have waited
+/// `every_secs` since its last checkpoint; a failed round is logged and retried on the next tick.
+async fn checkpoint_timer(
+    pool: sqlx::PgPool,
+    checkpointer: Checkpointer,
+    every_secs: u64,
+    shutdown: CancellationToken,
+) {
+    let tick = Duration::from_secs(every_secs.min(1));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    #[allow(clippy::cast_precision_loss)]
+    let every = every_secs as f64;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match repo::checkpoint_due(&pool, &checkpointer, every).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                audit.checkpoints = n,
+                "Time-based audit checkpoints signed."
+            ),
+            Err(error) => tracing::warn!(
+                error.cause_chain = %trustmesh_runtime::cause_chain(&error),
+                "Could not sign the due audit checkpoints; retrying."
+            ),
+        }
+    }
 }

@@ -140,7 +140,7 @@ pub(crate) fn timestamp(t: OffsetDateTime) -> Timestamp {
     }
 }
 
-fn actor_type_name(value: i32) -> &'static str {
+pub(crate) fn actor_type_name(value: i32) -> &'static str {
     match ActorType::try_from(value).unwrap_or(ActorType::Unspecified) {
         ActorType::Unspecified => "",
         ActorType::ApiKey => "api_key",
@@ -152,7 +152,7 @@ fn actor_type_name(value: i32) -> &'static str {
 }
 
 /// The API outcome of a stored event outcome.
-fn outcome(value: i32) -> AuditOutcome {
+pub(crate) fn outcome(value: i32) -> AuditOutcome {
     match Outcome::try_from(value).unwrap_or(Outcome::Unspecified) {
         Outcome::Unspecified => AuditOutcome::Unspecified,
         Outcome::Allowed => AuditOutcome::Allowed,
@@ -197,6 +197,81 @@ impl EventRow {
             records_affected: u64::try_from(f.records_affected).unwrap_or(0),
             prev_hash: hex::encode(&self.prev_hash),
             hash: hex::encode(&self.hash),
+        }
+    }
+}
+
+/// A stored signed checkpoint of a tenant's chain.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct CheckpointRow {
+    pub(crate) sequence: i64,
+    pub(crate) hash: Vec<u8>,
+    pub(crate) signed_at: OffsetDateTime,
+    pub(crate) key_id: String,
+    pub(crate) signature: Vec<u8>,
+}
+
+/// The canonical bytes a checkpoint signature covers:
+/// `trustmesh.audit.checkpoint.v1\n{tenant}\n{sequence}\n{hex hash}\n{unix micros}\n`.
+pub(crate) fn checkpoint_message(
+    tenant: &str,
+    sequence: i64,
+    hash: &[u8],
+    signed_at: OffsetDateTime,
+) -> Vec<u8> {
+    let micros = signed_at.unix_timestamp_nanos() / 1000;
+    format!(
+        "trustmesh.audit.checkpoint.v1\n{tenant}\n{sequence}\n{}\n{micros}\n",
+        hex::encode(hash)
+    )
+    .into_bytes()
+}
+
+/// The failure reason of a log that ends at `last` behind a checkpoint at `checkpoint`.
+pub(crate) fn truncated(checkpoint: i64, last: i64) -> String {
+    format!("TRUNCATED: checkpoint at {checkpoint} but the log ends at {last}")
+}
+
+/// `t` truncated to the microsecond (Postgres' precision), so a stored time signs as it was signed.
+pub(crate) fn to_micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+        .unwrap_or(t)
+}
+
+impl CheckpointRow {
+    /// Why this checkpoint of `tenant` is bad, given the chain hash at its sequence (`None` when
+    /// that event is missing) and the known public keys `(key id, raw key)`.
+    pub(crate) fn fault(
+        &self,
+        tenant: &str,
+        chain_hash: Option<&[u8]>,
+        keys: &[(&str, &[u8])],
+    ) -> Option<String> {
+        let Some((_, public)) = keys.iter().find(|(id, _)| *id == self.key_id) else {
+            return Some(format!("CHECKPOINT_KEY_UNKNOWN: {}", self.key_id));
+        };
+        let message = checkpoint_message(tenant, self.sequence, &self.hash, self.signed_at);
+        if !crate::signing::verify(public, &message, &self.signature) {
+            return Some("CHECKPOINT_SIGNATURE".to_owned());
+        }
+        match chain_hash {
+            Some(hash) if hash == self.hash.as_slice() => None,
+            Some(_) => Some("CHECKPOINT_MISMATCH".to_owned()),
+            None => Some(format!(
+                "TRUNCATED: checkpoint at {} but the event is missing",
+                self.sequence
+            )),
+        }
+    }
+
+    /// The API message of this checkpoint.
+    pub(crate) fn to_proto(&self) -> trustmesh_proto::v1::AuditCheckpoint {
+        trustmesh_proto::v1::AuditCheckpoint {
+            sequence: u64::try_from(self.sequence).unwrap_or(0),
+            hash: hex::encode(&self.hash),
+            time: Some(timestamp(self.signed_at)),
+            signature: self.signature.clone(),
+            key_id: self.key_id.clone(),
         }
     }
 }

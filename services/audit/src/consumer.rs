@@ -6,12 +6,13 @@ use trustmesh_bus::{Delivery, Handler, HandlerError};
 use trustmesh_proto::events::v1::AuditEvent;
 
 use crate::chain::EventFields;
-use crate::repo::{self, Appended};
+use crate::repo::{self, Appended, Checkpointer};
 
 /// Appends delivered audit events to the per-tenant chains.
 #[derive(Debug, Clone)]
 pub(crate) struct AuditWriter {
     pub(crate) pool: PgPool,
+    pub(crate) checkpointer: Checkpointer,
 }
 
 impl AuditWriter {
@@ -29,7 +30,7 @@ impl AuditWriter {
             ));
         }
         let fields = EventFields::from_event(&event).map_err(HandlerError::poison)?;
-        match repo::append(&self.pool, tenant, &fields).await? {
+        match repo::append(&self.pool, &self.checkpointer, tenant, &fields).await? {
             Appended::At(sequence) => tracing::debug!(
                 tenant.id = tenant,
                 audit.sequence = sequence,

@@ -28,6 +28,20 @@ pub enum AuditError {
     Database(#[from] sqlx::Error),
 }
 
+impl AuditError {
+    /// A short machine-readable reason for the audit log (UPPER_SNAKE).
+    #[must_use]
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::Auth(error) => error.reason(),
+            Self::Page(_) => "INVALID_PAGE",
+            Self::InvalidArgument { .. } => "INVALID_ARGUMENT",
+            Self::NotAvailable(_) => "NOT_AVAILABLE",
+            Self::Database(_) => "INTERNAL",
+        }
+    }
+}
+
 impl From<AuditError> for Status {
     fn from(error: AuditError) -> Self {
         match error {

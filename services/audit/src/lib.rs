@@ -16,19 +16,25 @@
 //! - `grpc.rs`: the `AuditService` handler.
 //! - `error.rs`: [`AuditError`] and its one mapping to `tonic::Status`.
 //!
-//! Signed checkpoints and `ExportEvents` arrive with the audit-log issue; `ExportEvents` answers
-//! FAILED_PRECONDITION until then.
+//! Every `checkpoints.every_events` events, or `checkpoints.every_secs` after the last checkpoint
+//! when there are new events, the chain head is signed (Ed25519, `signing.rs`) into a checkpoint.
+//! `VerifyLog` checks chain and checkpoints; `ExportEvents` streams the chain and its checkpoints as
+//! JSON Lines, which [`verify_export`] (and `trustmesh audit verify`) checks offline.
 
 mod app;
 mod chain;
 mod consumer;
 mod deletion;
 mod error;
+mod export;
 mod grpc;
 mod repo;
 pub mod settings;
+mod signing;
 
 pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use error::AuditError;
+pub use export::{ExportFailure, VerifiedExport, parse_public_key, verify_export};
 pub use grpc::AuditHandler;
 pub use settings::Settings;
+pub use signing::{ALGORITHM, SigningKeyError, key_id};

@@ -1,9 +1,57 @@
 //! The `audit` schema: the chain heads and the append-only events table.
 
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use std::sync::Arc;
+
+use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use time::OffsetDateTime;
 
-use crate::chain::{EventFields, EventRow, GENESIS};
+use crate::chain::{CheckpointRow, EventFields, EventRow, GENESIS, checkpoint_message, to_micros};
+use crate::signing::CheckpointSigner;
+
+/// Signs checkpoints: every `every_events` events (in [`append`]) and on a timer ([`checkpoint_due`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Checkpointer {
+    pub(crate) signer: Arc<CheckpointSigner>,
+    pub(crate) every_events: i64,
+}
+
+impl Checkpointer {
+    /// Signs and stores a checkpoint of `tenant` at `sequence` / `hash` within `tx`, and records it
+    /// as the chain's last checkpoint (the head row must be locked by `tx`).
+    async fn write(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &str,
+        sequence: i64,
+        hash: &[u8],
+    ) -> Result<(), sqlx::Error> {
+        let signed_at = to_micros(OffsetDateTime::now_utc());
+        let signature = self
+            .signer
+            .sign(&checkpoint_message(tenant, sequence, hash, signed_at));
+        sqlx::query(
+            "INSERT INTO checkpoints (tenant, sequence, hash, signed_at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(sequence)
+        .bind(hash)
+        .bind(signed_at)
+        .bind(self.signer.key_id())
+        .bind(signature.as_slice())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE chain_heads SET checkpointed_sequence = $2, checkpointed_at = $3 WHERE tenant = $1",
+        )
+        .bind(tenant)
+        .bind(sequence)
+        .bind(signed_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
 
 const ROW_COLUMNS: &str = "sequence, event_id, occurred_at, producer, meta_request_id, actor_type, actor_id, \
      on_behalf_of, action, resource, outcome, grpc_code, reason, request_id, trace_id, source_ip, \
@@ -22,6 +70,7 @@ pub(crate) enum Appended {
 /// appends to one chain are serialized and the sequence has no gap.
 pub(crate) async fn append(
     pool: &PgPool,
+    checkpointer: &Checkpointer,
     tenant: &str,
     fields: &EventFields,
 ) -> Result<Appended, sqlx::Error> {
@@ -33,11 +82,12 @@ pub(crate) async fn append(
     .bind(GENESIS.as_slice())
     .execute(&mut *tx)
     .await?;
-    let (sequence, prev): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT sequence, hash FROM chain_heads WHERE tenant = $1 FOR UPDATE")
-            .bind(tenant)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (sequence, prev, checkpointed): (i64, Vec<u8>, i64) = sqlx::query_as(
+        "SELECT sequence, hash, checkpointed_sequence FROM chain_heads WHERE tenant = $1 FOR UPDATE",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *tx)
+    .await?;
     let stored: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM events WHERE tenant = $1 AND event_id = $2)",
     )
@@ -87,6 +137,11 @@ pub(crate) async fn append(
         .bind(hash.as_slice())
         .execute(&mut *tx)
         .await?;
+    if next - checkpointed >= checkpointer.every_events {
+        checkpointer
+            .write(&mut tx, tenant, next, hash.as_slice())
+            .await?;
+    }
     tx.commit().await?;
     Ok(Appended::At(next))
 }
@@ -212,4 +267,56 @@ pub(crate) async fn head(pool: &PgPool, tenant: &str) -> Result<(i64, Vec<u8>), 
             .fetch_optional(pool)
             .await?;
     Ok(head.unwrap_or((0, GENESIS.to_vec())))
+}
+
+/// Signs a checkpoint at the head of every chain with events after its last checkpoint that is at
+/// least `every_secs` old; returns how many were written.
+pub(crate) async fn checkpoint_due(
+    pool: &PgPool,
+    checkpointer: &Checkpointer,
+    every_secs: f64,
+) -> Result<usize, sqlx::Error> {
+    let due: Vec<String> = sqlx::query_scalar(
+        "SELECT tenant FROM chain_heads WHERE sequence > checkpointed_sequence
+           AND checkpointed_at <= now() - make_interval(secs => $1)",
+    )
+    .bind(every_secs)
+    .fetch_all(pool)
+    .await?;
+    let mut written = 0;
+    for tenant in due {
+        let mut tx = pool.begin().await?;
+        let (sequence, hash, checkpointed): (i64, Vec<u8>, i64) = sqlx::query_as(
+            "SELECT sequence, hash, checkpointed_sequence FROM chain_heads WHERE tenant = $1 FOR UPDATE",
+        )
+        .bind(&tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+        if sequence > checkpointed {
+            checkpointer
+                .write(&mut tx, &tenant, sequence, &hash)
+                .await?;
+            written += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(written)
+}
+
+/// `tenant`'s checkpoints with sequences in `from..=to`, by sequence.
+pub(crate) async fn checkpoints(
+    pool: &PgPool,
+    tenant: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<CheckpointRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT sequence, hash, signed_at, key_id, signature FROM checkpoints
+         WHERE tenant = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence",
+    )
+    .bind(tenant)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
 }

@@ -1,0 +1,292 @@
+//! Isolation and audit coverage from the API itself: every RPC of every trustmesh service whose
+//! request names a tenant's resource is called, from the descriptors alone, by another tenant's
+//! key. Each call must answer NOT_FOUND (exactly what a resource that does not exist gets) and land
+//! exactly one DENIED event in the owning tenant's audit log.
+
+use std::time::Duration;
+
+use bytes::{Buf as _, BufMut as _};
+use prost::Message as _;
+use prost_types::field_descriptor_proto::Type;
+use prost_types::{DescriptorProto, FileDescriptorSet, MethodDescriptorProto};
+use tokio_util::sync::CancellationToken;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+use trustmesh_cli::client::Client;
+use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
+use trustmesh_proto::v1::{AuditOutcome, AuditRecord, ListEventsRequest, Scope};
+use trustmesh_runtime::SecretString;
+use trustmesh_testkit::nats::NatsServer;
+use trustmesh_testkit::postgres::TestDatabase;
+
+/// Passes encoded messages through untouched.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// A length-delimited field `number` holding `bytes`.
+fn field(number: i32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(
+        u32::try_from(number).unwrap(),
+        prost::encoding::WireType::LengthDelimited,
+        &mut out,
+    );
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// The fields that name the resource a request acts on.
+const RESOURCE_FIELDS: [&str; 3] = ["name", "parent", "dataset"];
+
+/// A request of type `message` naming `resource`, or `None` if it names no tenant resource
+/// (looking one level into a `metadata` message, as the upload's first message has it).
+fn request_naming(
+    types: &[(String, DescriptorProto)],
+    message: &str,
+    resource: &str,
+) -> Option<Vec<u8>> {
+    let (_, descriptor) = types.iter().find(|(name, _)| name == message)?;
+    if let Some(f) = descriptor
+        .field
+        .iter()
+        .find(|f| RESOURCE_FIELDS.contains(&f.name()) && f.r#type() == Type::String)
+    {
+        return Some(field(f.number(), resource.as_bytes()));
+    }
+    let nested = descriptor
+        .field
+        .iter()
+        .find(|f| f.name() == "metadata" && f.r#type() == Type::Message)?;
+    let inner = request_naming(types, nested.type_name(), resource)?;
+    Some(field(nested.number(), &inner))
+}
+
+/// Calls `method` of `service` with `body`, streaming as the method does; returns the status.
+async fn call(
+    channel: &Channel,
+    bearer: &MetadataValue<tonic::metadata::Ascii>,
+    service: &str,
+    method: &MethodDescriptorProto,
+    body: Vec<u8>,
+) -> Status {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path = PathAndQuery::try_from(format!("/{service}/{}", method.name())).unwrap();
+    let result = match (method.client_streaming(), method.server_streaming()) {
+        (false, false) => grpc
+            .unary(authorize(bearer, Request::new(body)), path, Raw)
+            .await
+            .map(drop),
+        (false, true) => match grpc
+            .server_streaming(authorize(bearer, Request::new(body)), path, Raw)
+            .await
+        {
+            Ok(response) => response.into_inner().message().await.map(drop),
+            Err(status) => Err(status),
+        },
+        (true, _) => grpc
+            .client_streaming(
+                authorize(bearer, Request::new(futures::stream::iter(vec![body]))),
+                path,
+                Raw,
+            )
+            .await
+            .map(drop),
+    };
+    result
+        .err()
+        .unwrap_or_else(|| Status::ok("the call succeeded"))
+}
+
+fn authorize<T>(
+    bearer: &MetadataValue<tonic::metadata::Ascii>,
+    mut request: Request<T>,
+) -> Request<T> {
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    request
+}
+
+async fn events_of(user: &Client, tenant: &str) -> Vec<AuditRecord> {
+    let mut events = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = user
+            .audit()
+            .list_events(ListEventsRequest {
+                parent: format!("tenants/{tenant}"),
+                page_size: 1000,
+                page_token,
+                ..ListEventsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Waits until `tenant`'s log has more than `known` events and stays put for a moment.
+async fn settled(user: &Client, tenant: &str, known: usize) -> Vec<AuditRecord> {
+    let mut events = events_of(user, tenant).await;
+    for _ in 0..50 {
+        if events.len() > known {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        events = events_of(user, tenant).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    events_of(user, tenant).await
+}
+
+#[tokio::test]
+async fn every_tenant_rpc_denied_to_another_tenant_lands_one_event_in_the_owners_log() {
+    let nats = NatsServer::start().await;
+    let db = TestDatabase::create().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut settings = StandaloneSettings::new(
+        data_dir.path().to_owned(),
+        SecretString::from(db.url().to_owned()),
+    );
+    settings.grpc.bind.set_port(0);
+    settings.admin.bind.set_port(0);
+    settings.nats = NatsSource::Url(nats.url());
+    let mesh = Standalone::build(settings).await.unwrap();
+    let endpoint = format!("http://{}", mesh.grpc_addr());
+    let operator = Client::connect(&endpoint, mesh.operator_credential())
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let _running = tokio::spawn(mesh.run_until_stopped(shutdown.clone()));
+
+    let (_, acme) = operator
+        .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let (_, beta) = operator
+        .create_tenant_with_key("beta", "beta", &[Scope::Admin], Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let intruder = beta.bearer().clone();
+    // Both keys have reached every service's cache once acme can read its own log.
+    let mut known = trustmesh_cli::client::once_known(|| async {
+        acme.audit()
+            .list_events(ListEventsRequest {
+                parent: "tenants/acme".to_owned(),
+                ..ListEventsRequest::default()
+            })
+            .await
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .events
+    .len();
+    known = settled(&acme, "acme", known.saturating_sub(1)).await.len();
+
+    let set = FileDescriptorSet::decode(trustmesh_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let types: Vec<(String, DescriptorProto)> = set
+        .file
+        .iter()
+        .flat_map(|file| {
+            file.message_type
+                .iter()
+                .map(move |m| (format!(".{}.{}", file.package(), m.name()), m.clone()))
+        })
+        .collect();
+    let channel = Channel::from_shared(endpoint)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let resource = "tenants/acme/datasets/0190b2c4-0000-7000-8000-000000000000";
+    let mut checked = Vec::new();
+    let mut missing = Vec::new();
+    for file in set.file.iter().filter(|f| f.package() == "trustmesh.v1") {
+        for service in &file.service {
+            let service_name = format!("{}.{}", file.package(), service.name());
+            for method in &service.method {
+                let Some(body) = request_naming(&types, method.input_type(), resource) else {
+                    continue;
+                };
+                let status = call(&channel, &intruder, &service_name, method, body).await;
+                let events = settled(&acme, "acme", known).await;
+                let new: Vec<&AuditRecord> = events[known.min(events.len())..].iter().collect();
+                let label = format!("{service_name}/{}", method.name());
+                // Another tenant's resource looks exactly like one that does not exist.
+                if status.code() != tonic::Code::NotFound
+                    || new.len() != 1
+                    || new[0].outcome() != AuditOutcome::Denied
+                {
+                    missing.push(format!(
+                        "{label}: {:?} {:?} -> {:?}",
+                        status.code(),
+                        status.message(),
+                        new.iter()
+                            .map(|e| (e.action.as_str(), e.outcome().as_str_name()))
+                            .collect::<Vec<_>>()
+                    ));
+                }
+                known = events.len();
+                checked.push(label);
+            }
+        }
+    }
+    assert!(
+        checked.len() >= 30,
+        "only {} methods checked: {checked:?}",
+        checked.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} of {} calls:\n{}",
+        missing.len(),
+        checked.len(),
+        missing.join("\n")
+    );
+    shutdown.cancel();
+}
