@@ -149,12 +149,13 @@ pub async fn component(
         Some(operator) => Authenticator::new(cache).with_operator(operator),
         None => Authenticator::new(cache),
     };
-    let publisher = Publisher::new(jetstream);
+    let publisher = Publisher::new(jetstream.clone());
 
     let outbox = Outbox::new(&bus_schema);
     let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
     let deletions = Deletions::new(
         pool,
+        jetstream,
         outbox,
         signer,
         Policy {

@@ -31,6 +31,9 @@ pub enum DeletionError {
     /// Stored data is inconsistent (corruption or a bug).
     #[error("stored data is corrupt: {0}")]
     Corrupt(&'static str),
+    /// Purging a tenant's messages from JetStream failed (retried).
+    #[error("JetStream purge failed: {0}")]
+    Purge(String),
 }
 
 impl DeletionError {
@@ -43,7 +46,7 @@ impl DeletionError {
             Self::RequestIdReused => Code::AlreadyExists,
             Self::NotFound => Code::NotFound,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::Database(_) | Self::Outbox(_) => Code::Unavailable,
+            Self::Database(_) | Self::Outbox(_) | Self::Purge(_) => Code::Unavailable,
             Self::Corrupt(_) => Code::Internal,
         }
     }
@@ -60,6 +63,7 @@ impl DeletionError {
             Self::Database(_) => "DATABASE",
             Self::Outbox(_) => "OUTBOX",
             Self::Corrupt(_) => "CORRUPT",
+            Self::Purge(_) => "PURGE",
         }
     }
 }
@@ -73,7 +77,10 @@ impl From<DeletionError> for Status {
             | DeletionError::RequestIdReused
             | DeletionError::NotFound
             | DeletionError::FailedPrecondition(_) => Status::new(code, error.to_string()),
-            DeletionError::Database(_) | DeletionError::Outbox(_) | DeletionError::Corrupt(_) => {
+            DeletionError::Database(_)
+            | DeletionError::Outbox(_)
+            | DeletionError::Purge(_)
+            | DeletionError::Corrupt(_) => {
                 tracing::error!(error.cause_chain = %cause_chain(&error), "A request failed on an internal error.");
                 let message = if code == Code::Unavailable {
                     "the service is temporarily unavailable; retry later"

@@ -862,3 +862,106 @@ async fn calls_without_a_valid_credential_are_unauthenticated_and_change_nothing
     assert!(app.get(&job.output).await.is_ok());
     app.stop().await
 }
+
+#[tokio::test]
+async fn a_tenant_deletion_purges_the_tenants_messages_from_every_stream_but_the_audit_log()
+-> Result<()> {
+    let mut app = TestApp::spawn(settings(&["ingest"])).await?;
+    // Messages of the tenant and of another one, as the other services would have published them.
+    for subject in [
+        "tm.gamma.dataset.ingested",
+        "tm.gamma.dataset.ingested",
+        "tm.gamma.dlq.analysis-requested",
+        "tm.gamma.audit.ingest",
+        "tm.other.dataset.ingested",
+    ] {
+        app.jetstream
+            .publish(subject, "ids only".into())
+            .await?
+            .await?;
+    }
+    let job = app
+        .operator()
+        .delete_tenant(DeleteTenantRequest {
+            name: "tenants/gamma".to_owned(),
+            reason: "offboarding".to_owned(),
+            confirm_tenant_id: "gamma".to_owned(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let deletion = job.output;
+    app.wait_messages("TM_DELETION", "tm.gamma.deletion.requested", 1)
+        .await?;
+    app.receipt(
+        "gamma",
+        &deletion,
+        ev::DeletionScope::Tenant,
+        "ingest",
+        false,
+    )
+    .await?;
+    let done = app
+        .wait_for(&deletion, |d| d.state() != DeletionState::InProgress)
+        .await?;
+    assert_eq!(done.state(), DeletionState::Completed, "{done:?}");
+
+    // The deletion service's own receipt: what it purged, stream by stream; no residue.
+    let purge = done
+        .receipts
+        .iter()
+        .find(|r| r.service == "deletion")
+        .context("the purge receipt")?;
+    assert_eq!(
+        purge.deleted.get("stream:TM_DATASET"),
+        Some(&2),
+        "{purge:?}"
+    );
+    assert_eq!(purge.deleted.get("stream:TM_DLQ"), Some(&1), "{purge:?}");
+    // The request and the ingest receipt (their content is in the certificate).
+    assert!(purge.deleted["stream:TM_DELETION"] >= 2, "{purge:?}");
+    assert!(!purge.deleted.contains_key("stream:TM_AUDIT"), "{purge:?}");
+    assert!(
+        !purge.residue_found && purge.residue.is_empty(),
+        "{purge:?}"
+    );
+    let certificate = app
+        .operator()
+        .get_deletion_certificate(GetDeletionCertificateRequest {
+            name: format!("{deletion}/certificate"),
+        })
+        .await?
+        .into_inner();
+    let document: serde_json::Value = serde_json::from_slice(&certificate.certificate)?;
+    let receipt = document["receipts"]
+        .as_array()
+        .context("receipts")?
+        .iter()
+        .find(|r| r["service"] == "deletion")
+        .context("the purge receipt in the certificate")?;
+    assert_eq!(receipt["deleted"]["stream:TM_DATASET"], 2, "{document}");
+
+    // What is left: the audit log, the completion, and the other tenant's messages.
+    app.wait_messages("TM_DELETION", "tm.gamma.deletion.completed", 1)
+        .await?;
+    for (stream, subject, expected) in [
+        ("TM_DATASET", "tm.gamma.dataset.>", 0),
+        ("TM_DLQ", "tm.gamma.dlq.>", 0),
+        ("TM_DELETION", "tm.gamma.deletion.requested", 0),
+        ("TM_DELETION", "tm.gamma.deletion.receipt", 0),
+        ("TM_DELETION", "tm.gamma.deletion.completed", 1),
+        // No job updates of a tenant deletion: they would only be deliveries to its webhooks.
+        ("TM_JOB", "tm.gamma.job.>", 0),
+        ("TM_AUDIT", "tm.gamma.audit.ingest", 1),
+        ("TM_DATASET", "tm.other.dataset.>", 1),
+    ] {
+        let found = app.messages(stream, subject).await?.len();
+        assert_eq!(found, expected, "{subject} in {stream}");
+    }
+    assert!(
+        !app.messages("TM_AUDIT", "tm.gamma.audit.deletion")
+            .await?
+            .is_empty()
+    );
+    app.stop().await
+}

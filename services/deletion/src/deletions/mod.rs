@@ -1,5 +1,6 @@
 //! Deletions: the gRPC API (`grpc.rs`), the workflow (`service.rs`), the receipt consumer
-//! (`receipts.rs`), the sweeper for late receipts (`sweeper.rs`), the tables (`repo.rs`) and the
+//! (`receipts.rs`), the sweeper for late receipts (`sweeper.rs`), the
+//! tenant's JetStream purge (`streams.rs`), the tables (`repo.rs`) and the
 //! row/API model (`model.rs`).
 
 pub(crate) mod grpc;
@@ -7,4 +8,5 @@ pub(crate) mod model;
 pub(crate) mod receipts;
 pub(crate) mod repo;
 pub(crate) mod service;
+pub(crate) mod streams;
 pub(crate) mod sweeper;

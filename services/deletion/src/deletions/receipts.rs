@@ -17,6 +17,7 @@ fn classify(error: DeletionError) -> HandlerError {
     match error {
         DeletionError::Database(e) => HandlerError::from(e),
         DeletionError::Outbox(e) => HandlerError::from(e),
+        DeletionError::Purge(reason) => HandlerError::retryable(reason),
         e @ (DeletionError::InvalidArgument(_)
         | DeletionError::Denied(_)
         | DeletionError::RequestIdReused

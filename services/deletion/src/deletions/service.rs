@@ -3,10 +3,16 @@
 //! reported residue, fails the deletion); the sweeper re-publishes requests whose receipts are late
 //! and fails them, naming the silent services, once the retries are spent. Every state change and
 //! its events (outbox) commit in one transaction.
+//!
+//! A TENANT-scope deletion with all its receipts first purges the tenant's messages from every
+//! JetStream stream but `TM_AUDIT` (`streams.rs`) and records that as the deletion service's own
+//! receipt (`deletion`: `stream:<NAME>` → messages purged, residue → messages left), which the
+//! certificate states next to the other services' receipts.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use async_nats::jetstream;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use trustmesh_bus::Outbox;
@@ -19,6 +25,7 @@ use uuid::Uuid;
 
 use super::model::{DeletionRow, ReceiptRow, Scope, State, certificate_name, parse_deletion_name};
 use super::repo::{self, CertificateRow, NewDeletion, NewReceipt, SigningKeyRow};
+use super::streams;
 use crate::certificate::{self, CertificateSigner, DeletionFacts};
 use crate::error::DeletionError;
 
@@ -91,6 +98,7 @@ pub(crate) struct Deletions {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
+    jetstream: jetstream::Context,
     outbox: Outbox,
     signer: CertificateSigner,
     policy: Policy,
@@ -119,6 +127,14 @@ fn meta(tenant: &str, request_id: Option<&str>) -> (Uuid, ev::EventMeta) {
     (event_id, meta)
 }
 
+/// Whether `receipt` counts for `row`'s outcome and certificate: an expected service's, or the
+/// deletion service's own (the stream purge of a TENANT-scope deletion). Receipts from elsewhere are
+/// refused as unexpected before they are stored, so `deletion` is only ever this service's.
+fn counts(row: &DeletionRow, receipt: &ReceiptRow) -> bool {
+    row.expected_services.contains(&receipt.service)
+        || receipt.service == Service::Deletion.as_str()
+}
+
 fn tenant_of(row: &DeletionRow) -> Result<TenantId, DeletionError> {
     TenantId::parse(row.tenant.as_str()).map_err(|_| DeletionError::Corrupt("tenant id"))
 }
@@ -126,6 +142,7 @@ fn tenant_of(row: &DeletionRow) -> Result<TenantId, DeletionError> {
 impl Deletions {
     pub(crate) fn new(
         pool: PgPool,
+        jetstream: jetstream::Context,
         outbox: Outbox,
         signer: CertificateSigner,
         policy: Policy,
@@ -134,6 +151,7 @@ impl Deletions {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                jetstream,
                 outbox,
                 signer,
                 policy,
@@ -288,6 +306,7 @@ impl Deletions {
                 | DeletionError::FailedPrecondition(_)
                 | DeletionError::Database(_)
                 | DeletionError::Outbox(_)
+                | DeletionError::Purge(_)
                 | DeletionError::Corrupt(_) => ev::Outcome::Error,
             };
             entry.grpc_code = error.code() as i32;
@@ -358,14 +377,18 @@ impl Deletions {
             tx.commit().await?;
             return Ok(ReceiptOutcome::Late);
         }
-        let receipts = repo::receipts(&mut tx, id).await?;
+        let mut receipts = repo::receipts(&mut tx, id).await?;
         if !row.missing(&receipts).is_empty() {
             tx.commit().await?;
             return Ok(ReceiptOutcome::Recorded);
         }
+        if row.scope() == Scope::Tenant {
+            self.purge_streams(&mut tx, &row, tenant).await?;
+            receipts = repo::receipts(&mut tx, id).await?;
+        }
         let with_residue: Vec<&str> = receipts
             .iter()
-            .filter(|r| r.residue_found && row.expected_services.contains(&r.service))
+            .filter(|r| r.residue_found && counts(&row, r))
             .map(|r| r.service.as_str())
             .collect();
         let (outcome, job_state) = if with_residue.is_empty() {
@@ -436,6 +459,39 @@ impl Deletions {
         Ok(due.len())
     }
 
+    /// Purges `tenant`'s messages from every stream but `TM_AUDIT` and records the counts as the
+    /// deletion service's own receipt (once: a retry after a failed commit purges again, finding
+    /// what an earlier attempt left, and records that).
+    async fn purge_streams(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        row: &DeletionRow,
+        tenant: &TenantId,
+    ) -> Result<(), DeletionError> {
+        let purged = streams::purge_tenant(&self.inner.jetstream, tenant).await?;
+        tracing::info!(
+            tenant.id = row.tenant,
+            deletion.id = %row.id,
+            deletion.purged = ?purged.purged,
+            deletion.residue = ?purged.residue,
+            "The tenant's stream messages were purged."
+        );
+        repo::insert_receipt(
+            tx,
+            row.id,
+            NewReceipt {
+                service: Service::Deletion.as_str(),
+                residue_found: !purged.residue.is_empty(),
+                deleted: purged.purged,
+                residue: purged.residue,
+                deks_destroyed: 0,
+                complete_time: now(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn complete(
         &self,
         tx: &mut Transaction<'static, Postgres>,
@@ -445,7 +501,7 @@ impl Deletions {
         let now = now();
         let facts: Vec<_> = receipts
             .iter()
-            .filter(|r| row.expected_services.contains(&r.service))
+            .filter(|r| counts(row, r))
             .map(ReceiptRow::facts)
             .collect();
         let name = row.name();
@@ -555,6 +611,13 @@ impl Deletions {
         row: &DeletionRow,
         receipts: &[ReceiptRow],
     ) -> Result<(), DeletionError> {
+        // NOTE: a TENANT-scope deletion's job updates would only become deliveries to the tenant's
+        // webhooks (the notifier is their one consumer), which the deletion removes: published,
+        // they would leave records of the deleted tenant behind (the notifier may record one after
+        // its own deletion ran). Only a failure, which leaves the tenant in place, is published.
+        if row.scope() == Scope::Tenant && row.state() != State::Failed {
+            return Ok(());
+        }
         let tenant = tenant_of(row)?;
         let job = row.job(receipts);
         let subject = Subject::job_updated(&tenant);

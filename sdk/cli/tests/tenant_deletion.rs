@@ -1,0 +1,605 @@
+//! Issue 8, deletion with proof, end to end on the standalone mesh (local object directory): tenant
+//! `acme` uploads data holding a canary (raw, hex and base64), analyses it, deletes one dataset
+//! (its other dataset stays byte for byte), then the operator deletes the tenant. Afterwards no row,
+//! object, file or stream message of `acme` remains outside what is kept as proof by design (the
+//! content-free audit log and the deletion's own record), the canary is nowhere, tenant `keep` is
+//! intact and `acme`'s key is refused.
+//!
+//! Postgres is inspected with `psql` / `pg_dump` (installed with the dev servers), as an operator
+//! auditing a deletion would.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use prost::Message as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use trustmesh_cli::client::{Client, once_known};
+use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
+use trustmesh_proto::v1::{
+    DeleteDatasetRequest, DeleteTenantRequest, DeletionCertificate, DeletionState,
+    GetDatasetRequest, GetDeletionCertificateRequest, GetReportRequest, JobState,
+    ListCertificateSigningKeysRequest, ReadRowsRequest, Report, Scope, StartAnalysisRequest,
+    TaskType,
+};
+use trustmesh_runtime::SecretString;
+use trustmesh_testkit::canary::Canary;
+use trustmesh_testkit::nats::NatsServer;
+use trustmesh_testkit::postgres::TestDatabase;
+
+const WINE: &str = include_str!("../../../examples/wine-noisy.csv");
+
+/// nats-server, a fresh database and the standalone mesh on them; stopped on drop.
+struct Mesh {
+    nats: NatsServer,
+    db: TestDatabase,
+    data_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    operator: Client,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Mesh {
+    async fn start() -> Self {
+        let nats = NatsServer::start().await;
+        let db = TestDatabase::create().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut settings = StandaloneSettings::new(
+            data_dir.path().to_owned(),
+            SecretString::from(db.url().to_owned()),
+        );
+        settings.grpc.bind.set_port(0);
+        settings.admin.bind.set_port(0);
+        settings.nats = NatsSource::Url(nats.url());
+        let mesh = Standalone::build(settings).await.unwrap();
+        let endpoint = format!("http://{}", mesh.grpc_addr());
+        let operator = Client::connect(&endpoint, mesh.operator_credential())
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let running = Some(tokio::spawn(mesh.run_until_stopped(shutdown.clone())));
+        Self {
+            nats,
+            db,
+            data_dir,
+            shutdown,
+            running,
+            operator,
+        }
+    }
+
+    async fn tenant_with_key(&self, tenant: &str) -> Client {
+        let (_, user) = self
+            .operator
+            .create_tenant_with_key(tenant, tenant, &[Scope::Admin], Duration::from_secs(3600))
+            .await
+            .unwrap();
+        user
+    }
+
+    /// Every directory the mesh and nats-server write to.
+    fn dirs(&self) -> Vec<PathBuf> {
+        vec![self.data_dir.path().to_owned(), self.nats.store_dir()]
+    }
+
+    /// `sql` through `psql`, unaligned, tuples only.
+    fn psql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg(self.db.url())
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A data-only dump of every schema.
+    fn pg_dump(&self) -> String {
+        let out = Command::new("pg_dump")
+            .args(["--data-only", "--no-owner", "--dbname"])
+            .arg(self.db.url())
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `schema.table.column` → rows whose `tenant` / `tenant_id` column is `tenant`, where not 0.
+    fn tenant_rows(&self, tenant: &str) -> Vec<(String, u64)> {
+        let columns = self.psql(
+            "SELECT c.table_schema || '.' || c.table_name || '.' || c.column_name
+               FROM information_schema.columns c
+               JOIN information_schema.tables t
+                 ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+              WHERE t.table_type = 'BASE TABLE'
+                AND c.column_name IN ('tenant', 'tenant_id')
+                AND c.table_schema NOT IN ('pg_catalog', 'information_schema')
+              ORDER BY 1",
+        );
+        let mut rows = Vec::new();
+        for column in columns.lines().filter(|l| !l.is_empty()) {
+            let parts: Vec<&str> = column.split('.').collect();
+            let [schema, table, col] = parts[..] else {
+                panic!("{column}")
+            };
+            let count: u64 = self
+                .psql(&format!(
+                    "SELECT count(*) FROM \"{schema}\".\"{table}\" WHERE \"{col}\"::text = '{tenant}'"
+                ))
+                .trim()
+                .parse()
+                .unwrap();
+            if count > 0 {
+                rows.push((column.to_owned(), count));
+            }
+        }
+        rows
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.await.unwrap().unwrap();
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0_u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Every message of every stream: (stream, subject, payload).
+async fn stream_messages(nats: &NatsServer) -> Vec<(String, String, Vec<u8>)> {
+    let js = nats.jetstream().await;
+    let mut names = js.stream_names();
+    let mut messages = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.unwrap();
+        let mut stream = js.get_stream(&name).await.unwrap();
+        let state = stream.info().await.unwrap().state.clone();
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                messages.push((
+                    name.clone(),
+                    message.subject.to_string(),
+                    message.payload.to_vec(),
+                ));
+            }
+        }
+    }
+    messages
+}
+
+/// The canary's three forms.
+fn forms(canary: &Canary) -> [(&'static str, String); 3] {
+    [
+        ("raw", canary.as_str().to_owned()),
+        ("hex", hex(canary.as_bytes())),
+        ("base64", base64(canary.as_bytes())),
+    ]
+}
+
+/// Asserts that no form of the canary is in any table (a dump of every schema), file or message.
+async fn assert_canary_nowhere(mesh: &Mesh, canary: &Canary, when: &str) {
+    assert_eq!(
+        canary.scan_postgres(mesh.db.pool()).await.unwrap(),
+        [],
+        "{when}"
+    );
+    let dump = mesh.pg_dump();
+    let messages = stream_messages(&mesh.nats).await;
+    for (form, text) in forms(canary) {
+        assert!(
+            !dump.contains(&text),
+            "{when}: the {form} canary is in the dump"
+        );
+        for dir in mesh.dirs() {
+            for file in files(&dir) {
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                assert!(
+                    !contains(&bytes, text.as_bytes()),
+                    "{when}: the {form} canary is in {}",
+                    file.display()
+                );
+            }
+        }
+        for (stream, subject, payload) in &messages {
+            assert!(
+                !contains(payload, text.as_bytes()),
+                "{when}: the {form} canary is in a message on {subject} in {stream}"
+            );
+        }
+    }
+}
+
+/// Every row of `dataset`, as the encoded ReadRows responses.
+async fn read_rows(user: &Client, dataset: &str) -> Vec<u8> {
+    let mut rows = user
+        .datasets()
+        .read_rows(ReadRowsRequest {
+            name: dataset.to_owned(),
+            ..ReadRowsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(batch) = rows.message().await.unwrap() {
+        bytes.extend(batch.encode_to_vec());
+    }
+    assert!(!bytes.is_empty());
+    bytes
+}
+
+/// Runs an analysis of `dataset` to SUCCEEDED; returns its report.
+async fn analyse(user: &Client, dataset: &str) -> Report {
+    let job = user
+        .analysis()
+        .start_analysis(StartAnalysisRequest {
+            dataset: dataset.to_owned(),
+            label_column: "label".to_owned(),
+            task_type: TaskType::Classification.into(),
+            ..StartAnalysisRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = tokio::time::timeout(Duration::from_secs(300), user.wait_job(&job.name, |_| {}))
+        .await
+        .expect("the analysis finishes")
+        .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
+    user.trust()
+        .get_report(GetReportRequest { name: job.output })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The operator waits for `deletion`'s certificate (the operator reads no deletion, but may fetch
+/// certificates: they outlive the tenant).
+async fn wait_certificate(mesh: &Mesh, deletion: &str) -> DeletionCertificate {
+    for _ in 0..600 {
+        match mesh
+            .operator
+            .deletion()
+            .get_deletion_certificate(GetDeletionCertificateRequest {
+                name: format!("{deletion}/certificate"),
+            })
+            .await
+        {
+            Ok(certificate) => return certificate.into_inner(),
+            Err(status)
+                if status.code() == Code::FailedPrecondition
+                    && status.message().contains("still waiting") =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!(
+                "the deletion did not complete: {status:?}\n{}\n{}",
+                mesh.psql("SELECT error_code, error_message FROM deletion.deletions"),
+                mesh.psql("SELECT service, deleted, residue FROM deletion.receipts"),
+            ),
+        }
+    }
+    panic!("no certificate for {deletion} after 120 s")
+}
+
+#[tokio::test]
+async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_stay_intact() {
+    let mesh = Mesh::start().await;
+    let acme = mesh.tenant_with_key("acme").await;
+    let keep = mesh.tenant_with_key("keep").await;
+
+    // acme's data: three row ids are the canary, raw, hex and base64.
+    let canary = Canary::new();
+    let [(_, raw), (_, hex_form), (_, b64_form)] = forms(&canary);
+    let csv = WINE
+        .replacen("\n0,", &format!("\n{raw},"), 1)
+        .replacen("\n1,", &format!("\n{hex_form},"), 1)
+        .replacen("\n2,", &format!("\n{b64_form},"), 1);
+    assert_eq!(csv.matches(canary.as_str()).count(), 1);
+    let first = once_known(|| acme.upload_csv("acme", "wine", csv.clone().into_bytes(), "row_id"))
+        .await
+        .unwrap();
+    assert_eq!(first.row_count, 178);
+    let acme_report = analyse(&acme, &first.name).await;
+    assert_eq!(acme_report.analyzed_row_count, 178);
+    // The second dataset holds the canary too, so the tenant deletion has it to remove.
+    let second = acme
+        .upload_csv("acme", "wine-2", csv.clone().into_bytes(), "row_id")
+        .await
+        .unwrap();
+
+    let kept = once_known(|| keep.upload_csv("keep", "kept", WINE.as_bytes().to_vec(), "row_id"))
+        .await
+        .unwrap();
+    let keep_report = analyse(&keep, &kept.name).await;
+    let keep_rows = read_rows(&keep, &kept.name).await;
+
+    assert_canary_nowhere(&mesh, &canary, "before any deletion").await;
+
+    // Deleting acme's first dataset leaves its second one byte for byte.
+    let second_rows = read_rows(&acme, &second.name).await;
+    let job = acme
+        .deletion()
+        .delete_dataset(DeleteDatasetRequest {
+            name: first.name.clone(),
+            reason: "gdpr-art-17".to_owned(),
+            ..DeleteDatasetRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deletion = acme
+        .wait_deletion(&job.output, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(deletion.state(), DeletionState::Completed, "{deletion:?}");
+    let status = acme
+        .datasets()
+        .get_dataset(GetDatasetRequest {
+            name: first.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let second_after = acme
+        .datasets()
+        .get_dataset(GetDatasetRequest {
+            name: second.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second_after.sha256, second.sha256);
+    assert_eq!(second_after.row_count, 178);
+    assert_eq!(read_rows(&acme, &second.name).await, second_rows);
+
+    // Before the tenant deletion, acme has messages in the streams besides the audit log.
+    let before = stream_messages(&mesh.nats).await;
+    assert!(
+        before
+            .iter()
+            .any(|(stream, subject, _)| stream != "TM_AUDIT" && subject.starts_with("tm.acme.")),
+        "acme has messages to purge"
+    );
+
+    // The operator deletes the tenant; a confirmation naming another tenant is refused.
+    let status = mesh
+        .operator
+        .deletion()
+        .delete_tenant(DeleteTenantRequest {
+            name: "tenants/acme".to_owned(),
+            reason: "offboarding".to_owned(),
+            confirm_tenant_id: "keep".to_owned(),
+            ..DeleteTenantRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let job = mesh
+        .operator
+        .deletion()
+        .delete_tenant(DeleteTenantRequest {
+            name: "tenants/acme".to_owned(),
+            reason: "offboarding".to_owned(),
+            confirm_tenant_id: "acme".to_owned(),
+            ..DeleteTenantRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deletion = job.output.clone();
+    let certificate = wait_certificate(&mesh, &deletion).await;
+    let keys = mesh
+        .operator
+        .deletion()
+        .list_certificate_signing_keys(ListCertificateSigningKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let key = keys
+        .keys
+        .iter()
+        .find(|k| k.key_id == certificate.key_id)
+        .expect("the signing key is published");
+    trustmesh_deletion::verify_certificate(
+        &certificate.certificate,
+        &certificate.signature,
+        &key.public_key,
+    )
+    .unwrap();
+    let mut tampered = certificate.certificate.clone();
+    tampered[10] ^= 1;
+    assert!(
+        trustmesh_deletion::verify_certificate(&tampered, &certificate.signature, &key.public_key)
+            .is_err()
+    );
+    let document: serde_json::Value = serde_json::from_slice(&certificate.certificate).unwrap();
+    assert_eq!(document["tenant"], "acme", "{document}");
+    assert_eq!(document["scope"], "tenant", "{document}");
+    let receipts = document["receipts"].as_array().unwrap();
+    let services: Vec<&str> = receipts
+        .iter()
+        .map(|r| r["service"].as_str().unwrap())
+        .collect();
+    for service in [
+        "analysis",
+        "audit",
+        "deletion",
+        "ingest",
+        "notifier",
+        "tenancy",
+        "trust-scoring",
+    ] {
+        assert!(services.contains(&service), "no {service} in {document}");
+    }
+    assert!(
+        receipts.iter().all(|r| r["residue_found"] == false),
+        "{document}"
+    );
+    // The deletion service's own receipt: the tenant's messages purged from each stream but TM_AUDIT.
+    let purge = receipts
+        .iter()
+        .find(|r| r["service"] == "deletion")
+        .unwrap();
+    let purged = purge["deleted"].as_object().unwrap();
+    assert!(purged.contains_key("stream:TM_DATASET"), "{document}");
+    assert!(!purged.contains_key("stream:TM_AUDIT"), "{document}");
+    assert!(
+        purged.values().map(|n| n.as_u64().unwrap()).sum::<u64>() > 0,
+        "{document}"
+    );
+
+    // (a) No row names acme in any table of any schema, except what is kept by design:
+    // - `audit.*`: the audit log, content-free (who, what action, which resource name, outcome),
+    //   kept as a tombstoned record after a tenant deletion (issue 8, audit retention policy);
+    // - `deletion.deletions`: the deletion's own record, which the certificate (also kept, keyed
+    //   by deletion id) proves; the operator fetches the certificate after the tenant is gone;
+    // - `<service>.deks`: crypto-shredding tombstones (`libs/store`: destroying a tenant's keys
+    //   erases `wrapped` and keeps the row as the record of when it happened), checked below to
+    //   hold no key material.
+    let allowed = |column: &str| {
+        column.starts_with("audit.")
+            || column == "deletion.deletions.tenant"
+            || column.ends_with(".deks.tenant")
+    };
+    let rows = mesh.tenant_rows("acme");
+    let left: Vec<&(String, u64)> = rows.iter().filter(|(column, _)| !allowed(column)).collect();
+    assert_eq!(left, Vec::<&(String, u64)>::new(), "rows of acme remain");
+    for (column, _) in rows.iter().filter(|(c, _)| c.ends_with(".deks.tenant")) {
+        let schema = column.split('.').next().unwrap();
+        let keys = mesh.psql(&format!(
+            "SELECT count(*) FROM \"{schema}\".deks
+              WHERE tenant = 'acme' AND (wrapped IS NOT NULL OR destroyed_at IS NULL)"
+        ));
+        assert_eq!(keys.trim(), "0", "live DEKs of acme in {schema}");
+    }
+    assert!(!mesh.tenant_rows("keep").is_empty());
+
+    // (b) No object of acme.
+    let objects: Vec<PathBuf> = files(&mesh.data_dir.path().join("objects"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("acme"))
+        .collect();
+    assert_eq!(objects, Vec::<PathBuf>::new(), "objects of acme remain");
+
+    // (c) No message of acme in any stream but TM_AUDIT (the content-free audit log), except the
+    // deletion's own `deletion.completed` (ids only: the deletion, its target and certificate),
+    // published after the purge with the certificate. The request and receipts are purged: their
+    // content is in the signed certificate.
+    let messages = stream_messages(&mesh.nats).await;
+    let left: Vec<(String, String)> = messages
+        .iter()
+        .filter(|(stream, subject, _)| {
+            subject.starts_with("tm.acme.")
+                && stream != "TM_AUDIT"
+                && !(stream == "TM_DELETION" && subject == "tm.acme.deletion.completed")
+        })
+        .map(|(stream, subject, _)| (stream.clone(), subject.clone()))
+        .collect();
+    assert_eq!(left, [], "messages of acme remain");
+    assert!(
+        messages
+            .iter()
+            .any(|(stream, subject, _)| stream != "TM_AUDIT" && subject.starts_with("tm.keep.")),
+        "keep's messages stay"
+    );
+
+    // (d) The canary, in any form, is nowhere.
+    assert_canary_nowhere(&mesh, &canary, "after the tenant deletion").await;
+
+    // (e) keep's dataset and report are intact.
+    assert_eq!(read_rows(&keep, &kept.name).await, keep_rows);
+    let report = keep
+        .trust()
+        .get_report(GetReportRequest {
+            name: keep_report.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report, keep_report);
+
+    // (f) acme's key is refused.
+    let mut code = Code::Ok;
+    for _ in 0..50 {
+        code = match acme
+            .datasets()
+            .get_dataset(GetDatasetRequest {
+                name: second.name.clone(),
+            })
+            .await
+        {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+        if code == Code::Unauthenticated {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code, Code::Unauthenticated);
+    mesh.stop().await;
+}
