@@ -71,17 +71,32 @@ fn run_verify(args: &VerifyArgs) -> anyhow::Result<bool> {
 }
 
 /// A public key from a file or the argument itself.
-fn load_key(key: &str) -> anyhow::Result<Vec<u8>> {
-    let path = Path::new(key);
+pub(crate) fn load_key(key: &str) -> anyhow::Result<Vec<u8>> {
+    load_material(
+        key,
+        32,
+        "a 32-byte Ed25519 public key in base64 or hex",
+        trustmesh_audit::parse_public_key,
+    )
+}
+
+/// Key material named by `arg`: a file holding `raw_len` raw bytes or text, or the text itself,
+/// parsed by `parse`; `what` names it in errors.
+pub(crate) fn load_material(
+    arg: &str,
+    raw_len: usize,
+    what: &str,
+    parse: impl Fn(&str) -> Option<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
+    let path = Path::new(arg);
     let text = if path.is_file() {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read key file {key}"))?;
-        if bytes.len() == 32 {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {arg}"))?;
+        if bytes.len() == raw_len {
             return Ok(bytes);
         }
-        String::from_utf8(bytes).context("the key file is neither 32 raw bytes nor text")?
+        String::from_utf8(bytes).with_context(|| format!("{arg} is neither raw bytes nor text"))?
     } else {
-        key.to_owned()
+        arg.to_owned()
     };
-    trustmesh_audit::parse_public_key(&text)
-        .context("the key is not a 32-byte Ed25519 public key in base64 or hex")
+    parse(text.trim()).with_context(|| format!("not {what}"))
 }

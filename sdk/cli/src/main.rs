@@ -1,6 +1,7 @@
 //! The `trustmesh` command line.
 
 mod audit;
+mod certificate;
 mod check;
 
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Work with exported audit logs.
     Audit(audit::AuditArgs),
+    /// Work with deletion certificates.
+    Certificate(certificate::CertificateArgs),
     /// Find label errors, outliers, duplicates, ... in a CSV file, without the mesh.
     Check(check::CheckArgs),
     /// Start the whole mesh, upload a noisy dataset, show its issues, delete it with a
@@ -108,6 +111,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Audit(args) => {
             if !audit::run(&args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Certificate(args) => {
+            if !certificate::run(&args)? {
                 std::process::exit(1);
             }
             Ok(())

@@ -329,6 +329,30 @@ async fn main_flow(backend: Backend) {
         &key.public_key,
     )
     .unwrap();
+    // The same check offline with the CLI: the document as fetched verifies, one changed byte not.
+    let files = tempfile::tempdir().unwrap();
+    let signature = files.path().join("certificate.sig");
+    std::fs::write(&signature, &certificate.signature).unwrap();
+    let public_key = hex::encode(&key.public_key);
+    let verify = |document: &[u8]| {
+        let path = files.path().join("certificate.json");
+        std::fs::write(&path, document).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+            .args(["certificate", "verify"])
+            .arg(&path)
+            .arg("--signature")
+            .arg(&signature)
+            .args(["--key", &public_key])
+            .output()
+            .unwrap()
+    };
+    let valid = verify(&certificate.certificate);
+    assert!(valid.status.success(), "{valid:?}");
+    let mut tampered = certificate.certificate.clone();
+    tampered[10] ^= 1;
+    let invalid = verify(&tampered);
+    assert_eq!(invalid.status.code(), Some(1), "{invalid:?}");
+    assert!(String::from_utf8_lossy(&invalid.stdout).starts_with("INVALID"));
     let document = String::from_utf8(certificate.certificate.clone()).unwrap();
     assert!(document.contains(&dataset.name), "{document}");
     let status = user

@@ -267,6 +267,13 @@ impl AuditHandler {
         result
     }
 
+    /// `tenant`'s head sequence and every checkpoint, now.
+    async fn snapshot(&self, tenant: &TenantId) -> Result<(i64, Vec<CheckpointRow>), AuditError> {
+        let (head, _) = repo::head(&self.pool, tenant.as_str()).await?;
+        let checkpoints = repo::checkpoints(&self.pool, tenant.as_str(), 1, i64::MAX).await?;
+        Ok((head, checkpoints))
+    }
+
     async fn export_inner(
         &self,
         principal: &Principal,
@@ -274,7 +281,16 @@ impl AuditHandler {
     ) -> Result<ExportStream, Status> {
         let checked = authorize(principal, &request.parent)
             .and_then(|tenant| Ok((tenant, filter(&request.filter.clone().unwrap_or_default())?)));
-        let (tenant, filter) = self
+        // The export is the log as it stands when asked: its head and checkpoints are read before
+        // the export's own audit event is published, so that event (and any later one) is left out.
+        let checked = match checked {
+            Ok((tenant, filter)) => self
+                .snapshot(&tenant)
+                .await
+                .map(|(head, checkpoints)| (tenant, filter, head, checkpoints)),
+            Err(error) => Err(error),
+        };
+        let (tenant, filter, head, checkpoints) = self
             .audited(
                 principal,
                 "audit.events.export",
@@ -283,9 +299,6 @@ impl AuditHandler {
                 checked,
             )
             .await?;
-        let checkpoints = repo::checkpoints(&self.pool, tenant.as_str(), 1, i64::MAX)
-            .await
-            .map_err(|error| Status::from(AuditError::from(error)))?;
         let (mut tx, rx) = futures::channel::mpsc::channel(4);
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -302,7 +315,7 @@ impl AuditHandler {
                         return;
                     }
                 };
-                for row in &rows {
+                for row in rows.iter().filter(|row| row.sequence <= head) {
                     chunk.extend(record_line(tenant, row));
                     while let Some(cp) = pending.next_if(|cp| cp.sequence <= row.sequence) {
                         chunk.extend(checkpoint_line(tenant, cp));
@@ -319,7 +332,10 @@ impl AuditHandler {
                     }
                 }
                 match rows.last() {
-                    Some(last) if i64::try_from(rows.len()).unwrap_or(0) == EXPORT_BATCH => {
+                    Some(last)
+                        if i64::try_from(rows.len()).unwrap_or(0) == EXPORT_BATCH
+                            && last.sequence < head =>
+                    {
                         after = last.sequence;
                     }
                     _ => break,
