@@ -14,6 +14,8 @@
 //! - [`Keyring::rotate_kek`] rewraps every DEK under a new KEK version; old data stays readable.
 //! - [`Keyring::destroy_tenant`] deletes a tenant's DEKs (crypto-shredding): nothing of it opens again.
 //! - Nonces and salts are generated here only; callers never pass one.
+//! - [`signing`]: Ed25519 signing keys in local key files (deletion certificates, audit
+//!   checkpoints).
 //! - Plaintext keys ([`DataKey`], KEK bytes) are zeroized on drop and print as `..`. `ring`'s expanded
 //!   AES key schedules are not zeroized by `ring`; they live only as long as one operation or cache entry.
 //!
@@ -26,6 +28,7 @@ mod error;
 mod key;
 mod keyring;
 mod provider;
+pub mod signing;
 mod store;
 
 pub use chunked::{Decryptor, Encryptor};

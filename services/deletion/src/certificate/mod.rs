@@ -1,12 +1,10 @@
 //! Deletion certificates: the canonical JSON document (`document`), its Ed25519 signature
-//! (`signing.rs`, [`CertificateSigner`]) and [`verify_certificate`], which needs nothing but the
+//! (`trustmesh_crypto::signing`, [`CertificateSigner`]) and [`verify_certificate`], which needs nothing but the
 //! bytes, the signature and the public key (the `trustmesh certificate verify FILE` command uses it).
 //!
 //! The document is canonical JSON (RFC 8785 for the values it holds: object keys sorted, no
 //! whitespace, integers, strings escaped by `serde_json`), so the signed bytes are reproducible from
 //! its content.
-
-mod signing;
 
 use std::collections::BTreeMap;
 
@@ -15,7 +13,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub use signing::{ALGORITHM, CertificateSigner, SigningKeyError};
+pub use trustmesh_crypto::signing::{
+    ALGORITHM, Ed25519Signer as CertificateSigner, SigningKeyError,
+};
 
 /// Version of the certificate document's layout.
 pub const DOCUMENT_VERSION: u64 = 1;

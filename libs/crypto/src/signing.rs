@@ -1,17 +1,19 @@
-//! The certificate signing key: an Ed25519 key in a local key file (mode 0600, created if missing).
+//! Ed25519 signing keys in local key files (mode 0600, created if missing): the deletion service's
+//! certificate key and the audit service's checkpoint key. One line `ed25519 <hex seed>`; the
+//! private key is zeroized on drop and never printed.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
-use ed25519_dalek::{SECRET_KEY_LENGTH, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{SECRET_KEY_LENGTH, Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-/// The algorithm name certificates and keys carry.
+/// The algorithm name signatures and keys carry.
 pub const ALGORITHM: &str = "ed25519";
 
-const FILE_HEADER: &str = "# trustmesh deletion-certificate signing key: `ed25519 <hex seed>`.\n# Keep this file secret (mode 0600) and backed up; publish only its public key.\n";
+const FILE_HEADER: &str = "# trustmesh signing key: `ed25519 <hex seed>`.\n# Keep this file secret (mode 0600) and backed up; publish only its public key.\n";
 
 /// Why the signing key file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -27,21 +29,21 @@ pub enum SigningKeyError {
     Malformed,
 }
 
-/// Signs certificates; the private key is zeroized on drop and never printed.
-pub struct CertificateSigner {
+/// Signs with the key of one key file; the private key is zeroized on drop and never printed.
+pub struct Ed25519Signer {
     key: SigningKey,
     key_id: String,
 }
 
-impl std::fmt::Debug for CertificateSigner {
+impl std::fmt::Debug for Ed25519Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateSigner")
+        f.debug_struct("Ed25519Signer")
             .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
 }
 
-impl CertificateSigner {
+impl Ed25519Signer {
     /// Opens the key file at `path`, creating it (mode 0600, a fresh key) if it does not exist.
     ///
     /// # Errors
@@ -67,7 +69,7 @@ impl CertificateSigner {
     }
 
     fn new(key: SigningKey) -> Self {
-        let key_id = key_id(&key.verifying_key());
+        let key_id = key_id(key.verifying_key().as_bytes());
         Self { key, key_id }
     }
 
@@ -90,9 +92,26 @@ impl CertificateSigner {
     }
 }
 
-fn key_id(public: &VerifyingKey) -> String {
-    let digest = Sha256::digest(public.as_bytes());
+/// The key id of a raw Ed25519 public key: `ed25519-` and the first 8 bytes of its SHA-256, in hex.
+#[must_use]
+pub fn key_id(public_key: &[u8]) -> String {
+    let digest = Sha256::digest(public_key);
     format!("{ALGORITHM}-{}", hex::encode(&digest[..8]))
+}
+
+/// Whether `signature` is a valid (strict) Ed25519 signature of `message` by `public_key`.
+#[must_use]
+pub fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let Ok(public) = <[u8; 32]>::try_from(public_key) else {
+        return false;
+    };
+    let Ok(key) = VerifyingKey::from_bytes(&public) else {
+        return false;
+    };
+    let Ok(signature) = Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify_strict(message, &signature).is_ok()
 }
 
 fn read_key_file(path: &Path) -> Result<SigningKey, SigningKeyError> {
@@ -158,18 +177,21 @@ mod tests {
     fn the_key_file_is_created_private_and_reopened_with_the_same_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys/signing");
-        let first = CertificateSigner::open_or_create(&path).unwrap();
+        let first = Ed25519Signer::open_or_create(&path).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let again = CertificateSigner::open_or_create(&path).unwrap();
+        let again = Ed25519Signer::open_or_create(&path).unwrap();
         assert_eq!(first.public_key(), again.public_key());
         assert_eq!(first.key_id(), again.key_id());
         assert!(first.key_id().starts_with("ed25519-"));
         assert!(!format!("{first:?}").contains(&hex::encode(first.key.to_bytes())));
+        let signature = first.sign(b"m");
+        assert!(verify(&first.public_key(), b"m", &signature));
+        assert!(!verify(&first.public_key(), b"n", &signature));
     }
 
     #[cfg(unix)]
@@ -178,10 +200,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("signing");
-        CertificateSigner::open_or_create(&path).unwrap();
+        Ed25519Signer::open_or_create(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
-            CertificateSigner::open_or_create(&path),
+            Ed25519Signer::open_or_create(&path),
             Err(SigningKeyError::Permissions)
         ));
     }
