@@ -6,6 +6,13 @@
 //! `postgres` and `nats` ready as it goes. [`Foundations::start_key_cache`] then loads the
 //! `tm_auth` key cache (dependency `tm_auth key cache`) on the [`Foundations::background`] token.
 //! Every failure is one [`StartError`].
+//!
+//! [`deletion`]: [`ResourceDeletion`], the `deletion.requested` handler of a service whose tenant
+//! data is one table of resources with one encrypted object each (analysis, trust-scoring).
+
+pub mod deletion;
+
+pub use deletion::{ResourceDeletion, Resources};
 
 use async_nats::jetstream;
 use sqlx::PgPool;

@@ -16,9 +16,9 @@ use trustmesh_events::{ANALYSIS_DELETION, ANALYSIS_REQUESTED, ANALYSIS_SCORES, S
 use trustmesh_proto::v1::analysis_service_server::AnalysisServiceServer;
 use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
 use trustmesh_service_kit::{Foundations, StartError};
+use trustmesh_service_kit::{ResourceDeletion, Resources};
 use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 
-use crate::deletion::DeletionHandler;
 use crate::ingest::IngestClient;
 use crate::jobs::grpc::JobsHandler;
 use crate::jobs::repo::JobRepo;
@@ -161,7 +161,13 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         ObjectsRepo::new(pool.clone()),
     );
     let outbox = Outbox::new(&bus_schema);
-    let deletion = DeletionHandler {
+    let deletion = ResourceDeletion {
+        resources: Resources {
+            service: Service::Analysis,
+            table: "jobs",
+            object: "outputs",
+            action: "jobs.delete",
+        },
         pool: pool.clone(),
         objects: objects.clone(),
         store,

@@ -10,8 +10,9 @@
 //! - `jobs/`: `grpc.rs` (the `AnalysisService` handler, auditing every call), `repo.rs` (the `jobs`
 //!   table: every change writes `job.updated` in the same transaction), `worker.rs` (the
 //!   `analysis-requested` consumer), `scores.rs` (the `analysis-scores` consumer).
-//! - `deletion.rs`: the `analysis-deletion` consumer: a dataset's jobs and outputs (or a tenant's,
-//!   crypto-shredded) deleted, residue scanned, `deletion.receipt` sent once.
+//! - the `analysis-deletion` consumer is `trustmesh_service_kit::ResourceDeletion` over `jobs`: a
+//!   dataset's jobs and outputs (or a tenant's, crypto-shredded) deleted, residue scanned,
+//!   `deletion.receipt` sent once.
 //! - `featurize.rs`: columns → features and labels, and the one training call.
 //! - `ingest.rs`: ingest's `DatasetService` with the mesh's service credential (StartAnalysis checks
 //!   the dataset through it; the worker reads the rows).
@@ -22,7 +23,6 @@
 //! stored only encrypted; events and audit records carry ids and counts.
 
 mod app;
-mod deletion;
 mod error;
 mod featurize;
 mod ingest;

@@ -17,9 +17,9 @@ use trustmesh_proto::v1::analysis_service_client::AnalysisServiceClient;
 use trustmesh_proto::v1::trust_service_server::TrustServiceServer;
 use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
 use trustmesh_service_kit::{Foundations, StartError};
+use trustmesh_service_kit::{ResourceDeletion, Resources};
 use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 
-use crate::deletion::DeletionHandler;
 use crate::reports::grpc::ReportsHandler;
 use crate::reports::repo::ReportRepo;
 use crate::reports::scoring::ScoringHandler;
@@ -155,7 +155,13 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         ObjectsRepo::new(pool.clone()),
     );
     let outbox = Outbox::new(&bus_schema);
-    let deletion = DeletionHandler {
+    let deletion = ResourceDeletion {
+        resources: Resources {
+            service: Service::TrustScoring,
+            table: "reports",
+            object: "rows",
+            action: "reports.delete",
+        },
         pool: pool.clone(),
         objects: objects.clone(),
         store,

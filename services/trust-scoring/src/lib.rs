@@ -11,15 +11,15 @@
 //! - `reports/`: `grpc.rs` (the `TrustService` handler, auditing every call), `repo.rs` (the
 //!   `reports` and `corrections` tables), `scoring.rs` (the consumer), `rows.rs` (`ListRows`'
 //!   selection).
-//! - `deletion.rs`: the `trust-scoring-deletion` consumer: a dataset's reports, rows and
-//!   corrections (or a tenant's, crypto-shredded) deleted, residue scanned, `deletion.receipt` sent once.
+//! - the `trust-scoring-deletion` consumer is `trustmesh_service_kit::ResourceDeletion` over
+//!   `reports`: a dataset's reports, rows and corrections (or a tenant's, crypto-shredded) deleted,
+//!   residue scanned, `deletion.receipt` sent once.
 //! - `error.rs`: [`TrustError`] and its one mapping to `tonic::Status`.
 //!
 //! Customer content (class names, given and suggested labels, corrected labels) is stored only
 //! encrypted; events and audit records carry ids, counts and scores.
 
 mod app;
-mod deletion;
 mod error;
 mod reports;
 pub mod settings;
