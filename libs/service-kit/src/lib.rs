@@ -7,11 +7,15 @@
 //! `tm_auth` key cache (dependency `tm_auth key cache`) on the [`Foundations::background`] token.
 //! Every failure is one [`StartError`].
 //!
+//! [`calls`]: a call's request id and audit entry, for every service's gRPC handlers.
+//!
 //! [`deletion`]: [`ResourceDeletion`], the `deletion.requested` handler of a service whose tenant
 //! data is one table of resources with one encrypted object each (analysis, trust-scoring).
 
+pub mod calls;
 pub mod deletion;
 
+pub use calls::{AUDIT_RESOURCE_MAX, call_entry, call_entry_for, request_id};
 pub use deletion::{ResourceDeletion, Resources};
 
 use async_nats::jetstream;

@@ -31,7 +31,7 @@ use std::time::Duration;
 use futures::Stream;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
-use trustmesh_auth::{PageToken, Principal, Scope, page_size, resource_tenant};
+use trustmesh_auth::{PageToken, Principal, Scope, page_size};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
 use trustmesh_proto::events::v1::Outcome;
@@ -41,6 +41,7 @@ use trustmesh_proto::v1::{
     GetModelOutputsResponse, Job, JobState, ListJobsRequest, ListJobsResponse,
     StartAnalysisRequest, TaskType, WatchJobRequest,
 };
+use trustmesh_service_kit::{call_entry_for, request_id};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
@@ -61,7 +62,6 @@ const KNN_K_DEFAULT: u32 = 10;
 /// How often `WatchJob` looks for changes.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest client-supplied string echoed into an audit event.
-const AUDIT_RESOURCE_MAX: usize = 256;
 /// Most column names listed when a requested column is not one of the dataset's.
 const COLUMNS_LISTED_MAX: usize = 20;
 /// Longest client-supplied column name echoed in an error.
@@ -78,16 +78,6 @@ pub(crate) struct JobsHandler {
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<Job, Status>> + Send>>;
 type OutputsStream = Pin<Box<dyn Stream<Item = Result<GetModelOutputsResponse, Status>> + Send>>;
-
-/// The caller's `x-request-id` if it is a short printable token, else a fresh UUIDv7.
-fn request_id<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
-}
 
 impl JobsHandler {
     pub(crate) fn new(repo: JobRepo, objects: EncryptedObjects, ingest: IngestClient) -> Self {
@@ -137,41 +127,6 @@ impl JobsHandler {
                 state: state.as_str_name(),
             }),
         }
-    }
-
-    /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
-    fn entry(
-        principal: &Principal,
-        tenant: TenantId,
-        action: &str,
-        resource: &str,
-        request_id: &str,
-    ) -> AuditEntry {
-        let mut entry = AuditEntry::new(
-            Service::Analysis,
-            tenant,
-            action,
-            resource
-                .chars()
-                .take(AUDIT_RESOURCE_MAX)
-                .collect::<String>(),
-        );
-        entry.actor_type = principal.actor_type();
-        entry.actor_id = principal.actor_id();
-        entry.request_id = request_id.to_owned();
-        entry
-    }
-
-    /// [`Self::entry`] in the tenant `resource` names (its owner, whoever calls); `None` if it names
-    /// none, as nothing of any tenant is touched then.
-    fn entry_for(
-        principal: &Principal,
-        action: &str,
-        resource: &str,
-        request_id: &str,
-    ) -> Option<AuditEntry> {
-        let tenant = resource_tenant("name", resource).ok()?;
-        Some(Self::entry(principal, tenant, action, resource, request_id))
     }
 
     /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
@@ -462,7 +417,13 @@ impl AnalysisService for JobsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "analysis.start", &req.dataset, &request_id);
+        let entry = call_entry_for(
+            Service::Analysis,
+            &principal,
+            "analysis.start",
+            &req.dataset,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::AnalysisRun, "dataset", &req.dataset)?;
             self.start(req).await.map(|job| (job, 1))
@@ -475,7 +436,13 @@ impl AnalysisService for JobsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "jobs.get", &req.name, &request_id);
+        let entry = call_entry_for(
+            Service::Analysis,
+            &principal,
+            "jobs.get",
+            &req.name,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::AnalysisRun, "name", &req.name)?;
             let name = ResourceName::job(&req.name)?;
@@ -493,7 +460,13 @@ impl AnalysisService for JobsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "jobs.list", &req.parent, &request_id);
+        let entry = call_entry_for(
+            Service::Analysis,
+            &principal,
+            "jobs.list",
+            &req.parent,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::AnalysisRun, "parent", &req.parent)?;
             let tenant = parse_parent(&req.parent)?;
@@ -512,7 +485,13 @@ impl AnalysisService for JobsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "jobs.cancel", &req.name, &request_id);
+        let entry = call_entry_for(
+            Service::Analysis,
+            &principal,
+            "jobs.cancel",
+            &req.name,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::AnalysisRun, "name", &req.name)?;
             let name = ResourceName::job(&req.name)?;
@@ -531,7 +510,13 @@ impl AnalysisService for JobsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "jobs.watch", &req.name, &request_id);
+        let entry = call_entry_for(
+            Service::Analysis,
+            &principal,
+            "jobs.watch",
+            &req.name,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::AnalysisRun, "name", &req.name)?;
             let name = ResourceName::job(&req.name)?;
@@ -552,7 +537,13 @@ impl AnalysisService for JobsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "jobs.outputs.read", &req.name, &request_id);
+        let entry = call_entry_for(
+            Service::Analysis,
+            &principal,
+            "jobs.outputs.read",
+            &req.name,
+            &request_id,
+        );
         let result = async {
             principal.require_or_service(Scope::ReportsRead, "name", &req.name)?;
             let name = ResourceName::job(&req.name)?;

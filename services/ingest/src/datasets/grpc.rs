@@ -23,7 +23,7 @@ use futures::Stream;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
-use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size, resource_tenant};
+use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
 use trustmesh_proto::events::v1::Outcome;
@@ -36,6 +36,7 @@ use trustmesh_proto::v1::{
     ReadRowsRequest, ReadRowsResponse, RowBatch, StringValues, UploadDatasetRequest,
     UploadMetadata,
 };
+use trustmesh_service_kit::{call_entry, call_entry_for, request_id};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
@@ -51,8 +52,6 @@ const PAGE_MAX: usize = 1000;
 /// Default and largest `ReadRows` batch.
 const BATCH_DEFAULT: u64 = 4096;
 const BATCH_MAX: u64 = 65536;
-/// Longest client-supplied string echoed into an audit event.
-const AUDIT_RESOURCE_MAX: usize = 256;
 
 /// The `DatasetService` handler.
 #[derive(Debug, Clone)]
@@ -71,41 +70,6 @@ impl DatasetsHandler {
             objects,
             limits,
         }
-    }
-
-    /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
-    fn entry(
-        principal: &Principal,
-        tenant: TenantId,
-        action: &str,
-        resource: &str,
-        request_id: &str,
-    ) -> AuditEntry {
-        let mut entry = AuditEntry::new(
-            Service::Ingest,
-            tenant,
-            action,
-            resource
-                .chars()
-                .take(AUDIT_RESOURCE_MAX)
-                .collect::<String>(),
-        );
-        entry.actor_type = principal.actor_type();
-        entry.actor_id = principal.actor_id();
-        entry.request_id = request_id.to_owned();
-        entry
-    }
-
-    /// [`Self::entry`] in the tenant `resource` names (its owner, whoever calls); `None` if it names
-    /// none, as nothing of any tenant is touched then.
-    fn entry_for(
-        principal: &Principal,
-        action: &str,
-        resource: &str,
-        request_id: &str,
-    ) -> Option<AuditEntry> {
-        let tenant = resource_tenant("name", resource).ok()?;
-        Some(Self::entry(principal, tenant, action, resource, request_id))
     }
 
     /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
@@ -319,7 +283,8 @@ impl DatasetsHandler {
                     Bytes::from(stored.encode_to_vec()),
                 )
                 .await?;
-            let mut entry = Self::entry(
+            let mut entry = call_entry(
+                Service::Ingest,
                 principal,
                 dataset.tenant.clone(),
                 "datasets.upload",
@@ -554,16 +519,6 @@ fn not_found(name: &DatasetName) -> IngestError {
     }
 }
 
-/// The caller's `x-request-id` if it is a short printable token, else a fresh UUIDv7.
-fn request_id<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
-}
-
 #[tonic::async_trait]
 impl DatasetService for DatasetsHandler {
     async fn create_dataset(
@@ -573,7 +528,13 @@ impl DatasetService for DatasetsHandler {
         let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "datasets.create", &req.parent, &request_id);
+        let entry = call_entry_for(
+            Service::Ingest,
+            &principal,
+            "datasets.create",
+            &req.parent,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::DatasetsWrite, "parent", &req.parent)?;
             let tenant = parse_parent(&req.parent)?;
@@ -595,9 +556,13 @@ impl DatasetService for DatasetsHandler {
             .await;
         // A successful upload recorded its audit event with the dataset, in one transaction.
         let entry = match (&result, resource) {
-            (Err(_), Some(resource)) => {
-                Self::entry_for(&principal, "datasets.upload", &resource, &request_id)
-            }
+            (Err(_), Some(resource)) => call_entry_for(
+                Service::Ingest,
+                &principal,
+                "datasets.upload",
+                &resource,
+                &request_id,
+            ),
             (Ok(_) | Err(_), _) => None,
         };
         self.settle(entry, result).await.map(Response::new)
@@ -610,7 +575,13 @@ impl DatasetService for DatasetsHandler {
         let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "datasets.get", &req.name, &request_id);
+        let entry = call_entry_for(
+            Service::Ingest,
+            &principal,
+            "datasets.get",
+            &req.name,
+            &request_id,
+        );
         let result = async {
             principal.require_or_service(Scope::DatasetsRead, "name", &req.name)?;
             let name = DatasetName::parse(&req.name)?;
@@ -627,7 +598,13 @@ impl DatasetService for DatasetsHandler {
         let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "datasets.list", &req.parent, &request_id);
+        let entry = call_entry_for(
+            Service::Ingest,
+            &principal,
+            "datasets.list",
+            &req.parent,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::DatasetsRead, "parent", &req.parent)?;
             let tenant = parse_parent(&req.parent)?;
@@ -648,7 +625,13 @@ impl DatasetService for DatasetsHandler {
         let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "datasets.rows.read", &req.name, &request_id);
+        let entry = call_entry_for(
+            Service::Ingest,
+            &principal,
+            "datasets.rows.read",
+            &req.name,
+            &request_id,
+        );
         let result = async {
             principal.require_or_service(Scope::DatasetsRead, "name", &req.name)?;
             let name = DatasetName::parse(&req.name)?;

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use futures::Stream;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
-use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size, resource_tenant};
+use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
 use trustmesh_proto::events::v1::Outcome;
@@ -29,6 +29,7 @@ use trustmesh_proto::v1::{
     ListReportsRequest, ListReportsResponse, ListRowsRequest, ListRowsResponse, Report,
     ScoreRowsRequest, ScoreRowsResponse, SetCorrectionsRequest, SetCorrectionsResponse,
 };
+use trustmesh_service_kit::{call_entry_for, request_id};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
@@ -45,8 +46,6 @@ const ROWS_PAGE_MAX: usize = 1000;
 /// Most corrections per call, and the longest corrected label.
 const CORRECTIONS_MAX: usize = 10_000;
 const LABEL_MAX_BYTES: usize = 1024;
-/// Longest client-supplied string echoed into an audit event.
-const AUDIT_RESOURCE_MAX: usize = 256;
 
 /// The `TrustService` handler.
 #[derive(Debug, Clone)]
@@ -57,54 +56,9 @@ pub(crate) struct ReportsHandler {
 
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportCleansetResponse, Status>> + Send>>;
 
-/// The caller's `x-request-id` if it is a short printable token, else a fresh UUIDv7.
-fn request_id<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
-}
-
 impl ReportsHandler {
     pub(crate) fn new(repo: ReportRepo, objects: EncryptedObjects) -> Self {
         Self { repo, objects }
-    }
-
-    /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
-    fn entry(
-        principal: &Principal,
-        tenant: TenantId,
-        action: &str,
-        resource: &str,
-        request_id: &str,
-    ) -> AuditEntry {
-        let mut entry = AuditEntry::new(
-            Service::TrustScoring,
-            tenant,
-            action,
-            resource
-                .chars()
-                .take(AUDIT_RESOURCE_MAX)
-                .collect::<String>(),
-        );
-        entry.actor_type = principal.actor_type();
-        entry.actor_id = principal.actor_id();
-        entry.request_id = request_id.to_owned();
-        entry
-    }
-
-    /// [`Self::entry`] in the tenant `resource` names (its owner, whoever calls); `None` if it names
-    /// none, as nothing of any tenant is touched then.
-    fn entry_for(
-        principal: &Principal,
-        action: &str,
-        resource: &str,
-        request_id: &str,
-    ) -> Option<AuditEntry> {
-        let tenant = resource_tenant("name", resource).ok()?;
-        Some(Self::entry(principal, tenant, action, resource, request_id))
     }
 
     /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
@@ -270,7 +224,13 @@ impl TrustService for ReportsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "reports.get", &req.name, &request_id);
+        let entry = call_entry_for(
+            Service::TrustScoring,
+            &principal,
+            "reports.get",
+            &req.name,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::ReportsRead, "name", &req.name)?;
             let name = ResourceName::parse("name", "reports", &req.name)?;
@@ -287,7 +247,13 @@ impl TrustService for ReportsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "reports.list", &req.parent, &request_id);
+        let entry = call_entry_for(
+            Service::TrustScoring,
+            &principal,
+            "reports.list",
+            &req.parent,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::ReportsRead, "parent", &req.parent)?;
             let tenant = parse_parent(&req.parent)?;
@@ -306,7 +272,13 @@ impl TrustService for ReportsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "reports.rows.list", &req.parent, &request_id);
+        let entry = call_entry_for(
+            Service::TrustScoring,
+            &principal,
+            "reports.rows.list",
+            &req.parent,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::ReportsRead, "parent", &req.parent)?;
             let name = ResourceName::parse("parent", "reports", &req.parent)?;
@@ -325,7 +297,8 @@ impl TrustService for ReportsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(
+        let entry = call_entry_for(
+            Service::TrustScoring,
             &principal,
             "reports.corrections.set",
             &req.parent,
@@ -351,7 +324,13 @@ impl TrustService for ReportsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "reports.export", &req.name, &request_id);
+        let entry = call_entry_for(
+            Service::TrustScoring,
+            &principal,
+            "reports.export",
+            &req.name,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::ReportsRead, "name", &req.name)?;
             let name = ResourceName::parse("name", "reports", &req.name)?;
@@ -372,7 +351,13 @@ impl TrustService for ReportsHandler {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
         let req = request.into_inner();
-        let entry = Self::entry_for(&principal, "reports.score", &req.report, &request_id);
+        let entry = call_entry_for(
+            Service::TrustScoring,
+            &principal,
+            "reports.score",
+            &req.report,
+            &request_id,
+        );
         let result = async {
             principal.require(Scope::AnalysisRun, "report", &req.report)?;
             let name = ResourceName::parse("report", "reports", &req.report)?;
