@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use sqlx::{Postgres, Transaction};
 use trustmesh_events::{Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1::{ActorType, AuditEvent, EventMeta, Outcome};
+use trustmesh_telemetry::CallOrigin;
 use uuid::Uuid;
 
 use crate::outbox::{Outbox, OutboxError};
@@ -42,11 +43,16 @@ pub struct AuditEntry {
     pub request_id: String,
     /// Rows or objects affected, when known.
     pub records_affected: u64,
+    /// The client address of the call this was recorded in (empty outside one).
+    pub source_ip: String,
+    /// The client's user agent in that call (empty outside one).
+    pub user_agent: String,
 }
 
 impl AuditEntry {
     /// An entry for `action` on `resource` of `tenant` by `service`, allowed, with no actor, request
-    /// id or count yet (set the public fields for those).
+    /// id or count yet (set the public fields for those); recorded within a gRPC call, it carries the
+    /// call's client address and user agent ([`CallOrigin`]).
     #[must_use]
     pub fn new(
         service: Service,
@@ -54,6 +60,7 @@ impl AuditEntry {
         action: impl Into<String>,
         resource: impl Into<String>,
     ) -> Self {
+        let origin = CallOrigin::current().unwrap_or_default();
         Self {
             service,
             tenant,
@@ -66,6 +73,11 @@ impl AuditEntry {
             reason: String::new(),
             request_id: String::new(),
             records_affected: 0,
+            source_ip: origin
+                .source_ip
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            user_agent: origin.user_agent,
         }
     }
 
@@ -88,8 +100,8 @@ impl AuditEntry {
             reason: self.reason,
             request_id: self.request_id,
             trace_id: current_trace_id(),
-            source_ip: String::new(),
-            user_agent: String::new(),
+            source_ip: self.source_ip,
+            user_agent: self.user_agent,
             records_affected: self.records_affected,
         };
         (subject, event, id)
@@ -173,5 +185,22 @@ mod tests {
         assert_eq!(event.grpc_code, 5);
         assert_eq!(event.trace_id.len(), 32);
         assert_ne!(entry.into_event().2, id, "every event gets its own id");
+    }
+
+    #[tokio::test]
+    async fn entries_recorded_in_a_call_carry_its_client_address_and_user_agent() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let outside = AuditEntry::new(Service::Ingest, tenant.clone(), "datasets.get", "r");
+        assert_eq!(
+            (outside.source_ip.as_str(), outside.user_agent.as_str()),
+            ("", "")
+        );
+        let origin = CallOrigin::new(Some([192, 0, 2, 9].into()), Some(b"trustmesh-cli/0.1"));
+        let inside = origin
+            .scope(async { AuditEntry::new(Service::Ingest, tenant, "datasets.get", "r") })
+            .await;
+        let (_, event, _) = inside.into_event();
+        assert_eq!(event.source_ip, "192.0.2.9");
+        assert_eq!(event.user_agent, "trustmesh-cli/0.1");
     }
 }

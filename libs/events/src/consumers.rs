@@ -31,6 +31,25 @@ pub struct ConsumerSpec {
     pub max_ack_pending: i64,
     /// What it does.
     pub description: &'static str,
+    /// What it writes to the audit log.
+    pub audit: ConsumerAudit,
+}
+
+/// What a consumer writes to its tenant's audit log: the consumer half of "every access to tenant
+/// data is audited" (the RPC half is the gRPC handlers'). A test runs the mesh and holds every
+/// consumer of [`ALL_CONSUMERS`] to this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsumerAudit {
+    /// It reads or changes tenant data: exactly one event, by the consumer's service, with one of
+    /// `actions`, for each message on `tm.<tenant>.<on>` it handles (a redelivery adds none).
+    Each {
+        /// The event kind (subject after the tenant) whose messages are audited.
+        on: &'static str,
+        /// The actions the event may carry (e.g. one per deletion scope).
+        actions: &'static [&'static str],
+    },
+    /// It touches no tenant data; why.
+    Nothing(&'static str),
 }
 
 impl ConsumerSpec {
@@ -45,6 +64,8 @@ impl ConsumerSpec {
     }
 }
 
+/// The event kind every deletion consumer handles.
+const DELETION_REQUESTED: &str = "deletion.requested";
 const ACK_WAIT: Duration = Duration::from_secs(30);
 const MAX_DELIVER: i64 = 5;
 const MAX_ACK_PENDING: i64 = 256;
@@ -53,6 +74,7 @@ const fn deletion_consumer(
     durable_name: &'static str,
     service: Service,
     description: &'static str,
+    audit: ConsumerAudit,
 ) -> ConsumerSpec {
     ConsumerSpec {
         durable_name,
@@ -64,6 +86,7 @@ const fn deletion_consumer(
         ack_wait: Duration::from_secs(60),
         max_ack_pending: 64,
         description,
+        audit,
     }
 }
 
@@ -72,6 +95,10 @@ pub const TENANCY_DELETION: ConsumerSpec = deletion_consumer(
     "tenancy-deletion",
     Service::Tenancy,
     "tenancy deletes tenant records, key digests and webhook secrets, then publishes its receipt.",
+    ConsumerAudit::Each {
+        on: DELETION_REQUESTED,
+        actions: &["datasets.delete", "tenants.delete"],
+    },
 );
 
 /// ingest: deletes raw uploads and parsed datasets on `deletion.requested`.
@@ -79,6 +106,10 @@ pub const INGEST_DELETION: ConsumerSpec = deletion_consumer(
     "ingest-deletion",
     Service::Ingest,
     "ingest deletes uploads and parsed datasets, then publishes its receipt.",
+    ConsumerAudit::Each {
+        on: DELETION_REQUESTED,
+        actions: &["datasets.delete"],
+    },
 );
 
 /// analysis: starts a job on `analysis.requested`.
@@ -90,21 +121,11 @@ pub const ANALYSIS_REQUESTED: ConsumerSpec = ConsumerSpec {
     max_deliver: MAX_DELIVER,
     ack_wait: ACK_WAIT,
     max_ack_pending: MAX_ACK_PENDING,
-    description: "analysis plans a job: featurizes and fans out cross-validation folds.",
-};
-
-/// analysis: trains one cross-validation fold on `analysis.fold.requested`.
-pub const ANALYSIS_FOLD: ConsumerSpec = ConsumerSpec {
-    durable_name: "analysis-fold",
-    service: Service::Analysis,
-    stream: &TM_ANALYSIS,
-    filter_subject: "tm.*.analysis.fold.*",
-    max_deliver: MAX_DELIVER,
-    // Training is long: the handler sends progress acks well within this.
-    ack_wait: Duration::from_secs(120),
-    // Few in flight: each is CPU-heavy, and a replica takes one per core.
-    max_ack_pending: 32,
-    description: "analysis trains one K-fold model and stores its out-of-sample predictions.",
+    description: "analysis runs a job: reads the rows from ingest, featurizes, trains K folds, stores the outputs.",
+    audit: ConsumerAudit::Each {
+        on: "analysis.requested",
+        actions: &["analysis.run"],
+    },
 };
 
 /// analysis: marks the job SUCCEEDED on `scores.ready`.
@@ -117,6 +138,7 @@ pub const ANALYSIS_SCORES: ConsumerSpec = ConsumerSpec {
     ack_wait: ACK_WAIT,
     max_ack_pending: MAX_ACK_PENDING,
     description: "analysis completes the job once its trust scores are ready.",
+    audit: ConsumerAudit::Nothing("marks the job done from the event; reads no tenant data."),
 };
 
 /// analysis: deletes jobs and model outputs on `deletion.requested`.
@@ -124,6 +146,10 @@ pub const ANALYSIS_DELETION: ConsumerSpec = deletion_consumer(
     "analysis-deletion",
     Service::Analysis,
     "analysis deletes jobs and model outputs, then publishes its receipt.",
+    ConsumerAudit::Each {
+        on: DELETION_REQUESTED,
+        actions: &["jobs.delete"],
+    },
 );
 
 /// trust-scoring: runs the detectors on `analysis.completed`.
@@ -136,6 +162,10 @@ pub const TRUST_SCORING_ANALYSIS: ConsumerSpec = ConsumerSpec {
     ack_wait: Duration::from_secs(120),
     max_ack_pending: 32,
     description: "trust-scoring runs every issue detector, stores scores and the report, publishes scores.ready.",
+    audit: ConsumerAudit::Each {
+        on: "analysis.completed",
+        actions: &["reports.create"],
+    },
 };
 
 /// trust-scoring: deletes reports, scores and corrections on `deletion.requested`.
@@ -143,6 +173,10 @@ pub const TRUST_SCORING_DELETION: ConsumerSpec = deletion_consumer(
     "trust-scoring-deletion",
     Service::TrustScoring,
     "trust-scoring deletes reports, scores and corrections, then publishes its receipt.",
+    ConsumerAudit::Each {
+        on: DELETION_REQUESTED,
+        actions: &["reports.delete"],
+    },
 );
 
 /// deletion: collects receipts on `deletion.receipt`.
@@ -155,6 +189,9 @@ pub const DELETION_RECEIPT: ConsumerSpec = ConsumerSpec {
     ack_wait: ACK_WAIT,
     max_ack_pending: MAX_ACK_PENDING,
     description: "deletion records each service's receipt and signs the certificate once all are in.",
+    audit: ConsumerAudit::Nothing(
+        "records each service's counts; the certificate it signs is audited once, as deletion.certificates.issue.",
+    ),
 };
 
 /// audit: appends every audit event to the tenant's hash chain.
@@ -168,6 +205,7 @@ pub const AUDIT_EVENTS: ConsumerSpec = ConsumerSpec {
     ack_wait: ACK_WAIT,
     max_ack_pending: 1024,
     description: "audit appends each event to the tenant's hash-chained log.",
+    audit: ConsumerAudit::Nothing("is the audit log itself."),
 };
 
 /// audit: answers `deletion.requested` with an empty receipt; audit events are retained, not shredded.
@@ -176,6 +214,7 @@ pub const AUDIT_DELETION: ConsumerSpec = deletion_consumer(
     Service::Audit,
     "audit keeps the tenant's audit events (retained on a legal-obligation basis, never shredded with \
      the tenant) and publishes an empty receipt.",
+    ConsumerAudit::Nothing("keeps the audit log (retained, not shredded) and deletes nothing."),
 );
 
 /// notifier: webhooks for job changes.
@@ -188,6 +227,9 @@ pub const NOTIFIER_JOB: ConsumerSpec = ConsumerSpec {
     ack_wait: ACK_WAIT,
     max_ack_pending: MAX_ACK_PENDING,
     description: "notifier queues webhook deliveries for job state changes.",
+    audit: ConsumerAudit::Nothing(
+        "reads event metadata (names, states) to queue webhooks; no rows.",
+    ),
 };
 
 /// notifier: webhooks for scores ready.
@@ -200,6 +242,9 @@ pub const NOTIFIER_SCORES: ConsumerSpec = ConsumerSpec {
     ack_wait: ACK_WAIT,
     max_ack_pending: MAX_ACK_PENDING,
     description: "notifier queues webhook deliveries for reports ready.",
+    audit: ConsumerAudit::Nothing(
+        "reads event metadata (names, states) to queue webhooks; no rows.",
+    ),
 };
 
 /// notifier: webhooks for dataset events.
@@ -212,6 +257,9 @@ pub const NOTIFIER_DATASET: ConsumerSpec = ConsumerSpec {
     ack_wait: ACK_WAIT,
     max_ack_pending: MAX_ACK_PENDING,
     description: "notifier queues webhook deliveries for dataset ingested/failed.",
+    audit: ConsumerAudit::Nothing(
+        "reads event metadata (names, states) to queue webhooks; no rows.",
+    ),
 };
 
 /// notifier: webhooks for deletion events.
@@ -224,6 +272,10 @@ pub const NOTIFIER_DELETION: ConsumerSpec = ConsumerSpec {
     ack_wait: ACK_WAIT,
     max_ack_pending: MAX_ACK_PENDING,
     description: "notifier queues webhook deliveries for deletion requested/completed.",
+    audit: ConsumerAudit::Each {
+        on: "deletion.requested",
+        actions: &["deliveries.delete"],
+    },
 };
 
 /// Every durable consumer of the mesh.
@@ -231,7 +283,6 @@ pub const ALL_CONSUMERS: &[&ConsumerSpec] = &[
     &TENANCY_DELETION,
     &INGEST_DELETION,
     &ANALYSIS_REQUESTED,
-    &ANALYSIS_FOLD,
     &ANALYSIS_SCORES,
     &ANALYSIS_DELETION,
     &TRUST_SCORING_ANALYSIS,
@@ -252,4 +303,31 @@ pub fn consumer_by_name(name: &str) -> Option<&'static ConsumerSpec> {
         .iter()
         .copied()
         .find(|c| c.durable_name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subject::filter_matches;
+
+    #[test]
+    fn audited_messages_are_ones_the_consumer_receives() {
+        for consumer in ALL_CONSUMERS {
+            match consumer.audit {
+                ConsumerAudit::Each { on, actions } => {
+                    assert!(
+                        filter_matches(consumer.filter_subject, &format!("tm.acme.{on}")),
+                        "{}: {on}",
+                        consumer.durable_name
+                    );
+                    assert!(!actions.is_empty(), "{}", consumer.durable_name);
+                }
+                ConsumerAudit::Nothing(why) => assert!(!why.is_empty()),
+            }
+        }
+        assert!(!filter_matches(
+            "tm.*.deletion.requested",
+            "tm.acme.deletion.receipt"
+        ));
+    }
 }

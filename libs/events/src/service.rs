@@ -69,7 +69,6 @@ impl Service {
             ],
             Self::Analysis => &[
                 EventKind::AnalysisRequested,
-                EventKind::AnalysisFoldRequested,
                 EventKind::AnalysisCompleted,
                 EventKind::AnalysisFailed,
                 EventKind::JobUpdated,

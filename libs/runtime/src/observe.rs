@@ -5,6 +5,7 @@
 //! The status code comes from the response headers for trailers-only responses and from the
 //! trailers otherwise; a call whose response is dropped before it ends counts as `CANCELLED`.
 //! Method labels stay low-cardinality: a path outside the registered services is `unknown`.
+//! Each call runs in its [`CallOrigin`] scope (peer address and user agent), which audit entries read.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,9 +18,12 @@ use http_body::{Frame, SizeHint};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::body::Body;
-use tonic::codegen::http::{HeaderMap, Request, Response};
+use tonic::codegen::http::header::USER_AGENT;
+use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
+use trustmesh_telemetry::CallOrigin;
 
 /// Receives every finished RPC: method path (`/trustmesh.v1.DatasetService/GetDataset`, or
 /// `unknown`), status code and duration (for streams: until the stream ended).
@@ -122,7 +126,8 @@ where
         // The ready service handles this call; a fresh clone takes its place (tower's pattern).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let call = inner.call(request).instrument(span);
+        let origin = origin_of(&request);
+        let call = origin.scope(inner.call(request)).instrument(span);
         Box::pin(async move {
             let response = call.await?;
             if let Some(code) = grpc_status(response.headers()) {
@@ -138,6 +143,23 @@ where
             }))
         })
     }
+}
+
+/// The peer address (plain TCP or under TLS) and user agent of `request`.
+fn origin_of(request: &Request<Body>) -> CallOrigin {
+    let extensions = request.extensions();
+    let peer = extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        });
+    CallOrigin::new(
+        peer.map(|addr| addr.ip().to_canonical()),
+        request.headers().get(USER_AGENT).map(HeaderValue::as_bytes),
+    )
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {

@@ -15,10 +15,12 @@
 //! counted in the RPC metric families; clients add the [`inject_trace_context`] interceptor.
 //!
 //! Layout: `settings` (configuration), `metrics` (registry and the shared metric families),
-//! `propagation` (carriers), `grpc` (the server layer), this file (init and the guard).
+//! `propagation` (carriers), `grpc` (the server layer), `origin` (the client address and user agent
+//! of the call being served), this file (init and the guard).
 
 mod grpc;
 mod metrics;
+mod origin;
 mod propagation;
 mod settings;
 
@@ -37,6 +39,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use grpc::{RpcTelemetry, RpcTelemetryLayer, UNKNOWN_METHOD, inject_trace_context};
 pub use metrics::{CONTENT_TYPE, JobMetrics, JobState, Metrics, RpcMetrics};
+pub use origin::CallOrigin;
 pub use propagation::{
     HeaderCarrier, TRACEPARENT, TRACESTATE, extract_context, inject_context, inject_current,
     set_parent_from, trace_headers,

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::PullConsumer;
 use bytes::{Buf as _, BufMut as _};
+use futures::StreamExt as _;
 use prost::Message as _;
 use prost_types::field_descriptor_proto::Type;
 use prost_types::{DescriptorProto, FileDescriptorSet, MethodDescriptorProto};
@@ -17,7 +19,11 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 use trustmesh_cli::client::Client;
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
-use trustmesh_proto::v1::{AuditOutcome, AuditRecord, ListEventsRequest, Scope};
+use trustmesh_events::{ALL_CONSUMERS, ConsumerAudit};
+use trustmesh_proto::v1::{
+    AuditOutcome, AuditRecord, DeleteDatasetRequest, DeletionState, JobState, ListEventsRequest,
+    Scope, StartAnalysisRequest, TaskType,
+};
 use trustmesh_runtime::SecretString;
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
@@ -183,25 +189,56 @@ async fn settled(user: &Client, tenant: &str, known: usize) -> Vec<AuditRecord> 
     events_of(user, tenant).await
 }
 
+/// The whole mesh in this process, on its own nats-server and database; stops when dropped.
+struct Mesh {
+    nats: NatsServer,
+    _db: TestDatabase,
+    _data_dir: tempfile::TempDir,
+    endpoint: String,
+    operator: Client,
+    shutdown: CancellationToken,
+}
+
+impl Mesh {
+    async fn start() -> Self {
+        let nats = NatsServer::start().await;
+        let db = TestDatabase::create().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut settings = StandaloneSettings::new(
+            data_dir.path().to_owned(),
+            SecretString::from(db.url().to_owned()),
+        );
+        settings.grpc.bind.set_port(0);
+        settings.admin.bind.set_port(0);
+        settings.nats = NatsSource::Url(nats.url());
+        let mesh = Standalone::build(settings).await.unwrap();
+        let endpoint = format!("http://{}", mesh.grpc_addr());
+        let operator = Client::connect(&endpoint, mesh.operator_credential())
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(mesh.run_until_stopped(shutdown.clone()));
+        Self {
+            nats,
+            _db: db,
+            _data_dir: data_dir,
+            endpoint,
+            operator,
+            shutdown,
+        }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 #[tokio::test]
 async fn every_tenant_rpc_denied_to_another_tenant_lands_one_event_in_the_owners_log() {
-    let nats = NatsServer::start().await;
-    let db = TestDatabase::create().await;
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut settings = StandaloneSettings::new(
-        data_dir.path().to_owned(),
-        SecretString::from(db.url().to_owned()),
-    );
-    settings.grpc.bind.set_port(0);
-    settings.admin.bind.set_port(0);
-    settings.nats = NatsSource::Url(nats.url());
-    let mesh = Standalone::build(settings).await.unwrap();
-    let endpoint = format!("http://{}", mesh.grpc_addr());
-    let operator = Client::connect(&endpoint, mesh.operator_credential())
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let _running = tokio::spawn(mesh.run_until_stopped(shutdown.clone()));
+    let mesh = Mesh::start().await;
+    let (endpoint, operator) = (mesh.endpoint.clone(), &mesh.operator);
 
     let (_, acme) = operator
         .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
@@ -261,13 +298,14 @@ async fn every_tenant_rpc_denied_to_another_tenant_lands_one_event_in_the_owners
                 if status.code() != tonic::Code::NotFound
                     || new.len() != 1
                     || new[0].outcome() != AuditOutcome::Denied
+                    || new[0].source_ip != "127.0.0.1"
                 {
                     missing.push(format!(
                         "{label}: {:?} {:?} -> {:?}",
                         status.code(),
                         status.message(),
                         new.iter()
-                            .map(|e| (e.action.as_str(), e.outcome().as_str_name()))
+                            .map(|e| (e.action.as_str(), e.outcome().as_str_name(), &e.source_ip))
                             .collect::<Vec<_>>()
                     ));
                 }
@@ -288,5 +326,142 @@ async fn every_tenant_rpc_denied_to_another_tenant_lands_one_event_in_the_owners
         checked.len(),
         missing.join("\n")
     );
-    shutdown.cancel();
+}
+
+/// Waits until every consumer of the registry exists on the server and has nothing pending or
+/// unacknowledged.
+async fn consumers_idle(nats: &NatsServer) {
+    let js = nats.jetstream().await;
+    let mut busy = Vec::new();
+    for _ in 0..300 {
+        busy.clear();
+        for spec in ALL_CONSUMERS {
+            let mut consumer: PullConsumer = js
+                .get_consumer_from_stream(spec.durable_name, spec.stream.name)
+                .await
+                .unwrap_or_else(|e| panic!("consumer {} is not deployed: {e}", spec.durable_name));
+            let info = consumer.info().await.unwrap();
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
+                busy.push(spec.durable_name);
+            }
+        }
+        if busy.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("consumers still busy: {busy:?}");
+}
+
+/// Messages on `subject` in `stream`.
+async fn messages_on(nats: &NatsServer, stream: &str, subject: &str) -> usize {
+    let js = nats.jetstream().await;
+    let stream = js.get_stream(stream).await.unwrap();
+    let mut subjects = stream.info_with_subjects(subject).await.unwrap();
+    let mut total = 0;
+    while let Some(entry) = subjects.next().await {
+        total += entry.unwrap().1;
+    }
+    total
+}
+
+/// The consumer half of "every access is audited", from the consumer registry: after an upload,
+/// an analysis and a dataset deletion, each consumer that touches tenant data has written exactly
+/// one event per message it handled, every registered consumer is deployed, the services' reads
+/// of each other are audited once per read, and calls carry their client address.
+#[tokio::test]
+async fn every_consumer_audits_each_message_that_touches_tenant_data_once() {
+    let mesh = Mesh::start().await;
+    let (_, user) = mesh
+        .operator
+        .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let wine = include_str!("../../../examples/wine-noisy.csv");
+    let dataset = trustmesh_cli::client::once_known(|| {
+        user.upload_csv("acme", "wine", wine.as_bytes().to_vec(), "row_id")
+    })
+    .await
+    .unwrap();
+    let job = user
+        .analysis()
+        .start_analysis(StartAnalysisRequest {
+            dataset: dataset.name.clone(),
+            label_column: "label".to_owned(),
+            task_type: TaskType::Classification.into(),
+            ..StartAnalysisRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = tokio::time::timeout(Duration::from_secs(300), user.wait_job(&job.name, |_| {}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
+    let deletion = user
+        .deletion()
+        .delete_dataset(DeleteDatasetRequest {
+            name: dataset.name.clone(),
+            ..DeleteDatasetRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deletion = user
+        .wait_deletion(&deletion.output, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(deletion.state(), DeletionState::Completed, "{deletion:?}");
+    consumers_idle(&mesh.nats).await;
+    let events = settled(&user, "acme", 0).await;
+    let count = |service: &str, actions: &[&str]| {
+        events
+            .iter()
+            .filter(|e| e.service == service && actions.contains(&e.action.as_str()))
+            .count()
+    };
+
+    let mut wrong = Vec::new();
+    for spec in ALL_CONSUMERS {
+        let ConsumerAudit::Each { on, actions } = spec.audit else {
+            continue;
+        };
+        let messages = messages_on(&mesh.nats, spec.stream.name, &format!("tm.acme.{on}")).await;
+        let audited = count(spec.service.as_str(), actions);
+        if messages == 0 || audited != messages {
+            wrong.push(format!(
+                "{}: {messages} messages on {on}, {audited} events {actions:?}",
+                spec.durable_name
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // Service-to-service reads: analysis reads the rows once, trust-scoring the outputs once.
+    for (service, action) in [
+        ("ingest", "datasets.rows.read"),
+        ("analysis", "jobs.outputs.read"),
+    ] {
+        let reads: Vec<&AuditRecord> = events
+            .iter()
+            .filter(|e| e.service == service && e.action == action)
+            .collect();
+        assert_eq!(reads.len(), 1, "{service} {action}: {reads:?}");
+        // One mesh credential for now: the actor is "a service", not which one (#7's per-service
+        // identities will name it).
+        assert_eq!(
+            reads[0].actor.as_ref().map(|a| a.r#type.as_str()),
+            Some("service")
+        );
+    }
+    // Calls carry the client's address; consumers' events, made outside any call, carry none.
+    let upload = events
+        .iter()
+        .find(|e| e.action == "datasets.upload")
+        .unwrap();
+    assert_eq!(upload.source_ip, "127.0.0.1", "{upload:?}");
+    assert!(upload.user_agent.contains("tonic"), "{upload:?}");
+    let run = events.iter().find(|e| e.action == "analysis.run").unwrap();
+    assert_eq!(run.source_ip, "", "{run:?}");
 }

@@ -186,19 +186,20 @@ impl DeletionHandler {
                     outbox
                         .enqueue(tx, &subject, &receipt, &msg_id(&subject, event_id))
                         .await?;
-                    if keys.is_some() {
-                        let mut entry = AuditEntry::new(
-                            Service::Tenancy,
-                            tenant,
-                            "tenants.delete",
-                            request.target,
-                        );
-                        entry.actor_type = ActorType::Service;
-                        Service::Deletion.as_str().clone_into(&mut entry.actor_id);
-                        entry.request_id = request_id;
-                        entry.records_affected = records;
-                        audit::enqueue(&outbox, tx, entry).await?;
-                    }
+                    // One event for every deletion handled, with what it deleted (nothing of a
+                    // dataset): the log shows each service answered.
+                    let action = if keys.is_some() {
+                        "tenants.delete"
+                    } else {
+                        "datasets.delete"
+                    };
+                    let mut entry =
+                        AuditEntry::new(Service::Tenancy, tenant, action, request.target);
+                    entry.actor_type = ActorType::Service;
+                    Service::Deletion.as_str().clone_into(&mut entry.actor_id);
+                    entry.request_id = request_id;
+                    entry.records_affected = records;
+                    audit::enqueue(&outbox, tx, entry).await?;
                     Ok::<_, HandlerError>(())
                 })
             })

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Context;
 use trustmesh_bus::RunnerOptions;
-use trustmesh_events::{ConsumerSpec, Service, TM_DATASET, TenantId};
+use trustmesh_events::{ConsumerAudit, ConsumerSpec, Service, TM_DATASET, TenantId};
 use trustmesh_testkit::nats::NatsServer;
 
 /// A consumer of every dataset event that gives up after three deliveries.
@@ -18,6 +18,7 @@ pub(crate) static TEST_CONSUMER: ConsumerSpec = ConsumerSpec {
     ack_wait: Duration::from_secs(30),
     max_ack_pending: 64,
     description: "bus integration tests",
+    audit: ConsumerAudit::Nothing("a test consumer of no tenant's data."),
 };
 
 /// Runner options with short retry delays, so redeliveries come quickly.
