@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs and starts what the tests need (infra/dev/up.sh), then runs
-# format and lint checks and every test of the workspace against real servers.
+# format and lint checks and every test of the workspace against real servers, then the Python
+# client's tests.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TRUSTMESH_DEV_START=0 bash infra/dev/up.sh
@@ -11,3 +12,11 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TRUSTMESH_DEV_HOME:-$HOME/.trustme
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
+# The Python client (sdk/python), built from proto/ into a venv under the dev home, tested against a
+# standalone mesh its tests start (the binary built here).
+VENV=${TRUSTMESH_DEV_HOME:-$HOME/.trustmesh-dev}/venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+rm -rf sdk/python/build
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check './sdk/python[test]'
+cargo build --locked -p trustmesh-cli
+TRUSTMESH_BIN="$CARGO_TARGET_DIR/debug/trustmesh" "$VENV/bin/python" -m pytest -p no:cacheprovider sdk/python/tests

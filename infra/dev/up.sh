@@ -58,6 +58,12 @@ if ! pg_ok; then
   pg_ok || { say "PostgreSQL is not reachable at $PG_URL"; exit 1; }
 fi
 
+# --- Python venv support ---------------------------------------------------------------------------
+# infra/dev/test.sh runs the Python client's tests in a venv under $DEV_HOME; Debian's python3 needs
+# python3-venv for that.
+command -v python3 >/dev/null || apt_install python3
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+
 # --- s3s-fs ----------------------------------------------------------------------------------------
 # TRUSTMESH_DEV_S3=0 (the demo) skips it: only the S3 tests need it.
 if [ "${TRUSTMESH_DEV_S3:-1}" = 1 ] && [ ! -x "$BIN/s3s-fs" ]; then

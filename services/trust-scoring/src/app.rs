@@ -20,6 +20,7 @@ use trustmesh_service_kit::{Foundations, StartError};
 use trustmesh_service_kit::{ResourceDeletion, Resources};
 use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 
+use crate::reports::export::Ingest;
 use crate::reports::grpc::ReportsHandler;
 use crate::reports::repo::ReportRepo;
 use crate::reports::scoring::ScoringHandler;
@@ -47,10 +48,10 @@ pub enum AppError {
     /// The key file could not be opened.
     #[error("cannot open the key-encryption keys")]
     Keys(#[from] trustmesh_crypto::Error),
-    /// The analysis endpoint is not usable.
-    #[error("cannot set up the channel to analysis")]
+    /// The analysis or ingest endpoint is not usable.
+    #[error("cannot set up the channel to analysis or ingest")]
     Analysis(#[from] trustmesh_runtime::ConnectError),
-    /// The mesh's service credential, presented to analysis, is not a valid header value.
+    /// The mesh's service credential (presented to analysis and ingest) is not a header value.
     #[error("`mesh.service_credential` is not a valid header value")]
     ServiceBearer,
     /// A server failed.
@@ -101,8 +102,8 @@ impl std::ops::Deref for Application {
 
 /// Connects to Postgres (migrating schema `trust_scoring`) and NATS (ensuring streams and the
 /// `trust-scoring-analysis` and `trust-scoring-deletion` consumers), loads the API-key cache from
-/// `tm_auth`, opens the object store and keyring, and prepares the channel to analysis (presenting
-/// the mesh's `mesh.service_credential`): the `TrustService` (every call through
+/// `tm_auth`, opens the object store and keyring, and prepares the channels to analysis and ingest
+/// (presenting the mesh's `mesh.service_credential`): the `TrustService` (every call through
 /// `trustmesh_auth::Authenticator`; API keys only, the operator credential reads no tenant data)
 /// plus the outbox relay and the consumers, registered on `readiness`.
 ///
@@ -177,6 +178,11 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     let repo = ReportRepo::new(pool, keyring, outbox);
     let channel =
         trustmesh_runtime::lazy_channel(&settings.analysis.endpoint, &settings.analysis.tls)?;
+    let ingest_peer = settings.ingest.as_ref().unwrap_or(&settings.analysis);
+    let ingest = Ingest::new(
+        trustmesh_runtime::lazy_channel(&ingest_peer.endpoint, &ingest_peer.tls)?,
+        analysis_bearer.clone(),
+    );
     let scoring = ScoringHandler {
         repo: repo.clone(),
         objects: objects.clone(),
@@ -187,7 +193,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     let deletion = ConsumerRunner::new(deletion_pull, &TRUST_SCORING_DELETION, publisher, deletion);
     consumer_ready.set_ready();
 
-    let reports = TrustServiceServer::new(ReportsHandler::new(repo, objects));
+    let reports = TrustServiceServer::new(ReportsHandler::new(repo, objects, ingest));
     let authenticator = Authenticator::new(cache);
     stop_background.disarm();
     // Named for the service (`trust-scoring`), as its metrics always were, not its schema.

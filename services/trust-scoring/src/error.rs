@@ -36,6 +36,9 @@ pub enum TrustError {
     /// Writing an event to the outbox failed.
     #[error("outbox write failed")]
     Outbox(#[from] trustmesh_bus::OutboxError),
+    /// Ingest refused or failed a read of the report's dataset (the code it answered).
+    #[error("ingest answered {0:?}")]
+    Ingest(Code),
     /// Stored data did not decode (corruption or a bug).
     #[error("stored data is corrupt: {0}")]
     Corrupt(&'static str),
@@ -55,7 +58,7 @@ impl TrustError {
             Self::Auth(error) => Status::from(error.clone()).code(),
             Self::NotFound { .. } => Code::NotFound,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::Database(_) | Self::Outbox(_) => Code::Unavailable,
+            Self::Database(_) | Self::Outbox(_) | Self::Ingest(_) => Code::Unavailable,
             Self::Objects(_) | Self::Crypto(_) | Self::Corrupt(_) => Code::Internal,
         }
     }
@@ -69,6 +72,7 @@ impl TrustError {
             Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
             Self::Database(_) => "DATABASE",
             Self::Outbox(_) => "OUTBOX",
+            Self::Ingest(_) => "INGEST",
             Self::Objects(_) => "OBJECT_STORE",
             Self::Crypto(_) => "CRYPTO",
             Self::Corrupt(_) => "CORRUPT",
@@ -86,6 +90,7 @@ impl From<TrustError> for Status {
             | TrustError::FailedPrecondition(_) => Status::new(code, error.to_string()),
             TrustError::Database(_)
             | TrustError::Outbox(_)
+            | TrustError::Ingest(_)
             | TrustError::Objects(_)
             | TrustError::Crypto(_)
             | TrustError::Corrupt(_) => {

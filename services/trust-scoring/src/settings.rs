@@ -35,6 +35,10 @@ pub struct Settings {
     pub keys: KeySettings,
     /// The analysis service, whose `GetModelOutputs` trust-scoring reads.
     pub analysis: PeerSettings,
+    /// The ingest service, whose `GetDataset` and `ReadRows` the cleanset export reads.
+    // NOTE: optional: unset, the analysis endpoint is used, which serves `DatasetService` too in
+    // the standalone mesh and behind an ingress that routes by gRPC service path (ARCHITECTURE §8).
+    pub ingest: Option<PeerSettings>,
 }
 
 impl Validate for Settings {
@@ -43,7 +47,11 @@ impl Validate for Settings {
         self.admin.validate().map_err(|e| e.within("admin"))?;
         self.shutdown.validate().map_err(|e| e.within("shutdown"))?;
         self.database.validate().map_err(|e| e.within("database"))?;
-        self.analysis.validate().map_err(|e| e.within("analysis"))
+        self.analysis.validate().map_err(|e| e.within("analysis"))?;
+        match &self.ingest {
+            Some(ingest) => ingest.validate().map_err(|e| e.within("ingest")),
+            None => Ok(()),
+        }
     }
 }
 

@@ -24,10 +24,10 @@ use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
 use trustmesh_proto::v1::trust_service_client::TrustServiceClient;
 use trustmesh_proto::v1::upload_dataset_request::Payload;
 use trustmesh_proto::v1::{
-    Correction, CorrectionAction, CreateDatasetRequest, DatasetFormat, GetJobRequest,
-    GetReportRequest, IssueType, Job, JobState, ListReportsRequest, ListRowsRequest,
-    SetCorrectionsRequest, StartAnalysisRequest, TaskType, UploadDatasetRequest, UploadMetadata,
-    WatchJobRequest,
+    Correction, CorrectionAction, CreateDatasetRequest, DatasetFormat, ExportCleansetRequest,
+    ExportFormat, GetJobRequest, GetReportRequest, IssueType, Job, JobState, ListReportsRequest,
+    ListRowsRequest, SetCorrectionsRequest, StartAnalysisRequest, TaskType, UploadDatasetRequest,
+    UploadMetadata, WatchJobRequest,
 };
 use trustmesh_runtime::{AdminSettings, ClientTls, GrpcSettings, ServerTls, TransportMode};
 use trustmesh_testkit::nats::NatsServer;
@@ -268,6 +268,7 @@ impl Mesh {
         tokio::spawn(app.run_until_stopped(shutdown.child_token()));
 
         let (endpoint, tls) = peer(analysis_addr);
+        let (ingest_endpoint, ingest_tls) = peer(ingest_addr);
         let mut trust = trustmesh_trust_scoring::Settings {
             grpc: grpc(),
             admin: admin(),
@@ -275,6 +276,10 @@ impl Mesh {
                 dir: root.join("trust-scoring"),
             },
             analysis: trustmesh_trust_scoring::settings::PeerSettings { endpoint, tls },
+            ingest: Some(trustmesh_trust_scoring::settings::PeerSettings {
+                endpoint: ingest_endpoint,
+                tls: ingest_tls,
+            }),
             mesh: mesh_settings(),
             ..trustmesh_trust_scoring::Settings::default()
         };
@@ -695,6 +700,18 @@ async fn another_tenants_key_gets_not_found_like_a_missing_report_and_is_audited
         .await
         .unwrap_err();
     assert_eq!(set.code(), Code::NotFound);
+    let export = trust
+        .export_cleanset(ExportCleansetRequest {
+            name: report.clone(),
+            ..ExportCleansetRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(export.code(), Code::NotFound);
+    assert_eq!(
+        export.message(),
+        absent.message().replace(&missing, &report)
+    );
     let list = trust
         .list_reports(ListReportsRequest {
             parent: "tenants/acme".into(),
@@ -724,9 +741,10 @@ async fn another_tenants_key_gets_not_found_like_a_missing_report_and_is_audited
         )
     };
     assert_eq!(
-        denied(&mesh.nats, "acme", 4).await,
+        denied(&mesh.nats, "acme", 5).await,
         [
             entry("reports.corrections.set"),
+            entry("reports.export"),
             entry("reports.get"),
             entry("reports.list"),
             entry("reports.rows.list"),
@@ -919,4 +937,224 @@ async fn deleting_the_dataset_deletes_its_jobs_and_reports_with_one_receipt_each
         .unwrap();
     let again = tokio::time::timeout(Duration::from_secs(2), receipts.next()).await;
     assert!(again.is_err(), "no second receipt");
+}
+
+/// The whole cleanset file of `req`, with the first message's media type and file name.
+async fn export(
+    trust: &mut TrustServiceClient<Authed>,
+    req: ExportCleansetRequest,
+) -> Result<(String, String, Vec<u8>), Status> {
+    let mut stream = trust.export_cleanset(req).await?.into_inner();
+    let first = stream.message().await?.expect("a first message");
+    let mut bytes = first.chunk;
+    while let Some(message) = stream.message().await? {
+        assert!(message.content_type.is_empty() && message.filename.is_empty());
+        bytes.extend(message.chunk);
+    }
+    Ok((first.content_type, first.filename, bytes))
+}
+
+#[tokio::test]
+async fn the_cleanset_applies_relabels_and_exclusions_to_the_dataset_and_carries_the_scores() {
+    let mesh = Mesh::start().await;
+    let job = mesh.analyse_iris("acme").await;
+    assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
+    let report = job.output.clone();
+    let mut trust = mesh.trust.clone();
+    let flagged = trust
+        .list_rows(ListRowsRequest {
+            parent: report.clone(),
+            issue_types: vec![IssueType::Label.into()],
+            ..ListRowsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert!(flagged.len() >= 2);
+    let (relabelled, excluded) = (&flagged[0], &flagged[1]);
+    trust
+        .set_corrections(SetCorrectionsRequest {
+            parent: report.clone(),
+            corrections: vec![
+                Correction {
+                    row_index: relabelled.row_index,
+                    action: CorrectionAction::Relabel.into(),
+                    corrected_label: relabelled.suggested_label.clone(),
+                    update_time: None,
+                },
+                Correction {
+                    row_index: excluded.row_index,
+                    action: CorrectionAction::Exclude.into(),
+                    ..Correction::default()
+                },
+            ],
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+
+    // Corrections applied in place on the label column, with the quality columns.
+    let (content_type, filename, bytes) = export(
+        &mut trust,
+        ExportCleansetRequest {
+            name: report.clone(),
+            apply_corrections: true,
+            include_quality_columns: true,
+            label_column: "label".to_owned(),
+            ..ExportCleansetRequest::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(content_type, "text/csv");
+    assert!(filename.ends_with(".csv"), "{filename}");
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(header[..6], ["row_id", "f0", "f1", "f2", "f3", "label"]);
+    for column in [
+        "action",
+        "row_index",
+        "trust_score",
+        "suggested_label",
+        "is_label",
+        "label_quality",
+    ] {
+        assert!(header.iter().any(|h| h == column), "{column} in {header:?}");
+    }
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 149);
+    let row_ids = iris_row_ids();
+    let original = iris_csv();
+    let labels: Vec<&str> = original
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    for record in &records {
+        let index: usize = record[at("row_index")].parse().unwrap();
+        assert_ne!(index as u64, excluded.row_index);
+        assert_eq!(&record[at("row_id")], row_ids[index]);
+        let trust_score: f64 = record[at("trust_score")].parse().unwrap();
+        assert!((0.0..=1.0).contains(&trust_score));
+        if index as u64 == relabelled.row_index {
+            assert_eq!(&record[at("label")], relabelled.suggested_label);
+            assert_eq!(&record[at("action")], "relabel");
+            assert_eq!(&record[at("is_label")], "true");
+        } else {
+            assert_eq!(&record[at("label")], labels[index]);
+        }
+    }
+
+    // As JSON Lines, excluded rows kept, corrected labels in their own column.
+    let (content_type, _, bytes) = export(
+        &mut trust,
+        ExportCleansetRequest {
+            name: report.clone(),
+            format: ExportFormat::Jsonl.into(),
+            apply_corrections: true,
+            keep_excluded: true,
+            ..ExportCleansetRequest::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(content_type, "application/jsonl");
+    let lines: Vec<serde_json::Value> = std::str::from_utf8(&bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 150);
+    let excluded_line = &lines[usize::try_from(excluded.row_index).unwrap()];
+    assert_eq!(excluded_line["action"], "exclude");
+    let relabelled_line = &lines[usize::try_from(relabelled.row_index).unwrap()];
+    assert_eq!(
+        relabelled_line["corrected_label"],
+        relabelled.suggested_label.as_str()
+    );
+    assert_eq!(relabelled_line["label"], relabelled.given_label.as_str());
+
+    // Without corrections: the dataset as uploaded.
+    let (_, _, bytes) = export(
+        &mut trust,
+        ExportCleansetRequest {
+            name: report.clone(),
+            ..ExportCleansetRequest::default()
+        },
+    )
+    .await
+    .unwrap();
+    let plain = csv::Reader::from_reader(bytes.as_slice()).records().count();
+    assert_eq!(plain, 150);
+
+    let parquet = export(
+        &mut trust,
+        ExportCleansetRequest {
+            name: report.clone(),
+            format: ExportFormat::Parquet.into(),
+            ..ExportCleansetRequest::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(parquet.code(), Code::InvalidArgument);
+    let unknown_column = export(
+        &mut trust,
+        ExportCleansetRequest {
+            name: report.clone(),
+            label_column: "nope".to_owned(),
+            ..ExportCleansetRequest::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(unknown_column.code(), Code::InvalidArgument);
+
+    // A key that may read reports but not datasets gets no export.
+    let (reader_key, _) = mint_key(&mesh.nats, "acme", &[Scope::ReportsRead]).await;
+    let reader = TrustServiceClient::new(authed(mesh.trust_addr, Some(&reader_key)).await);
+    let denied_export = once_known(|| {
+        let mut reader = reader.clone();
+        let name = report.clone();
+        async move {
+            reader
+                .export_cleanset(ExportCleansetRequest {
+                    name,
+                    ..ExportCleansetRequest::default()
+                })
+                .await
+                .map(drop)
+        }
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(denied_export.code(), Code::PermissionDenied);
+    drop(reader);
+
+    // Each export is an audited read, allowed or denied.
+    let mut exports = Vec::new();
+    for _ in 0..200 {
+        exports = audit_events(&mesh.nats, "acme")
+            .await
+            .into_iter()
+            .filter(|e| e.action == "reports.export")
+            .map(|e| e.outcome())
+            .collect();
+        if exports.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        exports.iter().filter(|o| **o == Outcome::Allowed).count(),
+        3
+    );
+    assert_eq!(exports.iter().filter(|o| **o == Outcome::Denied).count(), 1);
 }

@@ -1,8 +1,10 @@
-//! `TrustService`: GetReport, ListReports, ListRows (filtered, ordered, paged), SetCorrections.
+//! `TrustService`: GetReport, ListReports, ListRows (filtered, ordered, paged), SetCorrections,
+//! ExportCleanset (the dataset read from ingest, rendered by [`super::export`]).
 //!
 //! Every call comes through `trustmesh_auth::Authenticator` (no valid API key: UNAUTHENTICATED) and
 //! is checked with [`Principal::require`] before anything is read:
-//! - `reports:read` for GetReport, ListReports, ListRows and ExportCleanset;
+//! - `reports:read` for GetReport, ListReports and ListRows;
+//! - `reports:read` and `datasets:read` for ExportCleanset: it is the dataset's data;
 //! - `datasets:write` for SetCorrections: corrections change what the dataset's cleanset is (its
 //!   labels and which rows are kept), so they need the right to change the dataset, not just to
 //!   read its report;
@@ -14,9 +16,6 @@
 //! `tm.<tenant>.audit.trust-scoring` of the tenant the resource name names, that is the owner's log
 //! even when another tenant's key is refused; the actor is the calling key.
 
-use std::pin::Pin;
-
-use futures::Stream;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size};
@@ -25,14 +24,15 @@ use trustmesh_events::{Service, TenantId};
 use trustmesh_proto::events::v1::Outcome;
 use trustmesh_proto::v1::trust_service_server::TrustService;
 use trustmesh_proto::v1::{
-    CorrectionAction, ExportCleansetRequest, ExportCleansetResponse, GetReportRequest,
-    ListReportsRequest, ListReportsResponse, ListRowsRequest, ListRowsResponse, Report,
-    ScoreRowsRequest, ScoreRowsResponse, SetCorrectionsRequest, SetCorrectionsResponse,
+    CorrectionAction, DatasetFormat, ExportCleansetRequest, GetReportRequest, ListReportsRequest,
+    ListReportsResponse, ListRowsRequest, ListRowsResponse, Report, ScoreRowsRequest,
+    ScoreRowsResponse, SetCorrectionsRequest, SetCorrectionsResponse,
 };
 use trustmesh_service_kit::{call_entry_for, request_id};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
+use super::export::{self, Cleanset, ExportStream, Format, Ingest};
 use super::repo::{ReportRepo, ReportRow};
 use super::{ResourceName, StoredRows, parse_parent, rows, rows_key};
 use crate::error::TrustError;
@@ -52,13 +52,16 @@ const LABEL_MAX_BYTES: usize = 1024;
 pub(crate) struct ReportsHandler {
     repo: ReportRepo,
     objects: EncryptedObjects,
+    ingest: Ingest,
 }
 
-type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportCleansetResponse, Status>> + Send>>;
-
 impl ReportsHandler {
-    pub(crate) fn new(repo: ReportRepo, objects: EncryptedObjects) -> Self {
-        Self { repo, objects }
+    pub(crate) fn new(repo: ReportRepo, objects: EncryptedObjects, ingest: Ingest) -> Self {
+        Self {
+            repo,
+            objects,
+            ingest,
+        }
     }
 
     /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
@@ -163,9 +166,7 @@ impl ReportsHandler {
             .unwrap_or_default();
         let row = self.row(name).await?;
         let scope = TenantScope::new(name.tenant.clone());
-        let plaintext = self.objects.get(&scope, &rows_key(row.id)?).await?;
-        let stored =
-            StoredRows::decode(plaintext).map_err(|_| TrustError::Corrupt("stored report rows"))?;
+        let stored = self.stored_rows(&row, &scope).await?;
         let corrections = self.repo.corrections(&scope, row.id).await?;
         let page = rows::select(stored.rows, corrections, req, offset, size)?;
         Ok(ListRowsResponse {
@@ -176,6 +177,46 @@ impl ReportsHandler {
                 .unwrap_or_default(),
             total_size: page.total,
         })
+    }
+
+    /// The report's stored rows.
+    async fn stored_rows(
+        &self,
+        row: &ReportRow,
+        scope: &TenantScope,
+    ) -> Result<StoredRows, TrustError> {
+        let plaintext = self.objects.get(scope, &rows_key(row.id)?).await?;
+        StoredRows::decode(plaintext).map_err(|_| TrustError::Corrupt("stored report rows"))
+    }
+
+    /// Everything an export needs before its first byte: the report, its rows and corrections,
+    /// the dataset's schema and the stream of its rows; with the number of rows read.
+    async fn export(
+        &self,
+        name: &ResourceName,
+        req: &ExportCleansetRequest,
+    ) -> Result<(ExportStream, u64), TrustError> {
+        let row = self.row(name).await?;
+        let scope = TenantScope::new(name.tenant.clone());
+        let report = self.repo.open_report(&scope, &row).await?;
+        let dataset = self.ingest.dataset(&report.dataset).await?;
+        let format = Format::choose(
+            req.format,
+            DatasetFormat::try_from(dataset.format).unwrap_or_default(),
+        )?;
+        let columns: Vec<String> = dataset
+            .schema
+            .unwrap_or_default()
+            .columns
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let stored = self.stored_rows(&row, &scope).await?;
+        let corrections = self.repo.corrections(&scope, row.id).await?;
+        let cleanset = Cleanset::new(req, format, columns.clone(), stored.rows, corrections)?;
+        let rows = self.ingest.rows(&report.dataset, columns).await?;
+        let filename = format!("cleanset-{}.{}", row.id, format.extension());
+        Ok((export::stream(cleanset, filename, rows)?, dataset.row_count))
     }
 
     async fn set_corrections(
@@ -333,14 +374,12 @@ impl TrustService for ReportsHandler {
         );
         let result = async {
             principal.require(Scope::ReportsRead, "name", &req.name)?;
+            principal.require(Scope::DatasetsRead, "name", &req.name)?;
             let name = ResourceName::parse("name", "reports", &req.name)?;
-            self.row(&name).await?;
-            Err(TrustError::FailedPrecondition(
-                "cleanset export is not available in this release; list rows and corrections instead",
-            ))
+            self.export(&name, &req).await
         }
         .await;
-        let stream: ExportStream = self.settle::<ExportStream>(entry, result).await?;
+        let stream = self.settle(entry, result).await?;
         Ok(Response::new(stream))
     }
 
