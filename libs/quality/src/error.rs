@@ -37,4 +37,14 @@ pub enum QualityError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A table column cannot be used as asked (AutoML featurization).
+    #[error("column {column:?}{}: {reason}", row.map(|r| format!(", row {r}")).unwrap_or_default())]
+    InvalidColumn {
+        /// The column's name.
+        column: String,
+        /// First offending row (0-based), when one row is at fault.
+        row: Option<usize>,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -13,7 +13,11 @@
 //!   trust score.
 //! - [`model`]: out-of-sample predicted probabilities from features (standardized multinomial
 //!   logistic regression, L-BFGS, stratified K-fold).
+//! - [`automl`]: from a table of raw columns to out-of-sample predictions: schema inference,
+//!   featurization, a suite of models (logistic regression, gradient-boosted trees, kNN), their
+//!   ensemble and its summary.
 
+pub mod automl;
 pub mod detectors;
 pub mod error;
 pub mod knn;

@@ -1,6 +1,8 @@
 //! `trustmesh check`: the quality engine on a CSV file, without the mesh.
 //!
-//! Reads the data (`input.rs`), takes the given pred_probs or cross-validates a model for them, runs
+//! Reads the data (`input.rs`), takes the given pred_probs or trains AutoML's models for them
+//! ([`trustmesh_quality::automl::train`]: every column featurized by its role, logistic regression,
+//! gradient-boosted trees and kNN cross-validated and ensembled), runs
 //! [`trustmesh_quality::detectors::find_issues`], writes the per-row report and the JSON summary
 //! (`output.rs`).
 
@@ -12,8 +14,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use trustmesh_quality::QualityError;
+use trustmesh_quality::automl::{AutoMlOptions, ColumnRole, Task, train};
 use trustmesh_quality::detectors::{Compat, DetectorConfig, DetectorInput, IssueType, find_issues};
-use trustmesh_quality::model::{CvOptions, cross_val_pred_probs};
 
 /// Arguments of `trustmesh check`.
 #[derive(Debug, Args)]
@@ -28,10 +31,14 @@ pub(crate) struct CheckArgs {
     #[arg(long, value_name = "COLUMN")]
     id_column: Option<String>,
     /// Out-of-sample predicted probabilities: no header, one row per data row, one column per class
-    /// in sorted class-name order. Without it, a standardized logistic regression is cross-validated
-    /// (5 folds) on the numeric feature columns to produce them.
+    /// in sorted class-name order. Without it, models (logistic regression, gradient-boosted trees,
+    /// kNN) are cross-validated (5 folds) on every column but the label and ids, and ensembled.
     #[arg(long, value_name = "PP.csv")]
     pred_probs: Option<PathBuf>,
+    /// A column's role for the models, overriding inference: `NAME=ROLE` with ROLE one of id,
+    /// numeric, categorical, boolean, datetime, text, embedding, ignored. Repeatable.
+    #[arg(long, value_name = "NAME=ROLE")]
+    column_role: Vec<String>,
     /// The checks to run, comma-separated (default: all of them; Datalab's with `--compat cleanlab`).
     #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
     issues: Option<Vec<String>>,
@@ -88,7 +95,7 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
     }
     let mut timings = Vec::new();
     let start = Instant::now();
-    let data = input::read_data(&args.data, &args.label, args.id_column.as_deref())?;
+    let mut data = input::read_data(&args.data, &args.label, args.id_column.as_deref())?;
     timings.push(("read_data", ms_since(start)));
     let start = Instant::now();
     let (pred_probs, model) = match &args.pred_probs {
@@ -98,28 +105,21 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
             (pred_probs, None)
         }
         None => {
-            let Some(features) = data.features.as_ref() else {
-                bail!(
-                    "{}: no numeric feature columns to train a model on; give --pred-probs (out-of-sample \
-                     predicted probabilities, one column per class in sorted class-name order)",
-                    args.data.display()
-                );
-            };
-            let options = CvOptions::default();
-            let cv = cross_val_pred_probs(features, &data.labels, data.classes.len(), &options)
-                .context("training the cross-validated model")?;
+            let automl = train_models(args, &data)?;
             timings.push(("cross_val_pred_probs", ms_since(start)));
-            let warnings: Vec<String> = cv.warnings.iter().map(ToString::to_string).collect();
-            for warning in &warnings {
+            output::print_model_summary(&automl.summary);
+            for warning in &automl.summary.warnings {
                 eprintln!("warning: {warning}");
             }
-            let model = output::ModelSummary {
-                folds: options.folds,
-                accuracy: cv.accuracy,
-                log_loss: cv.log_loss,
-                warnings,
+            let Some(pred_probs) = automl.pred_probs else {
+                bail!("the models gave no class probabilities");
             };
-            (cv.pred_probs, Some(model))
+            // Without numeric columns, the checks that need features (outliers, near duplicates,
+            // non-IID, ...) run on the models' dense features (text projection included).
+            if data.features.is_none() {
+                data.features = automl.design.dense_features();
+            }
+            (pred_probs, Some(automl.summary))
         }
     };
 
@@ -142,4 +142,47 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
     }
     output::print_overview(&report);
     Ok(())
+}
+
+/// Trains AutoML's models on every column of the data (classification, the CLI's class order).
+///
+/// # Errors
+/// A bad `--column-role`, a column whose values do not fit its role (naming the row and column),
+/// no column to learn from, or an engine error.
+fn train_models(
+    args: &CheckArgs,
+    data: &input::Data,
+) -> anyhow::Result<trustmesh_quality::automl::AutoMlResult> {
+    let mut options = AutoMlOptions::new(&args.label);
+    options.task = Some(Task::Classification);
+    options.id_columns = args.id_column.iter().cloned().collect();
+    for given in &args.column_role {
+        let (name, role) = given
+            .split_once('=')
+            .with_context(|| format!("--column-role {given:?}: expected NAME=ROLE"))?;
+        let role = ColumnRole::from_name(role.trim()).with_context(|| {
+            format!(
+                "--column-role {given:?}: unknown role {role:?} (known: id, numeric, categorical, \
+                 boolean, datetime, text, embedding, ignored)"
+            )
+        })?;
+        options.roles.insert(name.trim().to_owned(), role);
+    }
+    let automl = match train(&data.table, &options) {
+        Ok(automl) => automl,
+        Err(QualityError::Empty) => bail!(
+            "{}: no feature columns to train a model on (no numeric feature columns, nor categorical, \
+             boolean, date, text or embedding ones); give --pred-probs (out-of-sample predicted \
+             probabilities, one column per class in sorted class-name order)",
+            args.data.display()
+        ),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("{}: training the models", args.data.display()));
+        }
+    };
+    if automl.classes != data.classes || automl.labels != data.labels {
+        bail!("the models' classes differ from the label column's");
+    }
+    Ok(automl)
 }

@@ -226,7 +226,7 @@ fn check_without_pred_probs_cross_validates_a_model() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     let model = &summary["pred_probs"];
-    assert_eq!(model["source"], "cross-validated logistic regression");
+    assert_eq!(model["source"], "cross-validated ensemble");
     // 10% of iris labels are flipped: the model agrees with roughly the other 90%.
     let accuracy = model["accuracy"].as_f64().unwrap();
     assert!((0.75..=0.95).contains(&accuracy), "{accuracy}");

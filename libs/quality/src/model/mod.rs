@@ -10,8 +10,8 @@
 //! - `cv.rs`: [`cross_val_pred_probs`], folds fitted in parallel, with per-fold and overall metrics.
 
 mod cv;
-mod folds;
-mod lbfgs;
+pub(crate) mod folds;
+pub(crate) mod lbfgs;
 mod logistic;
 mod standardize;
 

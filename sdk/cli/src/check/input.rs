@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use trustmesh_quality::automl::{Column, Table};
 use trustmesh_quality::{Features, PredProbs, QualityError};
 
 /// The data as the engine needs it.
@@ -17,6 +18,8 @@ pub(super) struct Data {
     pub(super) labels: Vec<usize>,
     /// The numeric columns other than the label and id (empty cells are missing values), if any.
     pub(super) features: Option<Features>,
+    /// Every column as text, for the models trained when no pred_probs are given.
+    pub(super) table: Table,
 }
 
 /// Opens a CSV reader on `path`.
@@ -47,7 +50,8 @@ fn csv_error(path: &Path, err: &csv::Error) -> String {
 
 /// Reads the data file: the label column, the optional id column, and every numeric column as a
 /// feature. A column is numeric when its first non-empty value parses as a number; a later value that
-/// does not is an error naming its line and column. Other columns (free text) are ignored.
+/// does not is an error naming its line and column. Other columns (text, categories, dates) are no
+/// features of the checks; every column is also kept as text ([`Data::table`]) for the models.
 pub(super) fn read_data(path: &Path, label: &str, id_column: Option<&str>) -> anyhow::Result<Data> {
     let mut reader = reader(path, true)?;
     let header = reader
@@ -82,6 +86,7 @@ pub(super) fn read_data(path: &Path, label: &str, id_column: Option<&str>) -> an
         numeric[c] = Some(false);
     }
     let mut cells: Vec<Vec<f32>> = vec![Vec::new(); header.len()];
+    let mut text: Vec<Vec<String>> = vec![Vec::new(); header.len()];
     for record in reader.records() {
         let record = record.map_err(|e| anyhow::anyhow!(csv_error(path, &e)))?;
         let line = record.position().map_or(0, csv::Position::line);
@@ -97,6 +102,7 @@ pub(super) fn read_data(path: &Path, label: &str, id_column: Option<&str>) -> an
             ids.push(record[c].to_owned());
         }
         for (c, cell) in record.iter().enumerate() {
+            text[c].push(cell.to_owned());
             let cell = cell.trim();
             match (numeric[c], cell.is_empty()) {
                 (Some(false), _) => {}
@@ -136,11 +142,20 @@ pub(super) fn read_data(path: &Path, label: &str, id_column: Option<&str>) -> an
         )
     };
     let ids = id_col.map(|c| (header[c].to_owned(), ids));
+    let table = Table::new(
+        header
+            .iter()
+            .zip(text)
+            .map(|(name, cells)| Column::new(name, cells))
+            .collect(),
+    )
+    .with_context(|| format!("{}", path.display()))?;
     Ok(Data {
         ids,
         classes,
         labels,
         features,
+        table,
     })
 }
 

@@ -4,22 +4,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use trustmesh_quality::automl::ModelSummary;
 use trustmesh_quality::detectors::{Compat, IssueReport};
 use trustmesh_quality::label::HealthSummary;
 
 use super::input::Data;
-
-/// The model trained when no pred_probs were given.
-pub(super) struct ModelSummary {
-    /// Cross-validation folds.
-    pub(super) folds: usize,
-    /// Out-of-sample accuracy against the given labels.
-    pub(super) accuracy: f64,
-    /// Out-of-sample log loss against the given labels.
-    pub(super) log_loss: f64,
-    /// What the user should know (small classes, unconverged fits).
-    pub(super) warnings: Vec<String>,
-}
 
 /// Writes one row per input row: the id (if any), `is_<type>_issue` and `<type>_score` per check,
 /// `given_label`, `predicted_label`, `suggested_label` (class names) and `trust_score`.
@@ -126,15 +115,18 @@ pub(super) fn write_summary(
             "reason": s.reason,
         })).collect::<Vec<_>>(),
         "pred_probs": model.map_or_else(
-            || json!({ "source": "file" }),
-            |m| json!({
-                "source": "cross-validated logistic regression",
-                "folds": m.folds,
-                "accuracy": m.accuracy,
-                "log_loss": m.log_loss,
-                "warnings": m.warnings,
-            }),
-        ),
+            || Ok(json!({ "source": "file" })),
+            |m| -> anyhow::Result<Value> {
+                Ok(json!({
+                    "source": "cross-validated ensemble",
+                    "folds": m.folds,
+                    "accuracy": m.ensemble.accuracy,
+                    "log_loss": m.ensemble.log_loss,
+                    "warnings": m.warnings,
+                    "model_summary": serde_json::to_value(m)?,
+                }))
+            },
+        )?,
         "health_score": report.health_score,
         "non_iid_p_value": report.non_iid_p_value,
         "label_health": report.label_health.as_ref().map(|h| health_json(h, &data.classes)),
@@ -142,6 +134,31 @@ pub(super) fn write_summary(
     });
     let text = serde_json::to_string_pretty(&summary)?;
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The models' cross-validated metrics on stdout: one line per model and the ensemble, then the
+/// ensemble's per-class precision, recall and F1.
+pub(super) fn print_model_summary(summary: &ModelSummary) {
+    println!(
+        "models: {}-fold cross-validation on {} rows, {} dense + {} text features",
+        summary.folds, summary.rows, summary.dense_features, summary.sparse_features
+    );
+    for m in summary.models.iter().chain([&summary.ensemble]) {
+        println!(
+            "  {:<24} accuracy {:.4}  log loss {:.4}  weight {:.2}  {:.2} s",
+            m.model,
+            m.accuracy.unwrap_or(f64::NAN),
+            m.log_loss.unwrap_or(f64::NAN),
+            m.weight,
+            m.seconds
+        );
+    }
+    for c in &summary.ensemble.per_class {
+        println!(
+            "  class {:<18} support {:>7}  precision {:.4}  recall {:.4}  F1 {:.4}",
+            c.class, c.support, c.precision, c.recall, c.f1
+        );
+    }
 }
 
 /// A short overview on stdout: one line per check.

@@ -4,12 +4,17 @@
 //!
 //! Usage: `cargo run --release -p trustmesh-quality --bin quality-bench [-- --small]`
 //! (`--small` skips the 1,000,000-row label rows and the recall row; `--scan N` times one scan of
-//! `N` rows with its stages; `--recall N` measures the approximate graph on `N` rows).
+//! `N` rows with its stages; `--recall N` measures the approximate graph on `N` rows; `--automl`
+//! times AutoML's 5-fold CV on the 100,000 × 20, 10-class table of the model benchmark, the logistic
+//! regression alone and the whole suite).
 
+#[path = "../../../benches/model/synthetic.rs"]
+mod classification;
 mod synthetic;
 
 use std::time::Instant;
 
+use trustmesh_quality::automl::{AutoMlOptions, Column, ModelKind, Table, train};
 use trustmesh_quality::detectors::{DetectorConfig, DetectorInput, find_issues};
 use trustmesh_quality::knn::{KnnGraph, KnnOptions, Metric, Search};
 use trustmesh_quality::label::{LabelIssueOptions, find_label_issues};
@@ -141,8 +146,73 @@ fn recall_line(n: usize, samples: usize) -> String {
     )
 }
 
+/// AutoML's 5-fold CV on the model benchmark's table (`make_classification`, 100,000 × 20, 10
+/// classes: 10 informative, 5 redundant, 5 noise features), from text cells (parsing and
+/// featurization included), with `models`.
+fn automl_line(models: &[ModelKind]) -> String {
+    let spec = classification::Spec {
+        n: 100_000,
+        classes: 10,
+        informative: 10,
+        redundant: 5,
+        noise: 5,
+        clusters_per_class: 2,
+        class_sep: 1.0,
+        flip: 0.01,
+    };
+    let (features, labels) = classification::make_classification(&spec, 42);
+    let mut columns: Vec<Column> = (0..features.d())
+        .map(|j| {
+            let cells = (0..features.n())
+                .map(|i| features.row(i)[j].to_string())
+                .collect();
+            Column::new(format!("f{j}"), cells)
+        })
+        .collect();
+    columns.push(Column::new(
+        "label",
+        labels.iter().map(|l| format!("c{l}")).collect(),
+    ));
+    let table = Table::new(columns).expect("a rectangular table");
+    let mut opts = AutoMlOptions::new("label");
+    opts.models = models.to_vec();
+    reset_peak_rss();
+    let mut summary = None;
+    let (seconds, cpu) = time(1, || {
+        summary = Some(train(&table, &opts).expect("AutoML").summary);
+    });
+    let summary = summary.expect("one run");
+    let per_model: Vec<String> = summary
+        .models
+        .iter()
+        .map(|m| {
+            format!(
+                "{} accuracy {:.4} log loss {:.4} weight {:.2} ({:.1} s)",
+                m.model,
+                m.accuracy.unwrap_or(f64::NAN),
+                m.log_loss.unwrap_or(f64::NAN),
+                m.weight,
+                m.seconds
+            )
+        })
+        .collect();
+    format!(
+        "AutoML 5-fold CV, 100000 × 20, k = 10, models {models:?}: {seconds:.2} s wall, {cpu:.2} CPU s, \
+         peak RSS {:.0} MiB; ensemble accuracy {:.4}, log loss {:.4}; {}",
+        peak_rss_mib(),
+        summary.ensemble.accuracy.unwrap_or(f64::NAN),
+        summary.ensemble.log_loss.unwrap_or(f64::NAN),
+        per_model.join("; ")
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--automl") {
+        println!("{}", automl_line(&[ModelKind::Linear]));
+        println!("{}", automl_line(&ModelKind::ALL));
+        return;
+    }
     if let Some(n) = args
         .iter()
         .position(|a| a == "--recall")
