@@ -274,7 +274,7 @@ pub const NOTIFIER_DELETION: ConsumerSpec = ConsumerSpec {
     description: "notifier queues webhook deliveries for deletion requested/completed.",
     audit: ConsumerAudit::Each {
         on: "deletion.requested",
-        actions: &["deliveries.delete"],
+        actions: &["webhookDeliveries.delete"],
     },
 };
 

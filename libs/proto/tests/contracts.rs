@@ -128,6 +128,19 @@ fn descriptor_set_has_every_service_of_the_architecture_with_its_rpcs() {
                 ("ExportEvents", SERVER_STREAM),
             ],
         ),
+        (
+            // TenancyService's webhook RPCs as the notifier serves them to tenancy.
+            "trustmesh.v1.WebhookService",
+            &[
+                ("CreateWebhookEndpoint", UNARY),
+                ("GetWebhookEndpoint", UNARY),
+                ("ListWebhookEndpoints", UNARY),
+                ("UpdateWebhookEndpoint", UNARY),
+                ("DeleteWebhookEndpoint", UNARY),
+                ("RotateWebhookSecret", UNARY),
+                ("ListWebhookDeliveries", UNARY),
+            ],
+        ),
     ];
     let actual = services(&descriptor_set());
     let expected: BTreeMap<String, BTreeMap<String, (bool, bool)>> = expected

@@ -186,6 +186,8 @@ impl Standalone {
         let mut tenancy = trustmesh_tenancy::Settings {
             database: database(),
             nats: nats_settings(),
+            mesh: mesh(),
+            notifier: Some(peer()),
             ..Default::default()
         };
         tenancy.auth.operator_credential = Some(operator_credential.clone());
@@ -272,6 +274,10 @@ impl Standalone {
         let notifier = trustmesh_notifier::Settings {
             database: database(),
             nats: nats_settings(),
+            mesh: mesh(),
+            keys: trustmesh_notifier::settings::KeySettings {
+                kek_file: kek("notifier"),
+            },
             ..Default::default()
         };
         components.push(in_service(

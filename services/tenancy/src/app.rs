@@ -20,6 +20,7 @@ use crate::deletion::DeletionHandler;
 use crate::grpc::TenancyHandler;
 use crate::repo;
 use crate::settings::Settings;
+use crate::webhooks::Notifier;
 
 /// The tenancy service's migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -45,6 +46,9 @@ pub enum AppError {
     /// `tm_auth` could not be opened or reconciled.
     #[error("key bucket setup failed")]
     KeyStore(#[from] KeyStoreError),
+    /// The notifier's endpoint is unusable.
+    #[error("the notifier endpoint is unusable")]
+    Notifier(#[from] trustmesh_runtime::ConnectError),
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
@@ -101,6 +105,20 @@ impl std::ops::Deref for Application {
 /// [`AppError`] naming what could not be set up.
 pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
     let operator = settings.auth.operator()?;
+    let bearer = settings
+        .mesh
+        .bearer()
+        .map(|bearer| trustmesh_runtime::ExposeSecret::expose_secret(&bearer).parse())
+        .transpose()
+        .map_err(|_| {
+            InvalidSetting::new("service_credential", "not a valid header value").within("mesh")
+        })?;
+    let notifier = settings
+        .notifier
+        .as_ref()
+        .map(|peer| trustmesh_runtime::lazy_channel(&peer.endpoint, &peer.tls))
+        .transpose()?
+        .map(|channel| Notifier::new(channel, bearer));
     let foundations = trustmesh_service_kit::connect(
         "tenancy",
         SCHEMA,
@@ -151,6 +169,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         outbox,
         publisher,
         time::Duration::days(i64::from(settings.auth.max_key_lifetime_days)),
+        notifier,
     );
     let authenticator = Authenticator::new(cache).with_operator(operator);
     stop_background.disarm();

@@ -1,6 +1,6 @@
 //! The tenancy API's errors and their one mapping to `tonic::Status`.
 
-use tonic::Status;
+use tonic::{Code, Status};
 use trustmesh_auth::{AuthError, KeyStoreError, PageError};
 
 /// Why a tenancy RPC failed.
@@ -41,6 +41,9 @@ pub enum TenancyError {
     /// The audit event could not be queued.
     #[error("audit outbox failed")]
     Outbox(#[from] trustmesh_bus::OutboxError),
+    /// The notifier (which owns webhook endpoints) answered with an error.
+    #[error("the notifier answered {}", .0.code())]
+    Notifier(Status),
 }
 
 impl TenancyError {
@@ -60,6 +63,25 @@ impl TenancyError {
             Self::TenantExists(_) => "ALREADY_EXISTS",
             Self::NotFound(_) => "NOT_FOUND",
             Self::NotAvailable(_) => "NOT_AVAILABLE",
+            Self::Notifier(status) => match status.code() {
+                Code::InvalidArgument => "INVALID_ARGUMENT",
+                Code::NotFound => "NOT_FOUND",
+                Code::Ok
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::AlreadyExists
+                | Code::PermissionDenied
+                | Code::ResourceExhausted
+                | Code::FailedPrecondition
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+                | Code::Unauthenticated => "NOTIFIER_UNAVAILABLE",
+            },
             Self::Database(_) | Self::CorruptKey(_) | Self::KeyStore(_) | Self::Outbox(_) => {
                 "INTERNAL"
             }
@@ -90,6 +112,30 @@ impl From<TenancyError> for Status {
                 tracing::error!(error.cause_chain = %trustmesh_runtime::cause_chain(&error), "A tenancy request failed.");
                 Status::internal("internal error")
             }
+            // The notifier's client-safe answers pass through; anything else is its outage.
+            TenancyError::Notifier(status) => match status.code() {
+                Code::InvalidArgument | Code::NotFound => {
+                    Status::new(status.code(), status.message())
+                }
+                Code::Ok
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::AlreadyExists
+                | Code::PermissionDenied
+                | Code::ResourceExhausted
+                | Code::FailedPrecondition
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+                | Code::Unauthenticated => {
+                    tracing::error!(grpc.code = ?status.code(), "A webhook call to the notifier failed.");
+                    Status::unavailable("webhook service is unavailable; retry shortly")
+                }
+            },
             error @ TenancyError::KeyStore(_) => {
                 tracing::error!(error.cause_chain = %trustmesh_runtime::cause_chain(&error), "Key replication to tm_auth failed.");
                 Status::unavailable("key replication is unavailable; retry shortly")

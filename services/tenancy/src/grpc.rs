@@ -33,6 +33,7 @@ use trustmesh_proto::v1::{
 
 use crate::error::TenancyError;
 use crate::repo::{self, KeyRow, NewKey, TenantRow};
+use crate::webhooks::Notifier;
 
 /// Longest display name accepted.
 const MAX_DISPLAY_NAME: usize = 200;
@@ -57,17 +58,20 @@ pub struct TenancyHandler {
     outbox: Outbox,
     publisher: Publisher,
     max_key_lifetime: time::Duration,
+    pub(crate) notifier: Option<Notifier>,
 }
 
 impl TenancyHandler {
-    /// A handler over the `tenancy` schema, replicating keys to `bucket` and auditing through
-    /// `outbox` (allowed calls) and `publisher` (denied and failed calls).
+    /// A handler over the `tenancy` schema, replicating keys to `bucket`, auditing through
+    /// `outbox` (allowed calls) and `publisher` (denied and failed calls), and forwarding webhook
+    /// calls to `notifier`.
     pub(crate) fn new(
         pool: PgPool,
         bucket: AuthBucket,
         outbox: Outbox,
         publisher: Publisher,
         max_key_lifetime: time::Duration,
+        notifier: Option<Notifier>,
     ) -> Self {
         Self {
             pool,
@@ -75,6 +79,7 @@ impl TenancyHandler {
             outbox,
             publisher,
             max_key_lifetime,
+            notifier,
         }
     }
 
@@ -97,7 +102,7 @@ impl TenancyHandler {
         self.audited(&principal, action, resource, result).await
     }
 
-    async fn audited<T>(
+    pub(crate) async fn audited<T>(
         &self,
         principal: &Principal,
         action: &'static str,
@@ -118,6 +123,7 @@ impl TenancyHandler {
             | TenancyError::Database(_)
             | TenancyError::CorruptKey(_)
             | TenancyError::KeyStore(_)
+            | TenancyError::Notifier(_)
             | TenancyError::Outbox(_) => Outcome::Error,
         };
         let reason = error.reason();
@@ -301,7 +307,7 @@ impl TenancyHandler {
     }
 
     /// Audits an allowed read through the outbox.
-    async fn record(&self, entry: AuditEntry) -> Result<(), TenancyError> {
+    pub(crate) async fn record(&self, entry: AuditEntry) -> Result<(), TenancyError> {
         let mut tx = self.pool.begin().await?;
         audit::enqueue(&self.outbox, &mut tx, entry).await?;
         tx.commit().await?;
@@ -318,7 +324,7 @@ impl TenancyHandler {
     }
 
     /// Checks that `tenant` exists and is active.
-    async fn active_tenant(
+    pub(crate) async fn active_tenant(
         &self,
         tenant: &TenantId,
         name: &str,
@@ -356,7 +362,12 @@ impl TenancyHandler {
 }
 
 /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
-fn entry(principal: &Principal, tenant: TenantId, action: &str, resource: &str) -> AuditEntry {
+pub(crate) fn entry(
+    principal: &Principal,
+    tenant: TenantId,
+    action: &str,
+    resource: &str,
+) -> AuditEntry {
     let mut entry = AuditEntry::new(Service::Tenancy, tenant, action, resource);
     entry.actor_type = principal.actor_type();
     entry.actor_id = principal.actor_id();
@@ -561,103 +572,49 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<CreateWebhookEndpointRequest>,
     ) -> Result<Response<CreateWebhookEndpointResponse>, Status> {
-        let resource = request.get_ref().parent.clone();
-        self.not_available(
-            &request,
-            "webhookEndpoints.create",
-            &resource,
-            "CreateWebhookEndpoint",
-        )
-        .await
+        self.forward_create(request).await
     }
 
     async fn get_webhook_endpoint(
         &self,
         request: Request<GetWebhookEndpointRequest>,
     ) -> Result<Response<WebhookEndpoint>, Status> {
-        let resource = request.get_ref().name.clone();
-        self.not_available(
-            &request,
-            "webhookEndpoints.get",
-            &resource,
-            "GetWebhookEndpoint",
-        )
-        .await
+        self.forward_get(request).await
     }
 
     async fn list_webhook_endpoints(
         &self,
         request: Request<ListWebhookEndpointsRequest>,
     ) -> Result<Response<ListWebhookEndpointsResponse>, Status> {
-        let resource = request.get_ref().parent.clone();
-        self.not_available(
-            &request,
-            "webhookEndpoints.list",
-            &resource,
-            "ListWebhookEndpoints",
-        )
-        .await
+        self.forward_list(request).await
     }
 
     async fn update_webhook_endpoint(
         &self,
         request: Request<UpdateWebhookEndpointRequest>,
     ) -> Result<Response<WebhookEndpoint>, Status> {
-        let resource = request
-            .get_ref()
-            .webhook_endpoint
-            .as_ref()
-            .map(|e| e.name.clone())
-            .unwrap_or_default();
-        self.not_available(
-            &request,
-            "webhookEndpoints.update",
-            &resource,
-            "UpdateWebhookEndpoint",
-        )
-        .await
+        self.forward_update(request).await
     }
 
     async fn delete_webhook_endpoint(
         &self,
         request: Request<DeleteWebhookEndpointRequest>,
     ) -> Result<Response<DeleteWebhookEndpointResponse>, Status> {
-        let resource = request.get_ref().name.clone();
-        self.not_available(
-            &request,
-            "webhookEndpoints.delete",
-            &resource,
-            "DeleteWebhookEndpoint",
-        )
-        .await
+        self.forward_delete(request).await
     }
 
     async fn rotate_webhook_secret(
         &self,
         request: Request<RotateWebhookSecretRequest>,
     ) -> Result<Response<RotateWebhookSecretResponse>, Status> {
-        let resource = request.get_ref().name.clone();
-        self.not_available(
-            &request,
-            "webhookEndpoints.rotateSecret",
-            &resource,
-            "RotateWebhookSecret",
-        )
-        .await
+        self.forward_rotate(request).await
     }
 
     async fn list_webhook_deliveries(
         &self,
         request: Request<ListWebhookDeliveriesRequest>,
     ) -> Result<Response<ListWebhookDeliveriesResponse>, Status> {
-        let resource = request.get_ref().parent.clone();
-        self.not_available(
-            &request,
-            "webhookDeliveries.list",
-            &resource,
-            "ListWebhookDeliveries",
-        )
-        .await
+        self.forward_deliveries(request).await
     }
 
     async fn get_quota(

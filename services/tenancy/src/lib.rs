@@ -10,10 +10,12 @@
 //! - `deletion.rs`: the `tenancy-deletion` consumer: a tenant's deletion revokes and deletes its
 //!   keys (rows and `tm_auth` records) and its row, answered with a `deletion.receipt`.
 //! - `repo.rs`: the `tenants` and `api_keys` tables.
+//! - `webhooks.rs`: the webhook RPCs, authorized and audited here and forwarded to the notifier's
+//!   `WebhookService` (which owns endpoints, sealed secrets and deliveries) with the mesh credential.
 //! - `error.rs`: [`TenancyError`] and its one mapping to `tonic::Status`.
 //!
-//! Webhook endpoints, quotas, support-access grants and tenant disable/enable/list arrive with later
-//! issues; until then those RPCs answer FAILED_PRECONDITION.
+//! Quotas, support-access grants and tenant disable/enable/list arrive with later issues; until
+//! then those RPCs answer FAILED_PRECONDITION.
 
 mod app;
 mod deletion;
@@ -21,6 +23,7 @@ mod error;
 mod grpc;
 mod repo;
 pub mod settings;
+mod webhooks;
 
 pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use error::TenancyError;

@@ -3,7 +3,9 @@
 
 use serde::Deserialize;
 use trustmesh_auth::OperatorCredential;
-pub use trustmesh_runtime::settings::common::{DatabaseSettings, NatsSettings};
+pub use trustmesh_runtime::settings::common::{
+    DatabaseSettings, MeshSettings, NatsSettings, PeerSettings,
+};
 use trustmesh_runtime::{
     AdminSettings, GrpcSettings, InvalidSetting, SecretString, ShutdownSettings, Validate,
 };
@@ -27,6 +29,11 @@ pub struct Settings {
     pub nats: NatsSettings,
     /// Credentials.
     pub auth: AuthSettings,
+    /// The mesh's service credential, presented to the notifier's `WebhookService`.
+    pub mesh: MeshSettings,
+    /// The notifier, which owns webhook endpoints and deliveries. Unset (the default), the webhook
+    /// RPCs answer FAILED_PRECONDITION.
+    pub notifier: Option<PeerSettings>,
 }
 
 impl Validate for Settings {
@@ -35,6 +42,9 @@ impl Validate for Settings {
         self.admin.validate().map_err(|e| e.within("admin"))?;
         self.shutdown.validate().map_err(|e| e.within("shutdown"))?;
         self.database.validate().map_err(|e| e.within("database"))?;
+        if let Some(notifier) = &self.notifier {
+            notifier.validate().map_err(|e| e.within("notifier"))?;
+        }
         self.auth.validate().map_err(|e| e.within("auth"))
     }
 }

@@ -1,24 +1,31 @@
 //! The notifier's consumers (`notifier-job`, `notifier-scores`, `notifier-dataset`,
-//! `notifier-deletion`): each event becomes one delivery-log record, however often it is
-//! delivered; `deletion.requested` deletes the target's records and answers with a receipt.
+//! `notifier-deletion`): each deliverable event becomes one queued delivery per subscribed
+//! endpoint, however often it arrives; `deletion.requested` deletes the target's deliveries (and,
+//! for a tenant, its endpoints and DEKs) and answers with a receipt.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::Notify;
 use trustmesh_bus::audit::{self, AuditEntry};
 use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, Processed, ProcessedMessages};
 use trustmesh_events::{EventKind, Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1 as ev;
-use trustmesh_proto::v1::JobKind;
+use trustmesh_proto::v1::{JobKind, JobState};
 use uuid::Uuid;
 
-use super::{DeliveryLog, NewDelivery};
+use crate::webhooks::deliveries::{Deliveries, NewDelivery};
+use crate::webhooks::endpoints::Endpoints;
 
 /// Handles every event the notifier consumes.
 #[derive(Debug, Clone)]
 pub(crate) struct NotifierHandler {
-    pub(crate) log: DeliveryLog,
+    pub(crate) endpoints: Endpoints,
+    /// Wakes the dispatcher when deliveries were queued.
+    pub(crate) wake: Arc<Notify>,
     pub(crate) outbox: Outbox,
     /// Deletions already answered (`notifier-deletion`), keyed by deletion name.
     pub(crate) deletions: ProcessedMessages,
@@ -41,39 +48,65 @@ fn occurred_at(meta: &ev::EventMeta) -> OffsetDateTime {
         .unwrap_or_else(OffsetDateTime::now_utc)
 }
 
+/// What an event is about, for its webhook: its Standard Webhooks `type`, resources and dataset.
+struct Deliverable {
+    event_type: &'static str,
+    /// `data` of the payload: resource names only.
+    data: serde_json::Value,
+    resource: String,
+    dataset: Option<String>,
+}
+
 impl NotifierHandler {
+    /// Queues one delivery of the event per subscribed endpoint of `tenant`, in one transaction.
     async fn record(
         &self,
-        kind: EventKind,
         tenant: TenantId,
         meta: Option<ev::EventMeta>,
-        resource: String,
-        dataset: Option<String>,
+        event: Deliverable,
     ) -> Result<(), HandlerError> {
         let meta = meta.ok_or_else(|| HandlerError::poison("the event has no metadata"))?;
         let event_id = Uuid::parse_str(&meta.event_id)
             .map_err(|_| HandlerError::poison("the event id is not a UUID"))?;
-        if !resource.starts_with(&format!("tenants/{tenant}/")) {
+        if !event.resource.starts_with(&format!("tenants/{tenant}/")) {
             return Err(HandlerError::poison(
                 "the event's resource is not of the subject's tenant",
             ));
         }
-        let recorded = self
-            .log
-            .record(&NewDelivery {
+        let timestamp = occurred_at(&meta)
+            .format(&Rfc3339)
+            .map_err(|_| HandlerError::poison("the event time cannot be formatted"))?;
+        let payload = serde_json::json!({
+            "type": event.event_type,
+            "timestamp": timestamp,
+            "data": event.data,
+        })
+        .to_string();
+        let mut tx = self.endpoints.pool().begin().await?;
+        let endpoints = self
+            .endpoints
+            .subscribed(&mut tx, &tenant, event.event_type)
+            .await
+            .map_err(|e| HandlerError::retryable(e.to_string()))?;
+        let mut queued = 0_usize;
+        for endpoint in &endpoints {
+            let new = NewDelivery {
+                tenant: &tenant,
+                endpoint: endpoint.id,
                 event_id,
-                tenant,
-                event_type: kind.to_string(),
-                resource,
-                dataset,
-                occurred_at: occurred_at(&meta),
-            })
-            .await?;
-        if recorded {
-            tracing::debug!(event.type = %kind, "Delivery recorded.");
-        } else {
-            tracing::debug!(event.type = %kind, "Event already recorded; redelivery ignored.");
+                event_type: event.event_type,
+                dataset: event.dataset.as_deref(),
+                payload: &payload,
+            };
+            if Deliveries::enqueue(&mut tx, &new).await? {
+                queued += 1;
+            }
         }
+        tx.commit().await?;
+        if queued > 0 {
+            self.wake.notify_one();
+        }
+        tracing::debug!(event.type = event.event_type, deliveries = queued, "Webhook deliveries queued.");
         Ok(())
     }
 
@@ -108,6 +141,16 @@ impl NotifierHandler {
                 "the deletion name is not of the subject's tenant",
             ));
         }
+        // Crypto-shredding first: once the tenant's DEKs are gone, no copy of its sealed secrets
+        // (rows, backups) opens. Destroying again on a redelivery is harmless.
+        let deks_destroyed = if dataset.is_none() {
+            self.endpoints
+                .destroy_keys(&tenant)
+                .await
+                .map_err(|e| HandlerError::retryable(e.to_string()))?
+        } else {
+            0
+        };
         let outbox = self.outbox.clone();
         let deletion = request.deletion.clone();
         let request_id = request.meta.map(|m| m.request_id).unwrap_or_default();
@@ -117,13 +160,21 @@ impl NotifierHandler {
             .deletions
             .process_once(&request.deletion, move |tx| {
                 Box::pin(async move {
-                    let rows = DeliveryLog::delete(tx, &tenant, dataset.as_deref()).await?;
-                    let left = DeliveryLog::count(tx, &tenant, dataset.as_deref()).await?;
-                    let residue: HashMap<String, u64> = if left > 0 {
-                        HashMap::from([("rows:deliveries".to_owned(), left)])
-                    } else {
-                        HashMap::new()
-                    };
+                    let rows = Deliveries::delete(tx, &tenant, dataset.as_deref()).await?;
+                    let mut deleted = HashMap::from([("rows:webhook_deliveries".to_owned(), rows)]);
+                    let mut residue: HashMap<String, u64> = HashMap::new();
+                    let left = Deliveries::count_in(tx, &tenant, dataset.as_deref()).await?;
+                    if left > 0 {
+                        residue.insert("rows:webhook_deliveries".to_owned(), left);
+                    }
+                    if dataset.is_none() {
+                        let endpoints = Endpoints::delete_tenant(tx, &tenant).await?;
+                        deleted.insert("rows:webhook_endpoints".to_owned(), endpoints);
+                        let left = Endpoints::count_tenant(tx, &tenant).await?;
+                        if left > 0 {
+                            residue.insert("rows:webhook_endpoints".to_owned(), left);
+                        }
+                    }
                     let event_id = Uuid::now_v7();
                     let subject = Subject::deletion_receipt(&tenant);
                     let receipt = ev::DeletionReceipt {
@@ -137,11 +188,10 @@ impl NotifierHandler {
                         deletion,
                         service: Service::Notifier.as_str().to_owned(),
                         scope: scope.into(),
-                        deleted: HashMap::from([("rows:deliveries".to_owned(), rows)]),
+                        deleted,
                         residue_found: !residue.is_empty(),
                         residue,
-                        // The notifier holds no encrypted data yet (webhook secrets live in tenancy).
-                        deks_destroyed: 0,
+                        deks_destroyed: u32::try_from(deks_destroyed).unwrap_or(u32::MAX),
                     };
                     outbox
                         .enqueue(tx, &subject, &receipt, &msg_id(&subject, event_id))
@@ -149,7 +199,7 @@ impl NotifierHandler {
                     let mut entry = AuditEntry::new(
                         Service::Notifier,
                         tenant,
-                        "deliveries.delete",
+                        "webhookDeliveries.delete",
                         request.target,
                     );
                     entry.actor_type = ev::ActorType::Service;
@@ -181,40 +231,81 @@ impl Handler for NotifierHandler {
         match kind {
             EventKind::JobUpdated => {
                 let event: ev::JobUpdated = delivery.decode()?;
-                // A deletion job's records are about the deletion, not the dataset's data.
+                let event_type = match event.state() {
+                    JobState::Succeeded => "job.succeeded",
+                    JobState::Failed => "job.failed",
+                    JobState::Cancelled => "job.cancelled",
+                    // Progress and intermediate states are not webhooks.
+                    JobState::Unspecified | JobState::Queued | JobState::Running => return Ok(()),
+                };
+                // A deletion job's deliveries are about the deletion, not the dataset's data.
                 let dataset = if event.kind() == JobKind::Deletion {
                     None
                 } else {
                     dataset_of(&tenant, &event.target)
                 };
-                self.record(kind, tenant, event.meta, event.job, dataset)
-                    .await
+                let data = serde_json::json!({
+                    "job": event.job,
+                    "kind": event.kind().as_str_name(),
+                    "target": event.target,
+                    "output": event.output,
+                    "error_code": event.error_code,
+                });
+                let deliverable = Deliverable {
+                    event_type,
+                    data,
+                    resource: event.job,
+                    dataset,
+                };
+                self.record(tenant, event.meta, deliverable).await
             }
-            EventKind::ScoresReady => {
-                let event: ev::ScoresReady = delivery.decode()?;
-                let dataset = dataset_of(&tenant, &event.dataset);
-                self.record(kind, tenant, event.meta, event.report, dataset)
-                    .await
-            }
+            // Reports are announced by the analysis job's `job.succeeded`.
+            EventKind::ScoresReady => Ok(()),
             EventKind::DatasetIngested => {
                 let event: ev::DatasetIngested = delivery.decode()?;
-                let dataset = dataset_of(&tenant, &event.dataset);
-                self.record(kind, tenant, event.meta, event.dataset, dataset)
-                    .await
+                let data = serde_json::json!({
+                    "dataset": event.dataset,
+                    "row_count": event.row_count,
+                    "column_count": event.column_count,
+                });
+                let deliverable = Deliverable {
+                    event_type: "dataset.ingested",
+                    data,
+                    dataset: dataset_of(&tenant, &event.dataset),
+                    resource: event.dataset,
+                };
+                self.record(tenant, event.meta, deliverable).await
             }
             EventKind::DatasetFailed => {
                 let event: ev::DatasetFailed = delivery.decode()?;
-                let dataset = dataset_of(&tenant, &event.dataset);
-                self.record(kind, tenant, event.meta, event.dataset, dataset)
-                    .await
+                let data = serde_json::json!({
+                    "dataset": event.dataset,
+                    "error_code": event.error_code,
+                });
+                let deliverable = Deliverable {
+                    event_type: "dataset.failed",
+                    data,
+                    dataset: dataset_of(&tenant, &event.dataset),
+                    resource: event.dataset,
+                };
+                self.record(tenant, event.meta, deliverable).await
             }
             EventKind::DeletionRequested => self.delete(tenant, delivery.decode()?).await,
             EventKind::DeletionCompleted => {
                 let event: ev::DeletionCompleted = delivery.decode()?;
                 match event.scope() {
                     ev::DeletionScope::Dataset => {
-                        self.record(kind, tenant, event.meta, event.deletion, None)
-                            .await
+                        let data = serde_json::json!({
+                            "deletion": event.deletion,
+                            "target": event.target,
+                        });
+                        let deliverable = Deliverable {
+                            event_type: "deletion.completed",
+                            data,
+                            resource: event.deletion,
+                            dataset: None,
+                        };
+                        self.record(tenant, event.meta, deliverable).await
                     }
                     // The tenant and its webhook endpoints are gone: nothing to deliver to.
                     ev::DeletionScope::Tenant | ev::DeletionScope::Unspecified => Ok(()),

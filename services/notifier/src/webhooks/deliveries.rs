@@ -1,0 +1,213 @@
+//! The `webhook_deliveries` table: one row per (endpoint, event), its attempts and outcome.
+
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use trustmesh_events::TenantId;
+use uuid::Uuid;
+
+/// A row of `webhook_deliveries`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    pub(crate) id: Uuid,
+    pub(crate) tenant: String,
+    pub(crate) endpoint: Uuid,
+    pub(crate) event_id: Uuid,
+    pub(crate) event_type: String,
+    pub(crate) payload: String,
+    pub(crate) state: String,
+    pub(crate) attempt_count: i32,
+    pub(crate) last_http_status: i32,
+    pub(crate) last_error: String,
+    pub(crate) create_time: OffsetDateTime,
+    pub(crate) last_attempt_time: Option<OffsetDateTime>,
+    pub(crate) next_attempt_time: OffsetDateTime,
+}
+
+impl DeliveryRow {
+    /// The `webhook-id` of every attempt: the event's id.
+    pub(crate) fn webhook_id(&self) -> String {
+        format!("msg_{}", self.event_id.simple())
+    }
+}
+
+const COLUMNS: &str = "id, tenant, endpoint, event_id, event_type, payload, state, attempt_count, \
+                       last_http_status, last_error, create_time, last_attempt_time, next_attempt_time";
+
+/// A delivery to queue.
+#[derive(Debug)]
+pub(crate) struct NewDelivery<'a> {
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) endpoint: Uuid,
+    pub(crate) event_id: Uuid,
+    pub(crate) event_type: &'a str,
+    pub(crate) dataset: Option<&'a str>,
+    pub(crate) payload: &'a str,
+}
+
+/// How an attempt ended, as recorded.
+#[derive(Debug)]
+pub(crate) struct AttemptOutcome {
+    pub(crate) state: &'static str,
+    pub(crate) http_status: u16,
+    pub(crate) error: String,
+    /// When to try again, if `state` is `pending`.
+    pub(crate) next_attempt: Option<OffsetDateTime>,
+}
+
+/// The deliveries; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Deliveries {
+    pool: PgPool,
+}
+
+impl Deliveries {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Queues a delivery; `false` if this event was already queued for this endpoint.
+    pub(crate) async fn enqueue(
+        conn: &mut PgConnection,
+        new: &NewDelivery<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_deliveries (id, tenant, endpoint, event_id, event_type, dataset, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (endpoint, event_id) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(new.tenant.as_str())
+        .bind(new.endpoint)
+        .bind(new.event_id)
+        .bind(new.event_type)
+        .bind(new.dataset)
+        .bind(new.payload)
+        .execute(conn)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Leases up to `limit` due deliveries for `lease` seconds (other replicas skip them).
+    pub(crate) async fn claim_due(
+        &self,
+        limit: i64,
+        lease_secs: f64,
+    ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => $2)
+             WHERE id IN (
+               SELECT id FROM webhook_deliveries
+               WHERE state = 'pending' AND next_attempt_time <= now()
+                 AND (lease_until IS NULL OR lease_until < now())
+               ORDER BY next_attempt_time LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING {COLUMNS}"
+        ))
+        .bind(limit)
+        .bind(lease_secs)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// When the next pending delivery is due, if any.
+    pub(crate) async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT min(next_attempt_time) FROM webhook_deliveries WHERE state = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Records attempt number `attempt` of delivery `id` and releases its lease.
+    pub(crate) async fn record_attempt(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET state = $2, attempt_count = $3, last_http_status = $4,
+               last_error = $5, last_attempt_time = now(),
+               next_attempt_time = COALESCE($6, next_attempt_time), lease_until = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(outcome.state)
+        .bind(attempt)
+        .bind(i32::from(outcome.http_status))
+        .bind(&outcome.error)
+        .bind(outcome.next_attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` deliveries to endpoint `endpoint` of `tenant`, newest first, before cursor
+    /// `before`, in `state` if given.
+    pub(crate) async fn list(
+        &self,
+        tenant: &TenantId,
+        endpoint: Uuid,
+        state: Option<&str>,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM webhook_deliveries
+             WHERE tenant = $1 AND endpoint = $2 AND ($3::text IS NULL OR state = $3)
+               AND ($4::uuid IS NULL OR id < $4)
+             ORDER BY id DESC LIMIT $5"
+        ))
+        .bind(tenant.as_str())
+        .bind(endpoint)
+        .bind(state)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// How many deliveries `tenant` has (for tests and operators).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn count(&self, tenant: &TenantId) -> Result<u64, sqlx::Error> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE tenant = $1")
+                .bind(tenant.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    /// Deletes the deliveries of `tenant` (or of one `dataset` of it) and returns how many.
+    pub(crate) async fn delete(
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        dataset: Option<&str>,
+    ) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE tenant = $1 AND ($2::text IS NULL OR dataset = $2)",
+        )
+        .bind(tenant.as_str())
+        .bind(dataset)
+        .execute(conn)
+        .await?
+        .rows_affected())
+    }
+
+    /// Counts the deliveries of `tenant` (or of one `dataset` of it): the residue scan.
+    pub(crate) async fn count_in(
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        dataset: Option<&str>,
+    ) -> Result<u64, sqlx::Error> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_deliveries WHERE tenant = $1 AND ($2::text IS NULL OR dataset = $2)",
+        )
+        .bind(tenant.as_str())
+        .bind(dataset)
+        .fetch_one(conn)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+}
