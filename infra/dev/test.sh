@@ -8,6 +8,8 @@ TRUSTMESH_DEV_START=0 bash infra/dev/up.sh
 # shellcheck disable=SC1091
 . "${TRUSTMESH_DEV_HOME:-$HOME/.trustmesh-dev}/env"
 # Reuse one build directory outside the clone, so a fresh clone does not rebuild every dependency.
+# Incremental caches only grow the build directory in CI-style runs.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TRUSTMESH_DEV_HOME:-$HOME/.trustmesh-dev}/target}
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

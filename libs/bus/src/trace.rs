@@ -32,7 +32,8 @@ pub fn inject(headers: &mut HeaderMap) {
     }
 }
 
-/// Makes `span` a child of the trace carried by `headers`, if they carry a valid one.
+/// Makes `span` a child of the trace carried by `headers`, if they carry a valid one, and records
+/// the span's `trace_id` field (when it declares one).
 pub fn set_remote_parent(span: &tracing::Span, headers: Option<&HeaderMap>) {
     let Some(headers) = headers else {
         return;
@@ -41,7 +42,7 @@ pub fn set_remote_parent(span: &tracing::Span, headers: Option<&HeaderMap>) {
         .into_iter()
         .filter_map(|name| Some((name.to_owned(), headers.get(name)?.as_str().to_owned())))
         .collect();
-    trustmesh_telemetry::set_parent_from(span, &carrier);
+    trustmesh_telemetry::continue_trace(span, &carrier);
 }
 
 /// A version-00 `traceparent` of a new trace: random trace and span ids, sampled.

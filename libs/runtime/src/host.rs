@@ -209,22 +209,6 @@ impl Host {
         readiness: Readiness,
     ) -> Result<Self, ServerError> {
         let metrics = Metrics::new(component.name());
-        Self::with_metrics(component, metrics, grpc, admin, shutdown, readiness).await
-    }
-
-    /// [`Host::service`] with the registry `metrics`, which the component may also record in.
-    ///
-    /// # Errors
-    ///
-    /// As [`Host::build`].
-    pub async fn with_metrics(
-        component: Component,
-        metrics: Metrics,
-        grpc: GrpcSettings,
-        admin: &AdminSettings,
-        shutdown: &ShutdownSettings,
-        readiness: Readiness,
-    ) -> Result<Self, ServerError> {
         let grpc = instrumented(GrpcServer::builder(grpc, readiness.clone()), &metrics)
             .grace_period(shutdown.grace_period());
         Self::build(
@@ -309,7 +293,8 @@ impl Host {
     }
 }
 
-/// `builder` with reflection of every trustmesh API and each RPC recorded in `metrics`.
+/// `builder` with reflection of every trustmesh API, each RPC recorded in `metrics`, and each RPC
+/// span continuing the caller's trace (W3C `traceparent` in the request metadata).
 pub fn instrumented(builder: GrpcServerBuilder, metrics: &Metrics) -> GrpcServerBuilder {
     let metrics = metrics.clone();
     builder
@@ -317,4 +302,5 @@ pub fn instrumented(builder: GrpcServerBuilder, metrics: &Metrics) -> GrpcServer
         .on_rpc(move |method, code, elapsed| {
             metrics.rpc().record(method, code_name(code), elapsed);
         })
+        .span_parent(trustmesh_telemetry::continue_trace)
 }

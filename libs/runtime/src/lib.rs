@@ -65,7 +65,7 @@
 //!             // .on_rpc(move |method, code, elapsed| {
 //!             //     metrics.rpc().record(method, trustmesh_runtime::code_name(code), elapsed)
 //!             // })
-//!             // .span_parent(|span, headers| { trustmesh_telemetry::set_parent_from(span, ..); })
+//!             // .span_parent(|span, headers| trustmesh_telemetry::continue_trace(span, headers))
 //!             .file_descriptor_set(trustmesh_proto::FILE_DESCRIPTOR_SET)
 //!             .grace_period(settings.shutdown.grace_period())
 //!             .build()

@@ -1,6 +1,7 @@
 //! Per-RPC telemetry for the gRPC server: a `rpc` span around every call (its parent taken from the
 //! request headers by a caller-supplied hook) and one record per finished call with its method,
-//! status code and duration, fed to a caller-supplied recorder (e.g. the service's RPC metrics).
+//! status code and duration, fed to a caller-supplied recorder (e.g. the service's RPC metrics) and
+//! logged at debug level inside the span (so the line carries the span's `trace_id`).
 //!
 //! The status code comes from the response headers for trailers-only responses and from the
 //! trailers otherwise; a call whose response is dropped before it ends counts as `CANCELLED`.
@@ -30,7 +31,7 @@ use trustmesh_telemetry::CallOrigin;
 pub type RpcRecorder = Arc<dyn Fn(&str, Code, Duration) + Send + Sync>;
 
 /// Sets an RPC span's parent from the request headers (e.g. `traceparent`, with
-/// `trustmesh_telemetry::set_parent_from`).
+/// `trustmesh_telemetry::continue_trace`, which also records the span's `trace_id` field).
 pub type SpanParent = Arc<dyn Fn(&tracing::Span, &HeaderMap) + Send + Sync>;
 
 /// Label of a method outside the registered services.
@@ -112,6 +113,7 @@ where
             rpc.system = "grpc",
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
         if let Some(span_parent) = &self.observer.span_parent {
             span_parent(&span, request.headers());
@@ -187,8 +189,16 @@ impl Recording {
             return;
         }
         self.span.record("rpc.grpc.status_code", code as i32);
+        let elapsed = self.started.elapsed();
+        self.span.in_scope(|| {
+            tracing::debug!(
+                rpc.grpc.status_code = code_name(code),
+                duration_ms = elapsed.as_millis(),
+                "RPC finished."
+            );
+        });
         if let Some(recorder) = &self.observer.recorder {
-            recorder(&self.method, code, self.started.elapsed());
+            recorder(&self.method, code, elapsed);
         }
     }
 }

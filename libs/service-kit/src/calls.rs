@@ -1,6 +1,7 @@
 //! What every service's gRPC handlers record of a call: its request id and its audit entry.
 
 use tonic::Request;
+use tonic::metadata::{Ascii, MetadataValue};
 use trustmesh_auth::{Principal, resource_tenant};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
@@ -51,4 +52,18 @@ pub fn call_entry_for(
     Some(call_entry(
         service, principal, tenant, action, resource, request_id,
     ))
+}
+
+/// A request to another service of the mesh: `message` with `bearer` (the whole `authorization`
+/// value, the mesh's service credential) if set, and the current trace context, so the callee's
+/// span continues this one's trace.
+pub fn mesh_request<T>(message: T, bearer: Option<&MetadataValue<Ascii>>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(bearer) = bearer {
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.clone());
+    }
+    trustmesh_telemetry::inject_current(request.metadata_mut());
+    request
 }

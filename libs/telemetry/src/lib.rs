@@ -1,7 +1,7 @@
 //! One init for logs, traces and metrics of every trustmesh service.
 //!
 //! [`init`] installs, once per process: a `tracing` subscriber writing JSON (or pretty) log lines to
-//! stderr, filtered by an env-filter (default `info`); an OpenTelemetry tracing layer whose spans are
+//! stderr (or a file), filtered by an env-filter (default `info`); an OpenTelemetry tracing layer whose spans are
 //! exported over OTLP/gRPC only when an endpoint is configured (off by default); and the W3C
 //! trace-context propagator as the global one. It returns a [`TelemetryGuard`] that owns the
 //! service's [`Metrics`] (a Prometheus registry rendered for `/metrics`) and flushes spans when
@@ -11,19 +11,22 @@
 //! and [`extract_context`] work on any [`HeaderCarrier`] (a `HashMap`, gRPC metadata, or a newtype
 //! over NATS headers).
 //!
-//! gRPC servers add [`RpcTelemetryLayer`]: each RPC gets a span continuing the caller's trace and is
-//! counted in the RPC metric families; clients add the [`inject_trace_context`] interceptor.
+//! gRPC servers (`trustmesh-runtime`'s RPC layer) continue the caller's trace with [`continue_trace`]
+//! on the request headers; clients add the [`inject_trace_context`] interceptor. NATS consumers
+//! (`trustmesh-bus`) continue the publisher's trace the same way from the message headers.
 //!
-//! Layout: `settings` (configuration), `metrics` (registry and the shared metric families),
-//! `propagation` (carriers), `grpc` (the server layer), `origin` (the client address and user agent
-//! of the call being served), this file (init and the guard).
+//! Layout: `settings` (configuration), `metrics` (the registry and the RPC families), `families`
+//! (the process-wide families: jobs, consumers, webhooks, decrypt failures, audit, deletion),
+//! `propagation` (carriers), `origin` (the client address and user agent of the call being served),
+//! this file (init and the guard).
 
-mod grpc;
+mod families;
 mod metrics;
 mod origin;
 mod propagation;
 mod settings;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -34,15 +37,19 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-pub use grpc::{RpcTelemetry, RpcTelemetryLayer, UNKNOWN_METHOD, inject_trace_context};
-pub use metrics::{CONTENT_TYPE, JobMetrics, JobState, Metrics, RpcMetrics};
+pub use families::{
+    AuditMetrics, ConsumerMetrics, ConsumerOutcome, DecryptMetrics, DeletionMetrics, JobKind,
+    JobMetrics, JobState, PurgeOutcome, WebhookMetrics, WebhookOutcome,
+};
+pub use metrics::{CONTENT_TYPE, Metrics, RpcMetrics};
 pub use origin::CallOrigin;
 pub use propagation::{
-    HeaderCarrier, TRACEPARENT, TRACESTATE, extract_context, inject_context, inject_current,
-    set_parent_from, trace_headers,
+    HeaderCarrier, TRACEPARENT, TRACESTATE, continue_trace, extract_context, inject_context,
+    inject_current, inject_trace_context, set_parent_from, trace_headers, trace_id,
 };
 pub use settings::{LogFormat, TelemetrySettings};
 
@@ -64,6 +71,9 @@ pub enum TelemetryError {
     /// The OTLP exporter could not be built (e.g. a malformed endpoint).
     #[error("cannot build the OTLP exporter")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// The log file could not be opened for appending.
+    #[error("cannot open the log file")]
+    LogFile(#[source] std::io::Error),
 }
 
 /// Keeps telemetry running: holds the service's [`Metrics`] and flushes pending spans on
@@ -154,7 +164,8 @@ fn log_filter(settings: &TelemetrySettings) -> Result<EnvFilter, TelemetryError>
 ///
 /// # Errors
 /// [`TelemetryError::AlreadyInitialized`] if a global subscriber exists (a second call is harmless),
-/// [`TelemetryError::InvalidFilter`], [`TelemetryError::NoRuntime`], [`TelemetryError::Exporter`].
+/// [`TelemetryError::InvalidFilter`], [`TelemetryError::NoRuntime`], [`TelemetryError::Exporter`],
+/// [`TelemetryError::LogFile`].
 pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
     if tracing::dispatcher::has_been_set() {
         return Err(TelemetryError::AlreadyInitialized);
@@ -186,6 +197,16 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
     let otel_layer =
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
 
+    let writer = match &settings.log_file {
+        Some(path) => BoxMakeWriter::new(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(TelemetryError::LogFile)?,
+        )),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let (json, pretty) = match settings.log_format {
         LogFormat::Json => (
             Some(
@@ -194,7 +215,7 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             ),
             None,
         ),
@@ -203,7 +224,7 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
             Some(
                 tracing_subscriber::fmt::layer()
                     .pretty()
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             ),
         ),
     };

@@ -4,10 +4,9 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
@@ -15,7 +14,8 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A service's metrics: a registry (every family prefixed `trustmesh_` and labelled with the
-/// service) with the shared RPC and job families. Cheap to clone.
+/// service) with its RPC families and the process-wide families of `families.rs` (jobs, consumers,
+/// webhooks, decrypt failures, audit, deletion). Cheap to clone.
 ///
 /// Labels stay low-cardinality: methods, codes, states; never tenant, dataset or row ids.
 #[derive(Clone)]
@@ -26,7 +26,6 @@ pub struct Metrics {
 struct Inner {
     registry: Mutex<Registry>,
     rpc: RpcMetrics,
-    jobs: JobMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -36,17 +35,16 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry for `service` with the RPC and job families registered.
+    /// A fresh registry for `service` with its RPC families and the process-wide families registered.
     pub fn new(service: &str) -> Self {
         let labels = [(Cow::Borrowed("service"), Cow::Owned(service.to_owned()))];
         let mut registry = Registry::with_prefix_and_labels("trustmesh", labels.into_iter());
         let rpc = RpcMetrics::register(&mut registry);
-        let jobs = JobMetrics::register(&mut registry);
+        crate::families::register(&mut registry);
         Self {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
                 rpc,
-                jobs,
             }),
         }
     }
@@ -54,11 +52,6 @@ impl Metrics {
     /// RPC rate, errors and latency per method.
     pub fn rpc(&self) -> &RpcMetrics {
         &self.inner.rpc
-    }
-
-    /// Jobs by state.
-    pub fn jobs(&self) -> &JobMetrics {
-        &self.inner.jobs
     }
 
     /// Registers a service-specific metric as `trustmesh_<name>` (keep a clone of `metric` to update it).
@@ -98,7 +91,7 @@ struct MethodLabels {
     method: String,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+pub(crate) type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 1 ms to ~33 s.
@@ -143,61 +136,5 @@ impl RpcMetrics {
                 method: labels.method,
             })
             .observe(elapsed.as_secs_f64());
-    }
-}
-
-/// A job's state, as in `trustmesh.v1.Job.State`.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum JobState {
-    /// Accepted, waiting for a worker.
-    Queued,
-    /// Being worked on.
-    Running,
-    /// Finished successfully.
-    Succeeded,
-    /// Finished with an error.
-    Failed,
-    /// Cancelled by a user.
-    Cancelled,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    state: JobState,
-}
-
-/// `trustmesh_jobs{state}` (how many jobs are in each state now) and
-/// `trustmesh_job_transitions_total{state}` (how many entered each state).
-#[derive(Clone, Debug)]
-pub struct JobMetrics {
-    jobs: Family<StateLabels, Gauge>,
-    transitions: Family<StateLabels, Counter>,
-}
-
-impl JobMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let jobs = Family::<StateLabels, Gauge>::default();
-        let transitions = Family::<StateLabels, Counter>::default();
-        registry.register(
-            "jobs",
-            "Jobs by state, as last counted in the store",
-            jobs.clone(),
-        );
-        registry.register(
-            "job_transitions",
-            "Jobs that entered each state",
-            transitions.clone(),
-        );
-        Self { jobs, transitions }
-    }
-
-    /// Counts a job entering `state`.
-    pub fn entered(&self, state: JobState) {
-        self.transitions.get_or_create(&StateLabels { state }).inc();
-    }
-
-    /// Sets how many jobs are in `state` (from a periodic count in the store, so replicas agree).
-    pub fn set_count(&self, state: JobState, count: i64) {
-        self.jobs.get_or_create(&StateLabels { state }).set(count);
     }
 }

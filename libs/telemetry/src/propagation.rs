@@ -15,7 +15,7 @@ pub const TRACESTATE: &str = "tracestate";
 
 /// A header map that trace context can be written to and read from.
 ///
-/// Implemented for `HashMap<String, String>` and gRPC `tonic::metadata::MetadataMap`; for NATS
+/// Implemented for `HashMap<String, String>`, gRPC `tonic::metadata::MetadataMap` and HTTP headers; for NATS
 /// headers, implement it on a newtype over `async_nats::HeaderMap` (or go through a `HashMap`).
 pub trait HeaderCarrier {
     /// The value of header `name`, if present and valid UTF-8.
@@ -44,6 +44,51 @@ impl HeaderCarrier for tonic::metadata::MetadataMap {
         if let Ok(value) = value.parse() {
             self.insert(name, value);
         }
+    }
+}
+
+impl HeaderCarrier for tonic::codegen::http::HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn set_header(&mut self, name: &'static str, value: String) {
+        if let Ok(value) = tonic::codegen::http::HeaderValue::try_from(value) {
+            self.insert(name, value);
+        }
+    }
+}
+
+/// A tonic client interceptor that sends the current span's trace context with every call:
+/// `SomeClient::with_interceptor(channel, inject_trace_context)`.
+///
+/// # Errors
+/// Never; the signature is the one tonic's `Interceptor` expects.
+#[allow(clippy::result_large_err)] // NOTE: tonic's `Interceptor` signature returns `Status` by value.
+pub fn inject_trace_context(
+    mut request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    inject_current(request.metadata_mut());
+    Ok(request)
+}
+
+/// The trace id of `span` (32 lowercase hex digits), if it belongs to a valid trace: recorded as the
+/// `trace_id` field of RPC and consumer spans, so that every log line inside them carries it.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_ref = context.span();
+    let span_context = span_ref.span_context();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+/// Makes `span` a child of the trace context in `carrier` and records the resulting trace id as its
+/// `trace_id` field (the span must declare it, e.g. `trace_id = tracing::field::Empty`).
+pub fn continue_trace(span: &tracing::Span, carrier: &(impl HeaderCarrier + ?Sized)) {
+    set_parent_from(span, carrier);
+    if let Some(id) = trace_id(span) {
+        span.record("trace_id", id);
     }
 }
 

@@ -1,5 +1,7 @@
 //! Telemetry configuration (the `telemetry` section of every service's settings).
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// How log lines are written.
@@ -24,4 +26,6 @@ pub struct TelemetrySettings {
     pub log_filter: Option<String>,
     /// OTLP/gRPC collector endpoint (e.g. `http://otel-collector:4317`); unset: spans are not exported.
     pub otlp_endpoint: Option<String>,
+    /// A file log lines are appended to instead of stderr (created if missing).
+    pub log_file: Option<PathBuf>,
 }

@@ -1,14 +1,19 @@
-//! `trustmesh audit verify FILE --key KEY`: checks an `ExportEvents` JSONL export offline — the
-//! hash chain, every checkpoint signature and hash, and no tail truncated behind a checkpoint.
+//! `trustmesh audit list|verify|export`: the tenant's audit log through the mesh, and
+//! `trustmesh audit verify FILE --key KEY`, which checks an `ExportEvents` JSONL export offline —
+//! the hash chain, every checkpoint signature and hash, and no tail truncated behind a checkpoint.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use trustmesh_sdk::proto::AuditFilter;
+
+use crate::remote::{self, Remote, UsageError};
 
 /// `trustmesh audit`.
 #[derive(Debug, Args)]
 pub(crate) struct AuditArgs {
+    #[command(flatten)]
+    remote: Remote,
     #[command(subcommand)]
     command: AuditCommand,
 }
@@ -16,33 +21,73 @@ pub(crate) struct AuditArgs {
 /// The `audit` subcommands.
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify an exported audit log (JSON Lines from ExportEvents) offline.
+    /// List the tenant's audit events.
+    List {
+        /// Only events of this action (e.g. `datasets.upload`).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only events on this resource.
+        #[arg(long)]
+        resource: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Verify the tenant's log on the server, or an exported log (FILE, with --key) offline.
     Verify(VerifyArgs),
+    /// Export the tenant's log (JSON Lines with signed checkpoints) to a file.
+    Export {
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `trustmesh audit verify`.
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    /// The export (JSON Lines).
-    file: PathBuf,
-    /// A checkpoint public key (repeatable): a file holding it, or the key itself, in base64 or
-    /// hex (the `public_key` of `VerifyLogResponse.verification_keys`).
-    #[arg(long = "key", required = true)]
+    /// An export (JSON Lines) to check offline; without it, the server checks the tenant's log.
+    file: Option<PathBuf>,
+    /// A checkpoint public key (repeatable, required with FILE): a file holding it, or the key
+    /// itself, in base64 or hex (the `public_key` of `VerifyLogResponse.verification_keys`).
+    #[arg(long = "key", requires = "file")]
     keys: Vec<String>,
 }
 
-/// Runs `trustmesh audit ...`; `false` when the export is invalid (exit code 1).
+/// Runs `trustmesh audit ...`; `false` when the log is invalid (exit code 1).
 pub(crate) fn run(args: &AuditArgs) -> anyhow::Result<bool> {
     match &args.command {
-        AuditCommand::Verify(verify) => run_verify(verify),
+        AuditCommand::List {
+            action,
+            resource,
+            limit,
+        } => {
+            let filter = AuditFilter {
+                action: action.clone().unwrap_or_default(),
+                resource: resource.clone().unwrap_or_default(),
+                ..AuditFilter::default()
+            };
+            remote::block_on(remote::admin::audit_list(&args.remote, filter, *limit))?;
+            Ok(true)
+        }
+        AuditCommand::Verify(verify) => match &verify.file {
+            Some(file) => run_verify(file, &verify.keys),
+            None => remote::block_on(remote::admin::audit_verify(&args.remote)),
+        },
+        AuditCommand::Export { out } => {
+            remote::block_on(remote::admin::audit_export(&args.remote, out))?;
+            Ok(true)
+        }
     }
 }
 
-fn run_verify(args: &VerifyArgs) -> anyhow::Result<bool> {
-    let export = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let keys = args
-        .keys
+fn run_verify(file: &Path, keys: &[String]) -> anyhow::Result<bool> {
+    if keys.is_empty() {
+        return Err(UsageError("verifying a file offline needs --key".to_owned()).into());
+    }
+    let export = std::fs::read(file)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+    let keys = keys
         .iter()
         .map(|key| load_key(key))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -90,13 +135,15 @@ pub(crate) fn load_material(
 ) -> anyhow::Result<Vec<u8>> {
     let path = Path::new(arg);
     let text = if path.is_file() {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {arg}"))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| UsageError(format!("cannot read {arg}: {e}")))?;
         if bytes.len() == raw_len {
             return Ok(bytes);
         }
-        String::from_utf8(bytes).with_context(|| format!("{arg} is neither raw bytes nor text"))?
+        String::from_utf8(bytes)
+            .map_err(|_| UsageError(format!("{arg} is neither raw bytes nor text")))?
     } else {
         arg.to_owned()
     };
-    parse(text.trim()).with_context(|| format!("not {what}"))
+    parse(text.trim()).ok_or_else(|| UsageError(format!("not {what}")).into())
 }

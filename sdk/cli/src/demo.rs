@@ -20,8 +20,8 @@ use trustmesh_proto::v1::{
 };
 use trustmesh_runtime::{SecretString, ServerTls, TransportMode};
 
-use crate::client::{Client, once_known};
 use crate::standalone::{NatsSource, Standalone, StandaloneSettings};
+use trustmesh_sdk::{Client, once_known};
 
 /// The bundled dataset, as a user would upload it.
 const DATASET: &[u8] = include_bytes!("../../../examples/wine-noisy.csv");
@@ -118,7 +118,7 @@ async fn walk_through(
     )?;
 
     // 2. Upload.
-    let dataset = once_known(|| user.upload_csv(&tenant, "wine-noisy", DATASET.to_vec(), "row_id"))
+    let dataset = once_known(|| user.upload_csv("wine-noisy", DATASET.to_vec(), "row_id"))
         .await
         .context("uploading examples/wine-noisy.csv")?;
     let columns = dataset.schema.as_ref().map_or(0, |s| s.columns.len());

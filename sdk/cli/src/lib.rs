@@ -1,10 +1,8 @@
-//! The `trustmesh` command line's library: the standalone mesh, a thin gRPC client of it, and the
-//! demo that walks through it.
+//! The `trustmesh` command line's library: the standalone mesh and the demo that walks through it.
+//! The client of the mesh is the Rust SDK, `trustmesh-sdk`.
 //!
 //! - [`standalone`]: [`standalone::Standalone`], every service in one process on one gRPC port.
-//! - [`client`]: [`client::Client`], one channel and one credential, a typed client per service.
 //! - [`demo`]: `trustmesh demo`, the main flow end to end on a bundled noisy dataset.
 
-pub mod client;
 pub mod demo;
 pub mod standalone;

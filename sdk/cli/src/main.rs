@@ -3,9 +3,11 @@
 mod audit;
 mod certificate;
 mod check;
+mod remote;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -15,9 +17,25 @@ use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_runtime::{SecretString, ServerTls, TransportMode};
 use trustmesh_store::ObjectStoreSettings;
 
+/// Exit codes, in `--help`.
+const EXIT_CODES: &str = "\
+Profiles: `trustmesh login --endpoint URL --tenant TENANT` reads the API key from
+$TRUSTMESH_API_KEY or stdin and saves it in ~/.config/trustmesh/config.toml ($TRUSTMESH_CONFIG),
+mode 0600; the key is never printed. TRUSTMESH_API_KEY, TRUSTMESH_ENDPOINT, TRUSTMESH_TENANT,
+TRUSTMESH_PROFILE and TRUSTMESH_CA_FILE override the profile. Add --json for scripts.
+
+Exit codes:
+  0  success
+  1  a check failed (INVALID log or certificate), a job or deletion did not succeed
+  2  usage: bad arguments, profile or local file, or a request the server refused as invalid
+     (INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS, OUT_OF_RANGE)
+  3  authentication or permission (no key, UNAUTHENTICATED, PERMISSION_DENIED)
+  4  not found (NOT_FOUND)
+  5  server or transport error (UNAVAILABLE, INTERNAL, ... after retries; cannot connect)";
+
 /// trustmesh: self-hostable, security-first data quality.
 #[derive(Parser)]
-#[command(name = "trustmesh", version, about)]
+#[command(name = "trustmesh", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,9 +44,31 @@ struct Cli {
 /// The subcommands.
 #[derive(Subcommand)]
 enum Command {
-    /// Work with exported audit logs.
+    /// Save a profile: endpoint, tenant and API key (from $TRUSTMESH_API_KEY or stdin).
+    Login(remote::admin::LoginArgs),
+    /// Upload, list and show datasets.
+    Datasets(remote::datasets::DatasetsArgs),
+    /// Start an analysis of a dataset (with --wait: follow it with live progress).
+    Analyze(remote::jobs::AnalyzeArgs),
+    /// List, show, follow and cancel jobs.
+    Jobs(remote::jobs::JobsArgs),
+    /// Show a report: health score and issues found.
+    Report(remote::results::ReportArgs),
+    /// List a report's rows, lowest trust first, optionally by issue.
+    Rows(remote::results::RowsArgs),
+    /// Export a report's cleanset as CSV.
+    Export(remote::results::ExportArgs),
+    /// Delete a dataset or the whole tenant, with a signed certificate.
+    Delete(remote::admin::DeleteArgs),
+    /// Create, list and revoke API keys.
+    Keys(remote::admin::KeysArgs),
+    /// Create tenants (the operator's command).
+    Tenants(remote::admin::TenantsArgs),
+    /// Add, list and remove webhook endpoints.
+    Webhooks(remote::admin::WebhooksArgs),
+    /// List, verify and export the audit log (or verify an export offline).
     Audit(audit::AuditArgs),
-    /// Work with deletion certificates.
+    /// Fetch and verify deletion certificates (online, or a file offline).
     Certificate(certificate::CertificateArgs),
     /// Find label errors, outliers, duplicates, ... in a CSV file, without the mesh.
     Check(check::CheckArgs),
@@ -104,45 +144,57 @@ struct StandaloneArgs {
         hide_env_values = true
     )]
     s3_secret_access_key: String,
+    /// The largest upload ingest accepts, in bytes (default 256 MiB).
+    #[arg(long, env = "TRUSTMESH_MAX_UPLOAD_BYTES")]
+    max_upload_bytes: Option<u64>,
+    /// The most rows ingest accepts in a dataset (default 1,000,000).
+    #[arg(long, env = "TRUSTMESH_MAX_ROWS")]
+    max_rows: Option<u64>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Audit(args) => {
-            if !audit::run(&args)? {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
-        Command::Certificate(args) => {
-            if !certificate::run(&args)? {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
-        Command::Check(args) => check::run(&args),
-        Command::Demo(args) => {
-            // The demo's own output tells the story; the mesh's dev-mode warnings would drown it.
-            init_logs("error");
-            let settings = demo_settings(&args)?;
-            runtime()?.block_on(async {
-                let mut out = std::io::stdout();
-                demo::run(settings, &mut out).await.map(|_| ())
-            })
-        }
-        Command::Standalone(args) => {
-            init_logs("info");
-            runtime()?.block_on(standalone(args))
+    match run(cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(remote::exit::FAILED),
+        Err(error) => {
+            eprintln!("error: {}", trustmesh_runtime::cause_chain(error.as_ref()));
+            ExitCode::from(remote::exit_code(&error))
         }
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+/// Runs `command`; `Ok(false)` when it ran but its check failed (exit code 1).
+fn run(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Login(args) => remote::block_on(remote::admin::login(args)).map(|()| true),
+        Command::Datasets(args) => remote::block_on(remote::datasets::run(args)).map(|()| true),
+        Command::Analyze(args) => remote::block_on(remote::jobs::analyze(args)).map(|()| true),
+        Command::Jobs(args) => remote::block_on(remote::jobs::run(args)).map(|()| true),
+        Command::Report(args) => remote::block_on(remote::results::report(args)).map(|()| true),
+        Command::Rows(args) => remote::block_on(remote::results::rows(args)).map(|()| true),
+        Command::Export(args) => remote::block_on(remote::results::export(args)).map(|()| true),
+        Command::Delete(args) => remote::block_on(remote::admin::delete(args)).map(|()| true),
+        Command::Keys(args) => remote::block_on(remote::admin::keys(args)).map(|()| true),
+        Command::Tenants(args) => remote::block_on(remote::admin::tenants(args)).map(|()| true),
+        Command::Webhooks(args) => remote::block_on(remote::admin::webhooks(args)).map(|()| true),
+        Command::Audit(args) => audit::run(&args),
+        Command::Certificate(args) => certificate::run(&args),
+        Command::Check(args) => check::run(&args).map(|()| true),
+        Command::Demo(args) => {
+            // The demo's own output tells the story; the mesh's dev-mode warnings would drown it.
+            init_logs("error");
+            let settings = demo_settings(&args)?;
+            remote::block_on(async {
+                let mut out = std::io::stdout();
+                demo::run(settings, &mut out).await.map(|_| true)
+            })
+        }
+        Command::Standalone(args) => {
+            init_logs("info");
+            remote::block_on(standalone(args)).map(|()| true)
+        }
+    }
 }
 
 fn init_logs(default: &str) {
@@ -235,6 +287,12 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             secret_access_key: SecretString::from(args.s3_secret_access_key),
             create_bucket: true,
         };
+    }
+    if let Some(bytes) = args.max_upload_bytes {
+        settings.ingest_limits.max_upload_bytes = bytes;
+    }
+    if let Some(rows) = args.max_rows {
+        settings.ingest_limits.max_rows = rows;
     }
     settings.operator_credential = std::env::var("TRUSTMESH_OPERATOR_CREDENTIAL")
         .ok()

@@ -59,6 +59,8 @@ pub struct StandaloneSettings {
     pub operator_credential: Option<SecretString>,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
+    /// Ingest's upload limits (size, rows, columns).
+    pub ingest_limits: trustmesh_ingest::settings::Limits,
 }
 
 impl StandaloneSettings {
@@ -88,6 +90,7 @@ impl StandaloneSettings {
             data_dir,
             operator_credential: None,
             shutdown: ShutdownSettings::default(),
+            ingest_limits: trustmesh_ingest::settings::Limits::default(),
         }
     }
 }
@@ -204,6 +207,7 @@ impl Standalone {
             keys: trustmesh_ingest::settings::KeySettings {
                 kek_file: kek("ingest"),
             },
+            limits: settings.ingest_limits,
             ..Default::default()
         };
         components.push(in_service(
@@ -255,7 +259,7 @@ impl Standalone {
         deletion.auth.operator_credential = Some(operator_credential.clone());
         components.push(in_service(
             "deletion",
-            trustmesh_deletion::component(&deletion, &readiness, &metrics).await,
+            trustmesh_deletion::component(&deletion, &readiness).await,
         )?);
 
         let audit = trustmesh_audit::Settings {

@@ -17,7 +17,6 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
-use trustmesh_cli::client::Client;
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_events::{ALL_CONSUMERS, ConsumerAudit};
 use trustmesh_proto::v1::{
@@ -25,6 +24,7 @@ use trustmesh_proto::v1::{
     Scope, StartAnalysisRequest, TaskType,
 };
 use trustmesh_runtime::SecretString;
+use trustmesh_sdk::Client;
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 
@@ -250,7 +250,7 @@ async fn every_tenant_rpc_denied_to_another_tenant_lands_one_event_in_the_owners
         .unwrap();
     let intruder = beta.bearer().clone();
     // Both keys have reached every service's cache once acme can read its own log.
-    let mut known = trustmesh_cli::client::once_known(|| async {
+    let mut known = trustmesh_sdk::once_known(|| async {
         acme.audit()
             .list_events(ListEventsRequest {
                 parent: "tenants/acme".to_owned(),
@@ -378,11 +378,10 @@ async fn every_consumer_audits_each_message_that_touches_tenant_data_once() {
         .await
         .unwrap();
     let wine = include_str!("../../../examples/wine-noisy.csv");
-    let dataset = trustmesh_cli::client::once_known(|| {
-        user.upload_csv("acme", "wine", wine.as_bytes().to_vec(), "row_id")
-    })
-    .await
-    .unwrap();
+    let dataset =
+        trustmesh_sdk::once_known(|| user.upload_csv("wine", wine.as_bytes().to_vec(), "row_id"))
+            .await
+            .unwrap();
     let job = user
         .analysis()
         .start_analysis(StartAnalysisRequest {

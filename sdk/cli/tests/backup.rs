@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
-use trustmesh_cli::client::{Client, once_known};
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_crypto::{Keyring, LocalKeyFile};
 use trustmesh_events::TenantId;
@@ -17,6 +16,7 @@ use trustmesh_proto::v1::{
     TaskType,
 };
 use trustmesh_runtime::SecretString;
+use trustmesh_sdk::{Client, once_known};
 use trustmesh_store::{
     EncryptedObjects, LocalDirStore, ObjectKey, ObjectsRepo, PgDekStore, PgSettings, SchemaName,
     TenantScope,
@@ -45,11 +45,10 @@ fn script(name: &str, args: &[&str], env: &[(&str, &str)]) {
 }
 
 /// Uploads the wine dataset for `user` and analyses it, so every store holds the tenant's data.
-async fn upload_and_analyse(user: &Client, tenant: &str) {
-    let dataset =
-        once_known(|| user.upload_csv(tenant, "wine", WINE.as_bytes().to_vec(), "row_id"))
-            .await
-            .unwrap();
+async fn upload_and_analyse(user: &Client) {
+    let dataset = once_known(|| user.upload_csv("wine", WINE.as_bytes().to_vec(), "row_id"))
+        .await
+        .unwrap();
     let job = user
         .analysis()
         .start_analysis(StartAnalysisRequest {
@@ -127,7 +126,7 @@ async fn a_backup_restored_after_a_tenant_deletion_decrypts_nothing_of_that_tena
             .create_tenant_with_key(tenant, tenant, &[Scope::Admin], Duration::from_secs(3600))
             .await
             .unwrap();
-        upload_and_analyse(&user, tenant).await;
+        upload_and_analyse(&user).await;
         users.push(user);
     }
 

@@ -9,7 +9,6 @@ use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use trustmesh_cli::client::{Client, once_known};
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::{
     AuditRecord, DeleteDatasetRequest, DeletionState, GetDatasetRequest,
@@ -18,6 +17,7 @@ use trustmesh_proto::v1::{
     StartAnalysisRequest, TaskType, VerifyLogRequest,
 };
 use trustmesh_runtime::SecretString;
+use trustmesh_sdk::{Client, once_known};
 use trustmesh_store::ObjectStoreSettings;
 use trustmesh_testkit::canary::Canary;
 use trustmesh_testkit::nats::NatsServer;
@@ -171,17 +171,17 @@ async fn main_flow(backend: Backend) {
     let csv = WINE.replacen("\n0,", &format!("\n{canary},"), 1);
     assert_ne!(csv, WINE);
     let dataset =
-        once_known(|| user.upload_csv("acme", canary.as_str(), csv.clone().into_bytes(), "row_id"))
+        once_known(|| user.upload_csv(canary.as_str(), csv.clone().into_bytes(), "row_id"))
             .await
             .unwrap();
     assert_eq!(dataset.row_count, 178);
 
     // Bad input is refused, naming the row (line) and column, and stores nothing.
     let status = user
-        .upload_csv("acme", "ragged", b"a,b,c\n1,2,3\n4,5\n".to_vec(), "")
+        .upload_csv("ragged", b"a,b,c\n1,2,3\n4,5\n".to_vec(), "")
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.code(), Some(Code::InvalidArgument), "{status:?}");
     assert!(status.message().contains("line 3"), "{status:?}");
     // Analysis: analysis reads the rows from ingest, trust-scoring the outputs from analysis.
     let job = user

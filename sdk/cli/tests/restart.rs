@@ -8,11 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use trustmesh_cli::client::{Client, once_known};
 use trustmesh_proto::v1::{
     JobState, ListReportsRequest, Scope, StartAnalysisRequest, TaskType, WatchJobRequest,
 };
 use trustmesh_runtime::SecretString;
+use trustmesh_sdk::{Client, once_known};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 
@@ -122,10 +122,9 @@ async fn a_job_survives_a_killed_mesh_and_completes_exactly_once() {
         .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
         .await
         .unwrap();
-    let dataset =
-        once_known(|| user.upload_csv("acme", "synthetic", synthetic_csv(6000), "row_id"))
-            .await
-            .unwrap();
+    let dataset = once_known(|| user.upload_csv("synthetic", synthetic_csv(6000), "row_id"))
+        .await
+        .unwrap();
     let job = user
         .analysis()
         .start_analysis(StartAnalysisRequest {

@@ -17,7 +17,6 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use trustmesh_cli::client::{Client, once_known};
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::{
     DeleteDatasetRequest, DeleteTenantRequest, DeletionCertificate, DeletionState,
@@ -26,6 +25,7 @@ use trustmesh_proto::v1::{
     TaskType,
 };
 use trustmesh_runtime::SecretString;
+use trustmesh_sdk::{Client, once_known};
 use trustmesh_testkit::canary::Canary;
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
@@ -359,7 +359,7 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
         .replacen("\n1,", &format!("\n{hex_form},"), 1)
         .replacen("\n2,", &format!("\n{b64_form},"), 1);
     assert_eq!(csv.matches(canary.as_str()).count(), 1);
-    let first = once_known(|| acme.upload_csv("acme", "wine", csv.clone().into_bytes(), "row_id"))
+    let first = once_known(|| acme.upload_csv("wine", csv.clone().into_bytes(), "row_id"))
         .await
         .unwrap();
     assert_eq!(first.row_count, 178);
@@ -367,11 +367,11 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
     assert_eq!(acme_report.analyzed_row_count, 178);
     // The second dataset holds the canary too, so the tenant deletion has it to remove.
     let second = acme
-        .upload_csv("acme", "wine-2", csv.clone().into_bytes(), "row_id")
+        .upload_csv("wine-2", csv.clone().into_bytes(), "row_id")
         .await
         .unwrap();
 
-    let kept = once_known(|| keep.upload_csv("keep", "kept", WINE.as_bytes().to_vec(), "row_id"))
+    let kept = once_known(|| keep.upload_csv("kept", WINE.as_bytes().to_vec(), "row_id"))
         .await
         .unwrap();
     let keep_report = analyse(&keep, &kept.name).await;

@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 use trustmesh_proto::v1::dataset_service_client::DatasetServiceClient;
 use trustmesh_proto::v1::{Dataset, GetDatasetRequest, ReadRowsRequest, ReadRowsResponse};
+use trustmesh_service_kit::calls::mesh_request;
 
 /// Ingest's `DatasetService`, called with the configured credential.
 #[derive(Debug, Clone)]
@@ -28,13 +29,7 @@ impl IngestClient {
 
     /// `message` as a request to ingest, with the configured credential.
     fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        if let Some(bearer) = &self.bearer {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-        }
-        request
+        mesh_request(message, self.bearer.as_ref())
     }
 
     /// `GetDataset` of `name` (`tenants/{tenant}/datasets/{id}`).

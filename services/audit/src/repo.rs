@@ -143,6 +143,7 @@ pub(crate) async fn append(
             .await?;
     }
     tx.commit().await?;
+    trustmesh_telemetry::AuditMetrics::appended(1);
     Ok(Appended::At(next))
 }
 

@@ -8,11 +8,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{Authenticator, CacheOptions};
 use trustmesh_bus::{ConsumerRunner, Outbox, OutboxRelay, Publisher, ensure_consumer};
-use trustmesh_events::{DELETION_RECEIPT, Service};
+use trustmesh_events::DELETION_RECEIPT;
 use trustmesh_proto::v1::deletion_service_server::DeletionServiceServer;
 use trustmesh_runtime::{Component, Host, InvalidSetting, Readiness};
 use trustmesh_service_kit::{Foundations, StartError};
-use trustmesh_telemetry::Metrics;
+use trustmesh_telemetry::{JobKind, JobMetrics};
 
 use crate::certificate::{CertificateSigner, SigningKeyError};
 use crate::deletions::grpc::DeletionHandler;
@@ -62,18 +62,15 @@ pub struct Application(Host);
 impl Application {
     /// Builds the service's [`component`] and binds the gRPC and admin listeners.
     ///
-    /// `/metrics` renders the deletion-job metrics next to the RPC metrics.
-    ///
     /// # Errors
     ///
     /// [`AppError`] naming what could not be set up.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let readiness = Readiness::new();
-        let metrics = Metrics::new(Service::Deletion.as_str());
-        let component = component(&settings, &readiness, &metrics).await?;
+        let component = component(&settings, &readiness).await?;
         let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
         Ok(Self(
-            Host::with_metrics(component, metrics, grpc, &admin, &shutdown, readiness).await?,
+            Host::service(component, grpc, &admin, &shutdown, readiness).await?,
         ))
     }
 
@@ -100,18 +97,13 @@ impl std::ops::Deref for Application {
 /// loads the API-key cache from `tm_auth`: the `DeletionService` (every call through
 /// `trustmesh_auth::Authenticator`: API keys, and the operator credential if
 /// `auth.operator_credential` is set) plus the outbox relay, the receipt consumer and the sweeper,
-/// registered on `readiness`.
-///
-/// Its deletion-job metrics are recorded in `metrics`.
+/// registered on `readiness`. Its deletion metrics are process-wide families every `/metrics`
+/// renders.
 ///
 /// # Errors
 ///
 /// [`AppError`] naming what could not be set up.
-pub async fn component(
-    settings: &Settings,
-    readiness: &Readiness,
-    metrics: &Metrics,
-) -> Result<Component, AppError> {
+pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
     let operator = settings.auth.operator().map_err(|e| e.within("auth"))?;
     let foundations = trustmesh_service_kit::connect(
         "deletion",
@@ -164,7 +156,7 @@ pub async fn component(
             max_retries: settings.deletion.max_retries,
             backup_retention_days: settings.deletion.backup_retention_days,
         },
-        metrics.jobs().clone(),
+        JobMetrics::of(JobKind::Deletion),
     );
     let consumer = ConsumerRunner::new(
         pull,

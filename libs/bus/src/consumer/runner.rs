@@ -13,6 +13,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use trustmesh_events::ConsumerSpec;
+use trustmesh_telemetry::{ConsumerMetrics, ConsumerOutcome};
 
 use super::advisory;
 use super::dead_letter::{DeadLetter, Origin};
@@ -30,16 +31,20 @@ pub struct RunnerOptions {
     pub retry_max_delay: Duration,
     /// How long one pull request waits on the server for messages.
     pub pull_expires: Duration,
+    /// How often the consumer's lag (pending and unacknowledged messages) is read from the server
+    /// into `trustmesh_consumer_pending` / `trustmesh_consumer_ack_pending`.
+    pub lag_interval: Duration,
 }
 
 impl Default for RunnerOptions {
-    /// 16 in flight, retries from 1 s to 60 s, 30 s pulls.
+    /// 16 in flight, retries from 1 s to 60 s, 30 s pulls, lag read every 5 s.
     fn default() -> Self {
         Self {
             max_in_flight: 16,
             retry_min_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(60),
             pull_expires: Duration::from_secs(30),
+            lag_interval: Duration::from_secs(5),
         }
     }
 }
@@ -82,6 +87,9 @@ pub enum RunnerError {
 /// reached; [`HandlerError::Poison`] publishes to the dead-letter subject, then terminates;
 /// [`HandlerError::Fatal`] naks and stops the runner. A panicking or aborted handler drops its guard,
 /// which naks.
+///
+/// Every settled delivery is counted in the process-wide [`ConsumerMetrics`] (by outcome, with
+/// redeliveries and dead letters apart), and a side task samples the consumer's lag from the server.
 #[derive(Debug)]
 pub struct ConsumerRunner<H> {
     consumer: PullConsumer,
@@ -127,6 +135,7 @@ impl<H: Handler> ConsumerRunner<H> {
     /// have finished by then).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
         let stop = shutdown.child_token();
+        let metrics = ConsumerMetrics::new(self.spec.stream.name, self.spec.durable_name);
         let shared = Arc::new(Shared {
             handler: self.handler,
             publisher: self.publisher,
@@ -134,6 +143,7 @@ impl<H: Handler> ConsumerRunner<H> {
             options: self.options,
             stop: stop.clone(),
             fatal: Mutex::new(None),
+            metrics: metrics.clone(),
         });
         let permits = Arc::new(Semaphore::new(self.options.max_in_flight.max(1)));
         // The runner owns its handler tasks: aborting the runner (a crash, in tests) aborts them, and
@@ -160,6 +170,12 @@ impl<H: Handler> ConsumerRunner<H> {
                 "Cannot listen for max-deliveries advisories; unsettled last deliveries will not be dead-lettered."
             ),
         }
+        tasks.spawn(sample_lag(
+            self.consumer.clone(),
+            metrics,
+            self.options.lag_interval,
+            stop.clone(),
+        ));
         let mut pull_failures = 0_i64;
         tracing::info!(
             messaging.consumer.group.name = self.spec.durable_name,
@@ -255,6 +271,31 @@ impl<H: Handler> ConsumerRunner<H> {
     }
 }
 
+/// Reads the consumer's pending and unacknowledged counts from the server every `interval` until
+/// `stop`; a failed read keeps the last values.
+async fn sample_lag(
+    mut consumer: PullConsumer,
+    metrics: ConsumerMetrics,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match consumer.info().await {
+            Ok(info) => metrics.set_pending(
+                info.num_pending,
+                u64::try_from(info.num_ack_pending).unwrap_or_default(),
+            ),
+            Err(e) => tracing::debug!(error = %e, "Cannot read the consumer's lag."),
+        }
+    }
+}
+
 fn reap(done: Result<(), JoinError>) {
     if let Err(e) = done
         && e.is_panic()
@@ -270,6 +311,7 @@ struct Shared<H> {
     options: RunnerOptions,
     stop: CancellationToken,
     fatal: Mutex<Option<String>>,
+    metrics: ConsumerMetrics,
 }
 
 async fn process<H: Handler>(
@@ -316,6 +358,7 @@ async fn process<H: Handler>(
         messaging.message.id = delivery.msg_id().unwrap_or_default(),
         messaging.nats.delivered = delivered,
         tenant.id = origin.subject.split('.').nth(1).unwrap_or_default(),
+        trace_id = tracing::field::Empty,
     );
     crate::trace::set_remote_parent(&span, delivery.headers());
     async move {
@@ -334,6 +377,19 @@ async fn settle<H>(
     result: Result<(), HandlerError>,
 ) {
     let max_deliver = shared.spec.max_deliver;
+    let counted = match &result {
+        Ok(()) => ConsumerOutcome::Acked,
+        Err(HandlerError::Retryable { .. })
+            if max_deliver > 0 && origin.delivered >= max_deliver =>
+        {
+            ConsumerOutcome::DeadLettered
+        }
+        Err(HandlerError::Retryable { .. }) => ConsumerOutcome::Retried,
+        Err(HandlerError::Poison { .. }) => ConsumerOutcome::DeadLettered,
+        Err(HandlerError::Fatal { .. }) => ConsumerOutcome::Stopped,
+    };
+    shared.metrics.delivered(origin.delivered, counted);
+    tracing::debug!(outcome = ?counted, "Delivery handled.");
     let outcome = match result {
         Ok(()) => guard.ack().await,
         Err(HandlerError::Retryable { reason, .. })
@@ -382,6 +438,7 @@ async fn dead_letter<H>(
         .await
     {
         Ok(_) => {
+            shared.metrics.dead_lettered();
             tracing::warn!(
                 reason,
                 dead_letter.subject = dead.subject,

@@ -28,6 +28,7 @@ pub(crate) fn fast_options() -> RunnerOptions {
         retry_min_delay: Duration::from_millis(10),
         retry_max_delay: Duration::from_millis(50),
         pull_expires: Duration::from_secs(2),
+        lag_interval: Duration::from_millis(100),
     }
 }
 

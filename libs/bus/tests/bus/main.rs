@@ -3,6 +3,7 @@
 mod common;
 mod consumer;
 mod idempotency;
+mod metrics;
 mod outbox;
 mod publish;
 mod topology;

@@ -13,6 +13,9 @@ use trustmesh_events::{Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1::{AnalysisRequested, EventMeta, JobUpdated};
 use trustmesh_proto::v1::{Job, JobError, JobKind, JobState};
 use trustmesh_store::TenantScope;
+use trustmesh_telemetry::{
+    DecryptMetrics, JobKind as MetricKind, JobMetrics, JobState as MetricState,
+};
 use uuid::Uuid;
 
 use super::{JobSpec, ResourceName, Step, state_code, steps};
@@ -146,6 +149,20 @@ pub(crate) struct Guard {
 /// The states a job is active in.
 pub(crate) const ACTIVE: &[JobState] = &[JobState::Queued, JobState::Running];
 
+/// Counts `row` entering `state` in the job metrics (with its duration when `state` ends it).
+fn record_transition(row: &JobRow, state: JobState) {
+    let jobs = JobMetrics::of(MetricKind::Analysis);
+    let elapsed = || (OffsetDateTime::now_utc() - row.created_at).unsigned_abs();
+    match state {
+        JobState::Queued => jobs.entered(MetricState::Queued),
+        JobState::Running => jobs.entered(MetricState::Running),
+        JobState::Succeeded => jobs.finished(MetricState::Succeeded, elapsed()),
+        JobState::Failed => jobs.finished(MetricState::Failed, elapsed()),
+        JobState::Cancelled => jobs.finished(MetricState::Cancelled, elapsed()),
+        JobState::Unspecified => {}
+    }
+}
+
 /// The job repository: rows, their sealed specs and the events written with them.
 #[derive(Debug, Clone)]
 pub(crate) struct JobRepo {
@@ -181,7 +198,8 @@ impl JobRepo {
         let plaintext = self
             .keyring
             .open(&Self::spec_ref(scope, &object), &row.spec_sealed)
-            .await?;
+            .await
+            .inspect_err(|_| DecryptMetrics::failed())?;
         JobSpec::decode(plaintext.as_slice()).map_err(|_| AnalysisError::Corrupt("sealed job spec"))
     }
 
@@ -241,6 +259,7 @@ impl JobRepo {
         let pending = Pending::new(Subject::analysis_requested(tenant), event_id, &requested);
         self.write(&mut tx, scope, &row, &[pending], None).await?;
         tx.commit().await?;
+        JobMetrics::of(MetricKind::Analysis).entered(MetricState::Queued);
         Ok(row)
     }
 
@@ -347,6 +366,9 @@ impl JobRepo {
         };
         self.write(&mut tx, scope, &row, extra, audit_entry).await?;
         tx.commit().await?;
+        if let Some(state) = change.state {
+            record_transition(&row, state);
+        }
         Ok(Some(row))
     }
 

@@ -20,7 +20,7 @@ use trustmesh_bus::audit::{self, AuditEntry};
 use trustmesh_events::{Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1 as ev;
 use trustmesh_proto::v1;
-use trustmesh_telemetry::{JobMetrics, JobState};
+use trustmesh_telemetry::{DeletionMetrics, JobMetrics, JobState, PurgeOutcome};
 use uuid::Uuid;
 
 use super::model::{DeletionRow, ReceiptRow, Scope, State, certificate_name, parse_deletion_name};
@@ -373,6 +373,11 @@ impl Deletions {
         if !inserted {
             return Ok(ReceiptOutcome::Duplicate);
         }
+        DeletionMetrics::receipt(if receipt.residue_found {
+            PurgeOutcome::ResidueFound
+        } else {
+            PurgeOutcome::Purged
+        });
         if row.state() != State::InProgress {
             tx.commit().await?;
             return Ok(ReceiptOutcome::Late);

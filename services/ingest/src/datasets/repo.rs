@@ -115,7 +115,11 @@ impl DatasetRepo {
             object: &object,
             version: 1,
         };
-        let plaintext = self.keyring.open(&obj, sealed).await?;
+        let plaintext = self
+            .keyring
+            .open(&obj, sealed)
+            .await
+            .inspect_err(|_| trustmesh_telemetry::DecryptMetrics::failed())?;
         M::decode(plaintext.as_slice()).map_err(|_| IngestError::Corrupt("sealed dataset metadata"))
     }
 

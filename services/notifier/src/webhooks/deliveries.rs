@@ -3,6 +3,7 @@
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use trustmesh_events::TenantId;
+use trustmesh_telemetry::WebhookOutcome;
 use uuid::Uuid;
 
 /// A row of `webhook_deliveries`.
@@ -52,6 +53,8 @@ pub(crate) struct AttemptOutcome {
     pub(crate) error: String,
     /// When to try again, if `state` is `pending`.
     pub(crate) next_attempt: Option<OffsetDateTime>,
+    /// How it counts in the webhook deliveries metric.
+    pub(crate) metric: WebhookOutcome,
 }
 
 /// The deliveries; cheap to clone.

@@ -10,6 +10,7 @@ use backon::{BackoffBuilder as _, ExponentialBuilder};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use trustmesh_telemetry::{WebhookMetrics, WebhookOutcome};
 use trustmesh_webhooks::{Answer, Outbound, SendError, WebhookClient};
 
 use super::deliveries::{AttemptOutcome, Deliveries, DeliveryRow};
@@ -118,6 +119,7 @@ impl Dispatcher {
     async fn attempt(&self, delivery: DeliveryRow) -> Result<(), sqlx::Error> {
         let attempt = u32::try_from(delivery.attempt_count).unwrap_or_default() + 1;
         let outcome = self.send(&delivery, attempt).await;
+        WebhookMetrics::attempt(outcome.metric);
         tracing::info!(
             tenant.id = %delivery.tenant,
             webhook.delivery = %delivery.id,
@@ -138,7 +140,13 @@ impl Dispatcher {
     async fn send(&self, delivery: &DeliveryRow, attempt: u32) -> AttemptOutcome {
         let endpoint = match self.endpoints.by_id(delivery.endpoint).await {
             Ok(Some(endpoint)) if !endpoint.disabled => endpoint,
-            Ok(Some(_) | None) => return failed(0, "the endpoint is disabled".to_owned()),
+            Ok(Some(_) | None) => {
+                return failed(
+                    0,
+                    "the endpoint is disabled".to_owned(),
+                    WebhookOutcome::Failed,
+                );
+            }
             Err(error) => return self.retry(attempt, 0, format!("internal: {error}")),
         };
         let Ok(secret) = self.endpoints.secret(&endpoint).await else {
@@ -157,6 +165,7 @@ impl Dispatcher {
                 http_status: answer.status,
                 error: String::new(),
                 next_attempt: None,
+                metric: WebhookOutcome::Delivered,
             },
             Ok(Answer { status: 410, .. }) => {
                 if let Err(error) = self.endpoints.disable_gone(endpoint.id).await {
@@ -166,13 +175,16 @@ impl Dispatcher {
                 failed(
                     410,
                     "HTTP 410: the endpoint is gone and was disabled".to_owned(),
+                    WebhookOutcome::Disabled,
                 )
             }
             Ok(answer) => {
                 let error = format!("HTTP {}", answer.status);
                 self.retry_after(attempt, answer.status, error, answer.retry_after)
             }
-            Err(error @ SendError::Refused(_)) => failed(0, error.to_string()),
+            Err(error @ SendError::Refused(_)) => {
+                failed(0, error.to_string(), WebhookOutcome::Refused)
+            }
             Err(error @ (SendError::Timeout | SendError::Connect | SendError::Request)) => {
                 self.retry(attempt, 0, error.to_string())
             }
@@ -204,19 +216,21 @@ impl Dispatcher {
                         OffsetDateTime::now_utc()
                             + time::Duration::try_from(delay).unwrap_or(time::Duration::MAX),
                     ),
+                    metric: WebhookOutcome::Retried,
                 }
             }
-            None => failed(http_status, error),
+            None => failed(http_status, error, WebhookOutcome::Failed),
         }
     }
 }
 
-fn failed(http_status: u16, error: String) -> AttemptOutcome {
+fn failed(http_status: u16, error: String, metric: WebhookOutcome) -> AttemptOutcome {
     AttemptOutcome {
         state: "failed",
         http_status,
         error,
         next_attempt: None,
+        metric,
     }
 }
 

@@ -24,6 +24,7 @@ use trustmesh_proto::v1::{
     ExportCleansetResponse, ExportFormat, GetDatasetRequest, IssueType, ReadRowsRequest,
     ReadRowsResponse, RowBatch, RowResult,
 };
+use trustmesh_service_kit::calls::mesh_request;
 
 use crate::error::TrustError;
 
@@ -76,13 +77,7 @@ impl Ingest {
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        if let Some(bearer) = &self.bearer {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-        }
-        request
+        mesh_request(message, self.bearer.as_ref())
     }
 
     /// The dataset `name` (`tenants/{tenant}/datasets/{id}`).

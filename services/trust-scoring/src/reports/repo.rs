@@ -94,7 +94,11 @@ impl ReportRepo {
             object,
             version: 1,
         };
-        Ok(self.keyring.open(&obj, sealed).await?)
+        Ok(self
+            .keyring
+            .open(&obj, sealed)
+            .await
+            .inspect_err(|_| trustmesh_telemetry::DecryptMetrics::failed())?)
     }
 
     /// Whether the tenant has report `id`.

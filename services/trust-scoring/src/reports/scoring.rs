@@ -23,6 +23,7 @@ use trustmesh_quality::detectors::{
     DetectorConfig, DetectorInput, IssueReport, IssueType as Check, find_issues,
 };
 use trustmesh_quality::{Features, PredProbs, QualityError};
+use trustmesh_service_kit::calls::mesh_request;
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
@@ -235,15 +236,13 @@ pub(crate) struct ScoringHandler {
 
 impl ScoringHandler {
     async fn outputs(&self, job: String) -> Result<Outputs, HandlerError> {
-        let mut request = tonic::Request::new(GetModelOutputsRequest {
-            name: job,
-            ..GetModelOutputsRequest::default()
-        });
-        if let Some(bearer) = &self.analysis_bearer {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-        }
+        let request = mesh_request(
+            GetModelOutputsRequest {
+                name: job,
+                ..GetModelOutputsRequest::default()
+            },
+            self.analysis_bearer.as_ref(),
+        );
         let mut stream = self
             .analysis
             .clone()

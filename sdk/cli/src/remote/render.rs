@@ -1,0 +1,378 @@
+//! How results are shown: a table (or a few labelled lines) for people, JSON for scripts.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{ContentArrangement, Table};
+use prost_types::Timestamp;
+use serde_json::{Value, json};
+use trustmesh_sdk::proto::{
+    ApiKey, AuditRecord, Dataset, Deletion, DeletionCertificate, IssueType, Job, Report, RowResult,
+    Scope, WebhookEndpoint, WebhookEventType,
+};
+
+/// Where results go: human tables or JSON.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Output {
+    /// JSON for scripts instead of tables.
+    pub(crate) json: bool,
+}
+
+impl Output {
+    /// Prints `value` (JSON mode) or `human` (table mode).
+    pub(crate) fn show(self, value: &Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}", human());
+        }
+    }
+
+    /// Prints a list: a JSON array, or a table of `header` and `rows` (with `empty` when none).
+    pub(crate) fn list<T>(
+        self,
+        items: &[T],
+        to_json: impl Fn(&T) -> Value,
+        header: &[&str],
+        row: impl Fn(&T) -> Vec<String>,
+        empty: &str,
+    ) {
+        if self.json {
+            println!("{}", Value::Array(items.iter().map(to_json).collect()));
+        } else if items.is_empty() {
+            println!("{empty}");
+        } else {
+            println!("{}", table(header, items.iter().map(row)));
+        }
+    }
+}
+
+/// A table of `header` and `rows`, sized to the terminal.
+pub(crate) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    for row in rows {
+        table.add_row(row);
+    }
+    table
+}
+
+/// `name` of a protobuf enum value without its `prefix` (`JOB_STATE_RUNNING` → `RUNNING`).
+pub(crate) fn short(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_owned()
+}
+
+/// RFC 3339, or empty.
+pub(crate) fn time(t: Option<&Timestamp>) -> String {
+    t.map(ToString::to_string).unwrap_or_default()
+}
+
+/// An issue type as users write it (`label`, `near-duplicate`).
+pub(crate) fn issue_name(issue: IssueType) -> String {
+    short(issue.as_str_name(), "ISSUE_TYPE_")
+        .to_ascii_lowercase()
+        .replace('_', "-")
+}
+
+/// A scope as users write it (`datasets:write`).
+pub(crate) fn scope_name(scope: Scope) -> String {
+    short(scope.as_str_name(), "SCOPE_")
+        .to_ascii_lowercase()
+        .replacen('_', ":", 1)
+}
+
+/// A webhook event type as users write it (`job-updated`).
+pub(crate) fn event_name(event: WebhookEventType) -> String {
+    short(event.as_str_name(), "WEBHOOK_EVENT_TYPE_")
+        .to_ascii_lowercase()
+        .replace('_', "-")
+}
+
+/// A dataset as JSON.
+pub(crate) fn dataset_json(d: &Dataset) -> Value {
+    json!({
+        "name": d.name,
+        "display_name": d.display_name,
+        "state": short(d.state().as_str_name(), "DATASET_STATE_"),
+        "format": short(d.format().as_str_name(), "DATASET_FORMAT_"),
+        "filename": d.filename,
+        "size_bytes": d.size_bytes,
+        "sha256": d.sha256,
+        "row_count": d.row_count,
+        "columns": d.schema.as_ref().map(|s| s.columns.iter().map(|c| json!({
+            "name": c.name,
+            "type": short(c.r#type().as_str_name(), "COLUMN_TYPE_"),
+            "role": short(c.role().as_str_name(), "COLUMN_ROLE_"),
+        })).collect::<Vec<_>>()).unwrap_or_default(),
+        "error": d.error.as_ref().map(|e| json!({"code": e.code, "message": e.message, "row": e.row, "column": e.column})),
+        "create_time": time(d.create_time.as_ref()),
+    })
+}
+
+/// A dataset's table row.
+pub(crate) fn dataset_row(d: &Dataset) -> Vec<String> {
+    vec![
+        d.name.clone(),
+        d.display_name.clone(),
+        short(d.state().as_str_name(), "DATASET_STATE_"),
+        d.row_count.to_string(),
+        d.size_bytes.to_string(),
+        time(d.create_time.as_ref()),
+    ]
+}
+
+/// The header of [`dataset_row`].
+pub(crate) const DATASET_HEADER: &[&str] =
+    &["name", "display name", "state", "rows", "bytes", "created"];
+
+/// A job as JSON.
+pub(crate) fn job_json(j: &Job) -> Value {
+    json!({
+        "name": j.name,
+        "kind": short(j.kind().as_str_name(), "JOB_KIND_"),
+        "state": short(j.state().as_str_name(), "JOB_STATE_"),
+        "progress": j.progress,
+        "step": j.step,
+        "step_index": j.step_index,
+        "step_count": j.step_count,
+        "target": j.target,
+        "output": j.output,
+        "error": j.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
+        "create_time": time(j.create_time.as_ref()),
+        "end_time": time(j.end_time.as_ref()),
+    })
+}
+
+/// A job's table row.
+pub(crate) fn job_row(j: &Job) -> Vec<String> {
+    vec![
+        j.name.clone(),
+        short(j.state().as_str_name(), "JOB_STATE_"),
+        format!("{:.0}%", j.progress * 100.0),
+        j.step.clone(),
+        j.target.clone(),
+        j.output.clone(),
+    ]
+}
+
+/// The header of [`job_row`].
+pub(crate) const JOB_HEADER: &[&str] = &["name", "state", "progress", "step", "target", "output"];
+
+/// A report as JSON.
+pub(crate) fn report_json(r: &Report) -> Value {
+    json!({
+        "name": r.name,
+        "dataset": r.dataset,
+        "job": r.job,
+        "row_count": r.row_count,
+        "analyzed_row_count": r.analyzed_row_count,
+        "health_score": r.health_score,
+        "issues": r.issue_summaries.iter().map(|s| json!({
+            "issue": issue_name(s.issue_type()),
+            "flagged_rows": s.flagged_rows,
+            "flagged_fraction": s.flagged_fraction,
+            "quality_score": s.quality_score,
+        })).collect::<Vec<_>>(),
+        "model": r.model_metrics.as_ref().map(|m| json!({
+            "family": m.model_family, "cv_folds": m.cv_folds, "accuracy": m.accuracy, "macro_f1": m.macro_f1,
+        })),
+        "classes": r.class_health.iter().map(|c| json!({
+            "class": c.class_name, "rows": c.row_count, "label_issues": c.label_issue_count,
+            "estimated_noise_rate": c.estimated_noise_rate,
+        })).collect::<Vec<_>>(),
+        "create_time": time(r.create_time.as_ref()),
+    })
+}
+
+/// A report for people: the headline, then a table of issues.
+pub(crate) fn report_text(r: &Report) -> String {
+    let mut text = format!(
+        "{}\n  dataset {}\n  {} rows ({} analyzed), health score {:.3}\n",
+        r.name, r.dataset, r.row_count, r.analyzed_row_count, r.health_score
+    );
+    if let Some(m) = &r.model_metrics {
+        text.push_str(&format!(
+            "  model {} ({} folds), accuracy {}\n",
+            m.model_family,
+            m.cv_folds,
+            m.accuracy
+                .map_or_else(|| "-".to_owned(), |a| format!("{a:.3}"))
+        ));
+    }
+    let mut issues: Vec<_> = r.issue_summaries.iter().collect();
+    issues.sort_by_key(|s| std::cmp::Reverse(s.flagged_rows));
+    text.push_str(
+        &table(
+            &["issue", "flagged rows", "fraction", "quality score"],
+            issues.iter().map(|s| {
+                vec![
+                    issue_name(s.issue_type()),
+                    s.flagged_rows.to_string(),
+                    format!("{:.1}%", s.flagged_fraction * 100.0),
+                    format!("{:.3}", s.quality_score),
+                ]
+            }),
+        )
+        .to_string(),
+    );
+    text
+}
+
+fn flagged(row: &RowResult) -> Vec<String> {
+    row.issues
+        .iter()
+        .filter(|i| i.flagged)
+        .map(|i| issue_name(i.issue_type()))
+        .collect()
+}
+
+/// A row result as JSON.
+pub(crate) fn row_json(r: &RowResult) -> Value {
+    json!({
+        "row_index": r.row_index,
+        "row_id": r.row_id,
+        "trust_score": r.trust_score,
+        "issues": flagged(r),
+        "given_label": r.given_label,
+        "suggested_label": r.suggested_label,
+        "suggested_label_confidence": r.suggested_label_confidence,
+    })
+}
+
+/// A row result's table row.
+pub(crate) fn row_row(r: &RowResult) -> Vec<String> {
+    vec![
+        r.row_index.to_string(),
+        r.row_id.clone(),
+        format!("{:.3}", r.trust_score),
+        flagged(r).join(", "),
+        r.given_label.clone(),
+        r.suggested_label.clone(),
+    ]
+}
+
+/// The header of [`row_row`].
+pub(crate) const ROW_HEADER: &[&str] =
+    &["row", "id", "trust", "issues", "given label", "suggested"];
+
+/// An API key as JSON (never its secret: the key has none to show).
+pub(crate) fn key_json(k: &ApiKey) -> Value {
+    json!({
+        "name": k.name,
+        "display_name": k.display_name,
+        "key_prefix": k.key_prefix,
+        "scopes": k.scopes().map(scope_name).collect::<Vec<_>>(),
+        "create_time": time(k.create_time.as_ref()),
+        "expire_time": time(k.expire_time.as_ref()),
+        "revoke_time": time(k.revoke_time.as_ref()),
+    })
+}
+
+/// An API key's table row.
+pub(crate) fn key_row(k: &ApiKey) -> Vec<String> {
+    vec![
+        k.name.clone(),
+        k.display_name.clone(),
+        k.key_prefix.clone(),
+        k.scopes().map(scope_name).collect::<Vec<_>>().join(" "),
+        time(k.expire_time.as_ref()),
+        time(k.revoke_time.as_ref()),
+    ]
+}
+
+/// The header of [`key_row`].
+pub(crate) const KEY_HEADER: &[&str] = &[
+    "name",
+    "display name",
+    "prefix",
+    "scopes",
+    "expires",
+    "revoked",
+];
+
+/// A webhook endpoint as JSON.
+pub(crate) fn webhook_json(w: &WebhookEndpoint) -> Value {
+    json!({
+        "name": w.name,
+        "url": w.url,
+        "event_types": w.event_types().map(event_name).collect::<Vec<_>>(),
+        "description": w.description,
+        "disabled": w.disabled,
+        "create_time": time(w.create_time.as_ref()),
+    })
+}
+
+/// A webhook endpoint's table row.
+pub(crate) fn webhook_row(w: &WebhookEndpoint) -> Vec<String> {
+    vec![
+        w.name.clone(),
+        w.url.clone(),
+        w.event_types()
+            .map(event_name)
+            .collect::<Vec<_>>()
+            .join(" "),
+        w.disabled.to_string(),
+    ]
+}
+
+/// The header of [`webhook_row`].
+pub(crate) const WEBHOOK_HEADER: &[&str] = &["name", "url", "events", "disabled"];
+
+/// An audit record as JSON.
+pub(crate) fn audit_json(e: &AuditRecord) -> Value {
+    json!({
+        "sequence": e.sequence,
+        "time": time(e.time.as_ref()),
+        "actor": e.actor.as_ref().map(|a| json!({"type": a.r#type, "id": a.id})),
+        "action": e.action,
+        "resource": e.resource,
+        "outcome": short(e.outcome().as_str_name(), "AUDIT_OUTCOME_"),
+        "service": e.service,
+        "hash": e.hash,
+    })
+}
+
+/// An audit record's table row.
+pub(crate) fn audit_row(e: &AuditRecord) -> Vec<String> {
+    vec![
+        e.sequence.to_string(),
+        time(e.time.as_ref()),
+        e.actor
+            .as_ref()
+            .map(|a| format!("{}:{}", a.r#type, a.id))
+            .unwrap_or_default(),
+        e.action.clone(),
+        e.resource.clone(),
+        short(e.outcome().as_str_name(), "AUDIT_OUTCOME_"),
+    ]
+}
+
+/// The header of [`audit_row`].
+pub(crate) const AUDIT_HEADER: &[&str] = &["seq", "time", "actor", "action", "resource", "outcome"];
+
+/// A deletion as JSON.
+pub(crate) fn deletion_json(d: &Deletion) -> Value {
+    json!({
+        "name": d.name,
+        "target": d.target,
+        "state": short(d.state().as_str_name(), "DELETION_STATE_"),
+        "receipts": d.receipts.iter().map(|r| json!({
+            "service": r.service, "deleted": r.deleted, "residue_found": r.residue_found,
+            "deks_destroyed": r.deks_destroyed,
+        })).collect::<Vec<_>>(),
+        "complete_time": time(d.complete_time.as_ref()),
+    })
+}
+
+/// A deletion certificate as JSON (the document as text, the signature in hex).
+pub(crate) fn certificate_json(c: &DeletionCertificate) -> Value {
+    json!({
+        "name": c.name,
+        "algorithm": c.algorithm,
+        "key_id": c.key_id,
+        "issue_time": time(c.issue_time.as_ref()),
+        "signature_hex": hex::encode(&c.signature),
+        "certificate": String::from_utf8_lossy(&c.certificate),
+    })
+}

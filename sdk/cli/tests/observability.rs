@@ -1,0 +1,402 @@
+//! Observability of a running mesh (issue #10, parts 3-5): the flow upload -> analysis -> scoring
+//! runs on a standalone mesh inside one trace, whose id then shows in the spans of every service
+//! involved; and `/metrics` on the admin port serves every metric each panel of
+//! `infra/grafana/trustmesh-overview.json` queries, a dashboard that has Grafana's schema fields.
+//!
+//! Spans are seen through the JSON log lines written inside them: the RPC layer and the consumer
+//! runner log a debug line at the end of each call or delivery, carrying their span's `trace_id`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_util::sync::CancellationToken;
+use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
+use trustmesh_proto::v1::upload_dataset_request::Payload;
+use trustmesh_proto::v1::{
+    CreateDatasetRequest, DatasetFormat, GetJobRequest, JobState, Scope, StartAnalysisRequest,
+    TaskType, UploadDatasetRequest, UploadMetadata,
+};
+use trustmesh_runtime::SecretString;
+use trustmesh_sdk::{Client, once_known};
+use trustmesh_telemetry::{LogFormat, TRACEPARENT, TelemetrySettings};
+use trustmesh_testkit::nats::NatsServer;
+use trustmesh_testkit::postgres::TestDatabase;
+
+const DASHBOARD: &str = include_str!("../../../infra/grafana/trustmesh-overview.json");
+
+/// `rows` rows of 4 numeric features and one of three labels.
+fn synthetic_csv(rows: usize) -> Vec<u8> {
+    let mut csv = String::from("row_id,f0,f1,f2,f3,label\n");
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut noise = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 10_000) as f64 / 5_000.0 - 1.0
+    };
+    for row in 0..rows {
+        let class = row % 3;
+        csv.push_str(&row.to_string());
+        for feature in 0..4 {
+            let center = if feature % 3 == class { 1.5 } else { 0.0 };
+            csv.push_str(&format!(",{:.4}", center + noise()));
+        }
+        csv.push_str(&format!(",c{class}\n"));
+    }
+    csv.into_bytes()
+}
+
+/// `message` as a request carrying `traceparent`, as a traced client sends it.
+fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(TRACEPARENT, traceparent.parse().unwrap());
+    request
+}
+
+/// The service a span belongs to, from its RPC method or its durable consumer's name.
+fn service_of(span: &serde_json::Value) -> Option<String> {
+    if let Some(method) = span.get("rpc.method").and_then(|m| m.as_str()) {
+        let service = method.trim_start_matches('/').split('/').next()?;
+        return Some(
+            match service {
+                "trustmesh.v1.DatasetService" => "ingest",
+                "trustmesh.v1.AnalysisService" => "analysis",
+                "trustmesh.v1.TrustService" => "trust-scoring",
+                "trustmesh.v1.DeletionService" => "deletion",
+                "trustmesh.v1.AuditService" => "audit",
+                "trustmesh.v1.TenancyService" => "tenancy",
+                other => other,
+            }
+            .to_owned(),
+        );
+    }
+    let consumer = span.get("messaging.consumer.group.name")?.as_str()?;
+    [
+        "trust-scoring",
+        "analysis",
+        "deletion",
+        "audit",
+        "notifier",
+        "ingest",
+        "tenancy",
+    ]
+    .into_iter()
+    .find(|service| consumer.starts_with(&format!("{service}-")))
+    .map(str::to_owned)
+}
+
+/// Services whose spans (RPC or consumer) logged a line in trace `trace_id`, with the span names.
+fn services_in_trace(logs: &str, trace_id: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut seen = BTreeMap::<String, BTreeSet<String>>::new();
+    for line in logs.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(span) = event.get("span") else {
+            continue;
+        };
+        if span.get("trace_id").and_then(|t| t.as_str()) != Some(trace_id) {
+            continue;
+        }
+        if let Some(service) = service_of(span) {
+            let what = span
+                .get("rpc.method")
+                .or_else(|| span.get("messaging.consumer.group.name"))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            seen.entry(service).or_default().insert(what);
+        }
+    }
+    seen
+}
+
+/// `GET /metrics` on the admin address.
+async fn scrape(admin: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// Every `trustmesh_*` metric name an expression uses.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("trustmesh_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The value of the first sample whose line starts with `prefix` (series name and labels).
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The dashboard has the fields Grafana's dashboard schema requires, and returns its panels' exprs
+/// by panel title.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).unwrap();
+    for field in ["title", "uid"] {
+        assert!(
+            dashboard[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}"
+        );
+    }
+    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
+    assert!(dashboard["templating"]["list"].is_array());
+    assert!(dashboard["time"]["from"].is_string() && dashboard["time"]["to"].is_string());
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(!panels.is_empty());
+    let mut ids = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap().to_owned();
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: duplicate id"
+        );
+        assert!(panel["type"].is_string(), "{title}: type");
+        for key in ["h", "w", "x", "y"] {
+            assert!(panel["gridPos"][key].is_u64(), "{title}: gridPos.{key}");
+        }
+        assert!(
+            panel["gridPos"]["x"].as_u64().unwrap() + panel["gridPos"]["w"].as_u64().unwrap() <= 24
+        );
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no targets");
+        for target in targets {
+            assert!(target["refId"].is_string(), "{title}: refId");
+            let expr = target["expr"].as_str().unwrap();
+            assert!(!metric_names(expr).is_empty(), "{title}: {expr}");
+            exprs.push((title.clone(), expr.to_owned()));
+        }
+    }
+    exprs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
+    let exprs = dashboard_exprs();
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let _telemetry = trustmesh_telemetry::init(
+        "standalone",
+        &TelemetrySettings {
+            log_format: LogFormat::Json,
+            log_filter: Some(
+                "warn,observability=info,trustmesh_runtime=debug,trustmesh_bus=debug".to_owned(),
+            ),
+            log_file: Some(logs.path().to_owned()),
+            ..TelemetrySettings::default()
+        },
+    )
+    .unwrap();
+
+    let nats = NatsServer::start().await;
+    let db = TestDatabase::create().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut settings = StandaloneSettings::new(
+        data_dir.path().to_owned(),
+        SecretString::from(db.url().to_owned()),
+    );
+    settings.grpc.bind.set_port(0);
+    settings.admin.bind.set_port(0);
+    settings.nats = NatsSource::Url(nats.url());
+    let mesh = Standalone::build(settings).await.unwrap();
+    let endpoint = format!("http://{}", mesh.grpc_addr());
+    let admin = mesh.admin_addr();
+    let operator = Client::connect(&endpoint, mesh.operator_credential())
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(mesh.run_until_stopped(shutdown.clone()));
+    let (_, user) = operator
+        .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    // The client's trace: its traceparent goes with the upload and the analysis request.
+    let root = tracing::info_span!("observability-flow");
+    let trace_id = trustmesh_telemetry::trace_id(&root).expect("a trace");
+    let traceparent = root
+        .in_scope(trustmesh_telemetry::trace_headers)
+        .into_iter()
+        .find_map(|(name, value)| (name == TRACEPARENT).then_some(value))
+        .unwrap();
+    let dataset = once_known(|| {
+        let mut datasets = user.datasets();
+        let request = traced(
+            CreateDatasetRequest {
+                parent: "tenants/acme".to_owned(),
+                display_name: "observed".to_owned(),
+                ..CreateDatasetRequest::default()
+            },
+            &traceparent,
+        );
+        async move { datasets.create_dataset(request).await }
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    let csv = synthetic_csv(600);
+    let messages = vec![
+        UploadDatasetRequest {
+            payload: Some(Payload::Metadata(UploadMetadata {
+                dataset: dataset.name.clone(),
+                format: DatasetFormat::Csv.into(),
+                filename: "observed.csv".to_owned(),
+                size_bytes: csv.len() as u64,
+                id_column: "row_id".to_owned(),
+                ..UploadMetadata::default()
+            })),
+        },
+        UploadDatasetRequest {
+            payload: Some(Payload::Chunk(csv)),
+        },
+    ];
+    user.datasets()
+        .upload_dataset(traced(futures::stream::iter(messages), &traceparent))
+        .await
+        .unwrap();
+    let job = user
+        .analysis()
+        .start_analysis(traced(
+            StartAnalysisRequest {
+                dataset: dataset.name.clone(),
+                label_column: "label".to_owned(),
+                task_type: TaskType::Classification.into(),
+                ..StartAnalysisRequest::default()
+            },
+            &traceparent,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = tokio::time::timeout(Duration::from_secs(300), async {
+        loop {
+            let current = user
+                .analysis()
+                .get_job(GetJobRequest {
+                    name: job.name.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if matches!(
+                current.state(),
+                JobState::Succeeded | JobState::Failed | JobState::Cancelled
+            ) {
+                return current;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the job ends");
+    assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
+
+    // (a) One trace: spans of every service the flow crossed carry the client's trace id (RPCs
+    // through gRPC metadata, consumers through NATS headers, across the outboxes). The scores are
+    // delivered after the job succeeds, and the audit log and notifier consume asynchronously.
+    let expected = ["ingest", "analysis", "trust-scoring", "audit", "notifier"];
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let text = std::fs::read_to_string(logs.path()).unwrap();
+            let seen = services_in_trace(&text, &trace_id);
+            if expected.iter().all(|s| seen.contains_key(*s)) {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let text = std::fs::read_to_string(logs.path()).unwrap();
+        panic!(
+            "trace {trace_id} reached only {:?}",
+            services_in_trace(&text, &trace_id)
+        )
+    });
+    eprintln!("trace {trace_id} spans: {seen:#?}");
+    assert!(
+        seen["analysis"].iter().any(|s| s.starts_with("analysis-")),
+        "the analysis consumer continued the trace: {seen:?}"
+    );
+    assert!(
+        seen["trust-scoring"].contains("trust-scoring-analysis"),
+        "{seen:?}"
+    );
+
+    // (b) /metrics serves every metric every dashboard panel uses, and the flow moved them.
+    let metrics = scrape(admin).await;
+    for (title, expr) in &exprs {
+        for name in metric_names(expr) {
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name}{{"))
+                        || l.starts_with(&format!("{name} "))),
+                "panel {title:?} queries {name}, which /metrics does not serve:\n{metrics}"
+            );
+        }
+    }
+    let s = "service=\"standalone\"";
+    for (prefix, what) in [
+        (
+            format!(
+                "trustmesh_rpc_requests_total{{{s},method=\"/trustmesh.v1.AnalysisService/StartAnalysis\",code=\"OK\"}}"
+            ),
+            "the StartAnalysis call",
+        ),
+        (
+            format!("trustmesh_job_transitions_total{{{s},kind=\"Analysis\",state=\"Succeeded\"}}"),
+            "the job's success",
+        ),
+        (
+            format!(
+                "trustmesh_job_duration_seconds_count{{{s},kind=\"Analysis\",state=\"Succeeded\"}}"
+            ),
+            "the job's duration",
+        ),
+        (
+            format!(
+                "trustmesh_consumer_deliveries_total{{{s},stream=\"TM_ANALYSIS\",consumer=\"trust-scoring-analysis\",outcome=\"Acked\"}}"
+            ),
+            "the scoring consumer's delivery",
+        ),
+        (
+            format!("trustmesh_audit_events_total{{{s}}}"),
+            "the audit events",
+        ),
+    ] {
+        let value = sample(&metrics, &prefix)
+            .unwrap_or_else(|| panic!("no {prefix} ({what}) in:\n{metrics}"));
+        assert!(value >= 1.0, "{what}: {prefix} = {value}");
+    }
+    assert!(!metrics.contains("acme"), "no tenant ids in metric labels");
+
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
