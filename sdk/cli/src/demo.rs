@@ -285,12 +285,27 @@ async fn walk_through(
             "INVALID"
         }
     )?;
-    let document = serde_json::from_slice::<serde_json::Value>(&certificate.certificate)
-        .and_then(|doc| serde_json::to_string_pretty(&doc))
-        .unwrap_or_else(|_| String::from_utf8_lossy(&certificate.certificate).into_owned());
-    for line in document.lines() {
-        writeln!(out, "   {line}")?;
+    // The gist of the signed document; `trustmesh certificate get` writes it whole.
+    let document: serde_json::Value =
+        serde_json::from_slice(&certificate.certificate).unwrap_or_default();
+    let receipts = document["receipts"].as_array().map_or(0, Vec::len);
+    let residue = document["receipts"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r["residue_found"] == true));
+    writeln!(
+        out,
+        "   scope {}, {receipts} service receipts, residue found: {}",
+        document["scope"].as_str().unwrap_or("?"),
+        if residue { "YES" } else { "none" }
+    )?;
+    if let Some(statement) = document["backups"]["statement"].as_str() {
+        writeln!(out, "   backups: {statement}")?;
     }
+    writeln!(
+        out,
+        "   (the whole signed document: trustmesh certificate get {} --out cert.json)",
+        deletion.name
+    )?;
 
     // 6. The audit log.
     let parent = format!("tenants/{tenant}");
