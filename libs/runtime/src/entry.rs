@@ -35,6 +35,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn Error + Send + Sync>>,
 {
+    crate::tls::install_default_crypto_provider();
     let settings: S = match source.load() {
         Ok(settings) => settings,
         Err(error) => {

@@ -117,7 +117,7 @@ pub use settings::{
     exit_code_for_config_error,
 };
 pub use shutdown::{ShutdownSettings, cancel_on, drain_within, shutdown_signal};
-pub use tls::{ClientTls, ServerTls, TlsError, TransportMode};
+pub use tls::{ClientTls, ServerTls, TlsError, TransportMode, install_default_crypto_provider};
 
 /// Runs `grpc` and `admin` until `shutdown` is cancelled, in the order that keeps probes honest:
 /// readiness is lost first, the gRPC server drains within its grace period, and only then does the

@@ -14,6 +14,17 @@ use serde::Deserialize;
 
 use crate::settings::{InvalidSetting, Validate};
 
+/// Installs ring as the process's default rustls crypto provider, once, at process start.
+///
+/// Clients that build their rustls configuration from the process default (async-nats for a
+/// `tls://` NATS URL, sqlx for Postgres TLS) panic when more than one provider is compiled in and
+/// none is installed; the S3 client's HTTPS stack brings aws-lc-rs next to our ring. Installing
+/// again (or after someone else did) is harmless.
+pub fn install_default_crypto_provider() {
+    // NOTE: Err means a provider is already installed, which is all this needs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// How a listener or channel protects its traffic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -238,4 +249,24 @@ pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_provider_is_ring_once_installed_and_installing_again_is_harmless() {
+        install_default_crypto_provider();
+        install_default_crypto_provider();
+        let installed = rustls::crypto::CryptoProvider::get_default().expect("installed");
+        let ring = rustls::crypto::ring::default_provider();
+        assert_eq!(
+            format!("{:?}", installed.cipher_suites),
+            format!("{:?}", ring.cipher_suites)
+        );
+        // A configuration from the process default now builds (it panics with two providers
+        // compiled in and none installed).
+        let _ = ClientConfig::builder();
+    }
 }

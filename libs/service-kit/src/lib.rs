@@ -16,7 +16,7 @@ pub mod calls;
 pub mod deletion;
 
 pub use calls::{AUDIT_RESOURCE_MAX, call_entry, call_entry_for, request_id};
-pub use deletion::{ResourceDeletion, Resources};
+pub use deletion::{Answer, CheckedDeletion, ResourceDeletion, Resources, log_outcome};
 
 use async_nats::jetstream;
 use sqlx::PgPool;

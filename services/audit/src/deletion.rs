@@ -22,8 +22,8 @@
 
 use sha2::{Digest as _, Sha256};
 use trustmesh_bus::{Delivery, Handler, HandlerError, Publisher};
-use trustmesh_events::{Service, Subject, TenantId, msg_id};
-use trustmesh_proto::events::v1::{DeletionReceipt, DeletionRequested, DeletionScope, EventMeta};
+use trustmesh_events::{Service, Subject, msg_id};
+use trustmesh_service_kit::{Answer, CheckedDeletion};
 use uuid::Uuid;
 
 /// The `audit-deletion` handler.
@@ -44,89 +44,22 @@ fn receipt_event_id(deletion: &str) -> Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-/// Checks that the request concerns the subject's `tenant` only, as every deletion consumer does.
-fn validate(tenant: &TenantId, request: &DeletionRequested) -> Result<DeletionScope, HandlerError> {
-    let scope = request.scope();
-    match scope {
-        DeletionScope::Dataset => {
-            let dataset = request
-                .target
-                .strip_prefix(&format!("tenants/{tenant}/datasets/"))
-                .ok_or_else(|| {
-                    HandlerError::poison("the target is not a dataset of the subject's tenant")
-                })?;
-            if dataset.is_empty() || dataset.contains('/') {
-                return Err(HandlerError::poison("the target is not a dataset name"));
-            }
-        }
-        DeletionScope::Tenant if request.target == format!("tenants/{tenant}") => {}
-        DeletionScope::Tenant => {
-            return Err(HandlerError::poison(
-                "the target is not the subject's tenant",
-            ));
-        }
-        DeletionScope::Unspecified => {
-            return Err(HandlerError::poison("the deletion scope is unspecified"));
-        }
-    }
-    let id = request
-        .deletion
-        .strip_prefix(&format!("tenants/{tenant}/deletions/"))
-        .ok_or_else(|| HandlerError::poison("the deletion name is not of the subject's tenant"))?;
-    if id.is_empty() || id.contains('/') {
-        return Err(HandlerError::poison("the deletion name is invalid"));
-    }
-    Ok(scope)
-}
-
-/// The audit service's receipt for `request`: nothing deleted, no residue, no DEK destroyed.
-fn receipt(
-    tenant: &TenantId,
-    request: &DeletionRequested,
-    scope: DeletionScope,
-) -> (Uuid, DeletionReceipt) {
-    let event_id = receipt_event_id(&request.deletion);
-    let meta = EventMeta {
-        event_id: event_id.to_string(),
-        tenant: tenant.as_str().to_owned(),
-        occurred_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-        producer: Service::Audit.as_str().to_owned(),
-        request_id: request
-            .meta
-            .as_ref()
-            .map(|m| m.request_id.clone())
-            .unwrap_or_default(),
-    };
-    let receipt = DeletionReceipt {
-        meta: Some(meta),
-        deletion: request.deletion.clone(),
-        service: Service::Audit.as_str().to_owned(),
-        scope: scope.into(),
-        // Audit events are retained, not shredded: see the module documentation.
-        deleted: std::collections::HashMap::new(),
-        residue_found: false,
-        residue: std::collections::HashMap::new(),
-        deks_destroyed: 0,
-    };
-    (event_id, receipt)
-}
-
 impl DeletionResponder {
     async fn answer(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let request: DeletionRequested = delivery.decode()?;
-        let tenant = delivery
-            .tenant()
-            .ok_or_else(|| HandlerError::poison("the subject carries no valid tenant"))?;
-        let scope = validate(&tenant, &request)?;
-        let (event_id, receipt) = receipt(&tenant, &request, scope);
-        let subject = Subject::deletion_receipt(&tenant);
+        let checked = CheckedDeletion::from_delivery(&delivery)?;
+        let event_id = receipt_event_id(&checked.request.deletion);
+        let scope = checked.request.scope();
+        let subject = Subject::deletion_receipt(&checked.tenant);
+        // Audit events are retained, not shredded (see the module documentation): nothing
+        // deleted, no residue, no DEK destroyed.
+        let receipt = checked.receipt(Service::Audit, event_id, Answer::default());
         let ack = self
             .publisher
             .publish(&subject, &receipt, &msg_id(&subject, event_id))
             .await
             .map_err(|e| HandlerError::retryable(format!("publishing the receipt failed: {e}")))?;
         tracing::info!(
-            tenant.id = %tenant,
+            tenant.id = %checked.tenant,
             deletion.scope = ?scope,
             deletion.receipt_duplicate = ack.duplicate,
             "Deletion answered: audit events are retained, the receipt is published."
@@ -143,6 +76,9 @@ impl Handler for DeletionResponder {
 
 #[cfg(test)]
 mod tests {
+    use trustmesh_events::TenantId;
+    use trustmesh_proto::events::v1::{DeletionRequested, DeletionScope};
+
     use super::*;
 
     fn request(scope: DeletionScope, target: &str, deletion: &str) -> DeletionRequested {
@@ -163,59 +99,6 @@ mod tests {
     }
 
     #[test]
-    fn only_requests_of_the_subjects_tenant_are_answered() {
-        let acme = TenantId::parse("acme").unwrap();
-        let ok = [
-            request(
-                DeletionScope::Dataset,
-                "tenants/acme/datasets/d1",
-                "tenants/acme/deletions/x",
-            ),
-            request(
-                DeletionScope::Tenant,
-                "tenants/acme",
-                "tenants/acme/deletions/x",
-            ),
-        ];
-        for r in &ok {
-            assert_eq!(validate(&acme, r).unwrap(), r.scope());
-        }
-        let refused = [
-            request(
-                DeletionScope::Dataset,
-                "tenants/other/datasets/d1",
-                "tenants/acme/deletions/x",
-            ),
-            request(
-                DeletionScope::Dataset,
-                "tenants/acme/datasets/",
-                "tenants/acme/deletions/x",
-            ),
-            request(
-                DeletionScope::Tenant,
-                "tenants/other",
-                "tenants/acme/deletions/x",
-            ),
-            request(
-                DeletionScope::Tenant,
-                "tenants/acme",
-                "tenants/other/deletions/x",
-            ),
-            request(
-                DeletionScope::Unspecified,
-                "tenants/acme",
-                "tenants/acme/deletions/x",
-            ),
-        ];
-        for r in &refused {
-            assert!(
-                matches!(validate(&acme, r), Err(HandlerError::Poison { .. })),
-                "{r:?}"
-            );
-        }
-    }
-
-    #[test]
     fn the_receipt_deletes_nothing() {
         let acme = TenantId::parse("acme").unwrap();
         let r = request(
@@ -223,7 +106,9 @@ mod tests {
             "tenants/acme",
             "tenants/acme/deletions/x",
         );
-        let (id, receipt) = receipt(&acme, &r, DeletionScope::Tenant);
+        let checked = CheckedDeletion::new(acme, r).unwrap();
+        let id = receipt_event_id(&checked.request.deletion);
+        let receipt = checked.receipt(Service::Audit, id, Answer::default());
         assert_eq!(receipt.service, "audit");
         assert!(receipt.deleted.is_empty() && receipt.residue.is_empty());
         assert!(!receipt.residue_found);

@@ -565,7 +565,7 @@ async fn deletions_are_answered_once_with_an_empty_receipt_and_the_log_is_kept()
             "ccc",
             deletion,
             DeletionScope::Dataset,
-            "tenants/ccc/datasets/d1",
+            "tenants/ccc/datasets/0190a0c4-7e1c-7cc3-b5b4-5f0d3c1a2b3c",
         )
         .await?;
     }
@@ -574,7 +574,7 @@ async fn deletions_are_answered_once_with_an_empty_receipt_and_the_log_is_kept()
         "ccc",
         "tenants/ccc/deletions/del-2",
         DeletionScope::Dataset,
-        "tenants/ddd/datasets/d1",
+        "tenants/ddd/datasets/0190a0c4-7e1c-7cc3-b5b4-5f0d3c1a2b3c",
     )
     .await?;
     app.consumer_drained("audit-deletion", "TM_DELETION").await;

@@ -570,6 +570,78 @@ async fn missing_receipts_are_retried_then_the_deletion_fails_naming_the_silent_
     app.stop().await
 }
 
+/// A service down when the request goes out, back later: the deletion waits for its receipt,
+/// publishes the request again, and completes once the service answers the retry, with a
+/// certificate holding every receipt.
+#[tokio::test]
+async fn a_service_down_during_the_deletion_is_retried_and_the_deletion_completes_when_it_is_back()
+-> Result<()> {
+    let mut app = TestApp::spawn(DeletionSettings {
+        receipt_timeout_ms: 400,
+        max_retries: 25,
+        ..settings(&["ingest", "audit"])
+    })
+    .await?;
+    let job = app
+        .operator()
+        .delete_tenant(DeleteTenantRequest {
+            name: "tenants/beta".to_owned(),
+            reason: "offboarding".to_owned(),
+            confirm_tenant_id: "beta".to_owned(),
+            request_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let deletion = job.output;
+    app.wait_messages("TM_DELETION", "tm.beta.deletion.requested", 1)
+        .await?;
+    app.receipt(
+        "beta",
+        &deletion,
+        ev::DeletionScope::Tenant,
+        "ingest",
+        false,
+    )
+    .await?;
+
+    // audit is down: the request goes out again and the deletion keeps waiting.
+    app.wait_messages("TM_DELETION", "tm.beta.deletion.requested", 2)
+        .await?;
+    let waiting = app.get(&deletion).await?;
+    assert_eq!(waiting.state(), DeletionState::InProgress);
+    assert_eq!(waiting.receipts.len(), 1);
+
+    // audit is back and answers the retried request.
+    app.receipt("beta", &deletion, ev::DeletionScope::Tenant, "audit", false)
+        .await?;
+    let done = app
+        .wait_for(&deletion, |d| d.state() != DeletionState::InProgress)
+        .await?;
+    assert_eq!(done.state(), DeletionState::Completed, "{done:?}");
+    assert_eq!(done.job.context("job")?.state(), JobState::Succeeded);
+    let certificate = app
+        .operator()
+        .get_deletion_certificate(GetDeletionCertificateRequest {
+            name: format!("{deletion}/certificate"),
+        })
+        .await?
+        .into_inner();
+    let document: serde_json::Value = serde_json::from_slice(&certificate.certificate)?;
+    let services: BTreeSet<&str> = document["receipts"]
+        .as_array()
+        .context("receipts")?
+        .iter()
+        .filter_map(|r| r["service"].as_str())
+        .collect();
+    // The deletion service's own receipt (the tenant's stream purge) stands next to them.
+    assert_eq!(
+        services,
+        BTreeSet::from(["audit", "deletion", "ingest"]),
+        "{document}"
+    );
+    app.stop().await
+}
+
 #[tokio::test]
 async fn residue_fails_the_deletion_and_bad_requests_are_refused() -> Result<()> {
     let mut app = TestApp::spawn(settings(&["ingest"])).await?;

@@ -9,15 +9,14 @@
 //! a restart's reconciliation can only ever republish them as revoked; the rows go last, in the
 //! transaction that records the deletion and queues the receipt and the audit event.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use async_nats::jetstream::kv;
 use sqlx::PgPool;
-use trustmesh_auth::{AuthBucket, KeyId, resource_tenant};
-use trustmesh_bus::audit::{self, AuditEntry};
-use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, Processed, ProcessedMessages};
-use trustmesh_events::{Service, Subject, msg_id};
-use trustmesh_proto::events::v1::{ActorType, DeletionReceipt, DeletionRequested, DeletionScope};
+use trustmesh_auth::{AuthBucket, KeyId};
+use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, ProcessedMessages};
+use trustmesh_events::Service;
+use trustmesh_service_kit::{Answer, CheckedDeletion, log_outcome};
 
 use crate::repo;
 
@@ -79,54 +78,19 @@ impl DeletionHandler {
     }
 
     async fn apply(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let request: DeletionRequested = delivery.decode()?;
-        let tenant = delivery
-            .tenant()
-            .ok_or_else(|| HandlerError::poison("the subject carries no valid tenant"))?;
-        let scope_kind = request.scope();
-        let whole_tenant = match scope_kind {
-            DeletionScope::Dataset => {
-                let target_tenant = resource_tenant("target", &request.target)
-                    .ok()
-                    .filter(|_| {
-                        request
-                            .target
-                            .starts_with(&format!("tenants/{tenant}/datasets/"))
-                    })
-                    .ok_or_else(|| HandlerError::poison("the target is not a dataset name"))?;
-                if target_tenant != tenant {
-                    return Err(HandlerError::poison("the target belongs to another tenant"));
-                }
-                false
-            }
-            DeletionScope::Tenant if request.target == format!("tenants/{tenant}") => true,
-            DeletionScope::Tenant => {
-                return Err(HandlerError::poison(
-                    "the target is not the subject's tenant",
-                ));
-            }
-            DeletionScope::Unspecified => {
-                return Err(HandlerError::poison("the deletion scope is unspecified"));
-            }
-        };
-        if !request
-            .deletion
-            .starts_with(&format!("tenants/{tenant}/deletions/"))
-        {
-            return Err(HandlerError::poison(
-                "the deletion name is not of the subject's tenant",
-            ));
-        }
+        let checked = CheckedDeletion::from_delivery(&delivery)?;
         // NOTE: keyed on the deletion, not the message: a repeated request for the same deletion
         // (any Nats-Msg-Id) has one effect and one receipt, which the outbox delivers durably.
         if self
             .processed
-            .is_processed(&request.deletion)
+            .is_processed(&checked.request.deletion)
             .await
             .map_err(retry)?
         {
             return Ok(());
         }
+        let tenant = checked.tenant.clone();
+        let whole_tenant = checked.dataset.is_none();
 
         // A dataset scope: tenancy holds nothing of a dataset, so the receipt is empty.
         let keys = if whole_tenant {
@@ -135,15 +99,14 @@ impl DeletionHandler {
             None
         };
 
-        let deletion = request.deletion.clone();
+        let deletion = checked.request.deletion.clone();
         let outbox = self.outbox.clone();
-        let request_id = request.meta.map(|m| m.request_id).unwrap_or_default();
         let outcome = self
             .processed
-            .process_once(&request.deletion, move |tx| {
+            .process_once(&deletion, move |tx| {
                 Box::pin(async move {
-                    let mut deleted: HashMap<String, u64> = HashMap::new();
-                    let mut residue: HashMap<String, u64> = HashMap::new();
+                    // Tenancy holds no DEKs: key digests and tenant rows are not encrypted data.
+                    let mut answer = Answer::default();
                     if let Some(keys) = &keys {
                         // A key created while the tenant was being marked `deleting` has a record
                         // that was not purged: start over, which revokes and purges it too.
@@ -153,9 +116,9 @@ impl DeletionHandler {
                         }
                         let (key_rows, tenant_rows) =
                             repo::delete_tenant(tx, tenant.as_str()).await?;
-                        deleted.insert(ROWS_KEYS.to_owned(), key_rows);
-                        deleted.insert(ROWS_TENANTS.to_owned(), tenant_rows);
-                        deleted.insert(KV_KEYS.to_owned(), keys.purged);
+                        answer.deleted.insert(ROWS_KEYS.to_owned(), key_rows);
+                        answer.deleted.insert(ROWS_TENANTS.to_owned(), tenant_rows);
+                        answer.deleted.insert(KV_KEYS.to_owned(), keys.purged);
                         let (key_rows, tenant_rows) =
                             repo::count_tenant_rows(tx, tenant.as_str()).await?;
                         for (what, left) in [
@@ -164,28 +127,10 @@ impl DeletionHandler {
                             (KV_KEYS, keys.left),
                         ] {
                             if left > 0 {
-                                residue.insert(what.to_owned(), left);
+                                answer.residue.insert(what.to_owned(), left);
                             }
                         }
                     }
-                    let (event_id, meta) =
-                        audit::event_meta(Service::Tenancy, &tenant, &request_id);
-                    let subject = Subject::deletion_receipt(&tenant);
-                    let records = deleted.values().sum();
-                    let receipt = DeletionReceipt {
-                        meta: Some(meta),
-                        deletion,
-                        service: Service::Tenancy.as_str().to_owned(),
-                        scope: scope_kind.into(),
-                        residue_found: !residue.is_empty(),
-                        deleted,
-                        residue,
-                        // Tenancy holds no DEKs: key digests and tenant rows are not encrypted data.
-                        deks_destroyed: 0,
-                    };
-                    outbox
-                        .enqueue(tx, &subject, &receipt, &msg_id(&subject, event_id))
-                        .await?;
                     // One event for every deletion handled, with what it deleted (nothing of a
                     // dataset): the log shows each service answered.
                     let action = if keys.is_some() {
@@ -193,23 +138,14 @@ impl DeletionHandler {
                     } else {
                         "datasets.delete"
                     };
-                    let mut entry =
-                        AuditEntry::new(Service::Tenancy, tenant, action, request.target);
-                    entry.actor_type = ActorType::Service;
-                    Service::Deletion.as_str().clone_into(&mut entry.actor_id);
-                    entry.request_id = request_id;
-                    entry.records_affected = records;
-                    audit::enqueue(&outbox, tx, entry).await?;
-                    Ok::<_, HandlerError>(())
+                    let records = answer.deleted.values().sum();
+                    checked
+                        .answer(&outbox, tx, Service::Tenancy, action, records, answer)
+                        .await
                 })
             })
             .await?;
-        match outcome {
-            Processed::Applied(()) => tracing::info!("Deletion applied and its receipt queued."),
-            Processed::AlreadyProcessed => {
-                tracing::info!("Deletion already applied; nothing more to do.");
-            }
-        }
+        log_outcome(&outcome);
         Ok(())
     }
 }

@@ -5,11 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use trustmesh_bus::audit::{self, AuditEntry};
-use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, Processed, ProcessedMessages};
+use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, ProcessedMessages};
 use trustmesh_crypto::DekStore;
-use trustmesh_events::{Service, Subject, TenantId, msg_id};
-use trustmesh_proto::events::v1::{ActorType, DeletionReceipt, DeletionRequested, DeletionScope};
+use trustmesh_events::{Service, TenantId};
+use trustmesh_service_kit::{Answer, CheckedDeletion, log_outcome};
 use trustmesh_store::{EncryptedObjects, ObjectPrefix, ObjectStore, PgDekStore, TenantScope};
 use uuid::Uuid;
 
@@ -48,52 +47,25 @@ fn residue_prefix(tenant: &TenantId, dataset: Option<Uuid>) -> Result<ObjectPref
 
 impl DeletionHandler {
     async fn apply(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let request: DeletionRequested = delivery.decode()?;
-        let tenant = delivery
-            .tenant()
-            .ok_or_else(|| HandlerError::poison("the subject carries no valid tenant"))?;
-        let scope_kind = request.scope();
-        let target = match scope_kind {
-            DeletionScope::Dataset => {
-                let name = DatasetName::parse(&request.target)
-                    .map_err(|_| HandlerError::poison("the target is not a dataset name"))?;
-                Target::Dataset(name)
-            }
-            DeletionScope::Tenant if request.target == format!("tenants/{tenant}") => {
-                Target::Tenant
-            }
-            DeletionScope::Tenant => {
-                return Err(HandlerError::poison(
-                    "the target is not the subject's tenant",
-                ));
-            }
-            DeletionScope::Unspecified => {
-                return Err(HandlerError::poison("the deletion scope is unspecified"));
-            }
-        };
-        if let Target::Dataset(name) = &target
-            && name.tenant != tenant
-        {
-            return Err(HandlerError::poison("the target belongs to another tenant"));
-        }
-        if !request
-            .deletion
-            .starts_with(&format!("tenants/{tenant}/deletions/"))
-        {
-            return Err(HandlerError::poison(
-                "the deletion name is not of the subject's tenant",
-            ));
-        }
+        let checked = CheckedDeletion::from_delivery(&delivery)?;
         // NOTE: keyed on the deletion, not the message: a repeated request for the same deletion
         // (any Nats-Msg-Id) has one effect and one receipt, which the outbox delivers durably.
         if self
             .processed
-            .is_processed(&request.deletion)
+            .is_processed(&checked.request.deletion)
             .await
             .map_err(retry)?
         {
             return Ok(());
         }
+        let tenant = checked.tenant.clone();
+        let target = match checked.dataset {
+            Some(id) => Target::Dataset(DatasetName {
+                tenant: tenant.clone(),
+                id,
+            }),
+            None => Target::Tenant,
+        };
 
         let scope = TenantScope::new(tenant.clone());
         let mut deleted: HashMap<String, u64> = HashMap::new();
@@ -119,10 +91,9 @@ impl DeletionHandler {
         let mut residue: HashMap<String, u64> = HashMap::new();
         let left = self
             .store
-            .list(&residue_prefix(&tenant, dataset_id)?)
+            .count_versions(&residue_prefix(&tenant, dataset_id)?)
             .await
-            .map_err(retry)?
-            .len() as u64;
+            .map_err(retry)?;
         if left > 0 {
             residue.insert("objects".to_owned(), left);
         }
@@ -137,52 +108,37 @@ impl DeletionHandler {
             residue.insert("deks".to_owned(), 1);
         }
 
-        let deletion = request.deletion.clone();
         let outbox = self.outbox.clone();
-        let request_id = request.meta.map(|m| m.request_id).unwrap_or_default();
+        let deletion = checked.request.deletion.clone();
+        let mut answer = Answer {
+            deleted,
+            residue,
+            deks_destroyed,
+        };
         let outcome = self
             .processed
-            .process_once(&request.deletion, move |tx| {
+            .process_once(&deletion, move |tx| {
                 Box::pin(async move {
                     let rows = DatasetRepo::delete(tx, &scope, dataset_id).await?;
-                    deleted.insert("rows:datasets".to_owned(), rows);
+                    answer.deleted.insert("rows:datasets".to_owned(), rows);
                     let remaining = DatasetRepo::count(tx, &scope, dataset_id).await?;
                     if remaining > 0 {
-                        residue.insert("rows:datasets".to_owned(), remaining);
+                        answer.residue.insert("rows:datasets".to_owned(), remaining);
                     }
-                    let (event_id, meta) = audit::event_meta(Service::Ingest, &tenant, &request_id);
-                    let subject = Subject::deletion_receipt(&tenant);
-                    let receipt = DeletionReceipt {
-                        meta: Some(meta),
-                        deletion: deletion.clone(),
-                        service: Service::Ingest.as_str().to_owned(),
-                        scope: scope_kind.into(),
-                        residue_found: !residue.is_empty(),
-                        deleted,
-                        residue,
-                        deks_destroyed: u32::try_from(deks_destroyed).unwrap_or(u32::MAX),
-                    };
-                    outbox
-                        .enqueue(tx, &subject, &receipt, &msg_id(&subject, event_id))
+                    checked
+                        .answer(
+                            &outbox,
+                            tx,
+                            Service::Ingest,
+                            "datasets.delete",
+                            rows,
+                            answer,
+                        )
                         .await
-                        .map_err(retry)?;
-                    let mut entry =
-                        AuditEntry::new(Service::Ingest, tenant, "datasets.delete", request.target);
-                    entry.actor_type = ActorType::Service;
-                    Service::Deletion.as_str().clone_into(&mut entry.actor_id);
-                    entry.request_id = request_id;
-                    entry.records_affected = rows;
-                    audit::enqueue(&outbox, tx, entry).await.map_err(retry)?;
-                    Ok::<_, HandlerError>(())
                 })
             })
             .await?;
-        match outcome {
-            Processed::Applied(()) => tracing::info!("Deletion applied and its receipt queued."),
-            Processed::AlreadyProcessed => {
-                tracing::info!("Deletion already applied; nothing more to do.");
-            }
-        }
+        log_outcome(&outcome);
         Ok(())
     }
 }

@@ -5,16 +5,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
-use trustmesh_bus::audit::{self, AuditEntry};
-use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, Processed, ProcessedMessages};
-use trustmesh_events::{EventKind, Service, Subject, TenantId, msg_id};
+use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, ProcessedMessages};
+use trustmesh_events::{EventKind, Service, TenantId};
 use trustmesh_proto::events::v1 as ev;
 use trustmesh_proto::v1::{JobKind, JobState};
+use trustmesh_service_kit::{Answer, CheckedDeletion, log_outcome};
 use uuid::Uuid;
 
 use crate::webhooks::deliveries::{Deliveries, NewDelivery};
@@ -111,36 +110,10 @@ impl NotifierHandler {
     }
 
     /// Deletes the target's records, scans for residue and queues the receipt, once per deletion.
-    async fn delete(
-        &self,
-        tenant: TenantId,
-        request: ev::DeletionRequested,
-    ) -> Result<(), HandlerError> {
-        let scope = request.scope();
-        let dataset = match scope {
-            ev::DeletionScope::Dataset => {
-                Some(dataset_of(&tenant, &request.target).ok_or_else(|| {
-                    HandlerError::poison("the target is not a dataset of the tenant")
-                })?)
-            }
-            ev::DeletionScope::Tenant if request.target == format!("tenants/{tenant}") => None,
-            ev::DeletionScope::Tenant => {
-                return Err(HandlerError::poison(
-                    "the target is not the subject's tenant",
-                ));
-            }
-            ev::DeletionScope::Unspecified => {
-                return Err(HandlerError::poison("the deletion scope is unspecified"));
-            }
-        };
-        if !request
-            .deletion
-            .starts_with(&format!("tenants/{tenant}/deletions/"))
-        {
-            return Err(HandlerError::poison(
-                "the deletion name is not of the subject's tenant",
-            ));
-        }
+    async fn delete(&self, checked: CheckedDeletion) -> Result<(), HandlerError> {
+        let tenant = checked.tenant.clone();
+        // The deliveries' `dataset` column holds the dataset's name.
+        let dataset = checked.dataset.map(|_| checked.request.target.clone());
         // Crypto-shredding first: once the tenant's DEKs are gone, no copy of its sealed secrets
         // (rows, backups) opens. Destroying again on a redelivery is harmless.
         let deks_destroyed = if dataset.is_none() {
@@ -152,71 +125,45 @@ impl NotifierHandler {
             0
         };
         let outbox = self.outbox.clone();
-        let deletion = request.deletion.clone();
-        let request_id = request.meta.map(|m| m.request_id).unwrap_or_default();
+        let deletion = checked.request.deletion.clone();
         // NOTE: keyed on the deletion, not the message: a re-published request for the same
         // deletion has one effect and one receipt, which the outbox delivers durably.
         let outcome = self
             .deletions
-            .process_once(&request.deletion, move |tx| {
+            .process_once(&deletion, move |tx| {
                 Box::pin(async move {
                     let rows = Deliveries::delete(tx, &tenant, dataset.as_deref()).await?;
-                    let mut deleted = HashMap::from([("rows:webhook_deliveries".to_owned(), rows)]);
-                    let mut residue: HashMap<String, u64> = HashMap::new();
+                    let mut answer = Answer {
+                        deleted: HashMap::from([("rows:webhook_deliveries".to_owned(), rows)]),
+                        deks_destroyed,
+                        ..Answer::default()
+                    };
                     let left = Deliveries::count_in(tx, &tenant, dataset.as_deref()).await?;
                     if left > 0 {
-                        residue.insert("rows:webhook_deliveries".to_owned(), left);
+                        answer
+                            .residue
+                            .insert("rows:webhook_deliveries".to_owned(), left);
                     }
                     if dataset.is_none() {
                         let endpoints = Endpoints::delete_tenant(tx, &tenant).await?;
-                        deleted.insert("rows:webhook_endpoints".to_owned(), endpoints);
+                        answer
+                            .deleted
+                            .insert("rows:webhook_endpoints".to_owned(), endpoints);
                         let left = Endpoints::count_tenant(tx, &tenant).await?;
                         if left > 0 {
-                            residue.insert("rows:webhook_endpoints".to_owned(), left);
+                            answer
+                                .residue
+                                .insert("rows:webhook_endpoints".to_owned(), left);
                         }
                     }
-                    let event_id = Uuid::now_v7();
-                    let subject = Subject::deletion_receipt(&tenant);
-                    let receipt = ev::DeletionReceipt {
-                        meta: Some(ev::EventMeta {
-                            event_id: event_id.to_string(),
-                            tenant: tenant.to_string(),
-                            occurred_at: Some(prost_types::Timestamp::from(SystemTime::now())),
-                            producer: Service::Notifier.as_str().to_owned(),
-                            request_id: request_id.clone(),
-                        }),
-                        deletion,
-                        service: Service::Notifier.as_str().to_owned(),
-                        scope: scope.into(),
-                        deleted,
-                        residue_found: !residue.is_empty(),
-                        residue,
-                        deks_destroyed: u32::try_from(deks_destroyed).unwrap_or(u32::MAX),
-                    };
-                    outbox
-                        .enqueue(tx, &subject, &receipt, &msg_id(&subject, event_id))
-                        .await?;
-                    let mut entry = AuditEntry::new(
-                        Service::Notifier,
-                        tenant,
-                        "webhookDeliveries.delete",
-                        request.target,
-                    );
-                    entry.actor_type = ev::ActorType::Service;
-                    Service::Deletion.as_str().clone_into(&mut entry.actor_id);
-                    entry.request_id = request_id;
-                    entry.records_affected = rows;
-                    audit::enqueue(&outbox, tx, entry).await?;
-                    Ok::<_, HandlerError>(())
+                    let action = "webhookDeliveries.delete";
+                    checked
+                        .answer(&outbox, tx, Service::Notifier, action, rows, answer)
+                        .await
                 })
             })
             .await?;
-        match outcome {
-            Processed::Applied(()) => tracing::info!("Deletion applied and its receipt queued."),
-            Processed::AlreadyProcessed => {
-                tracing::info!("Deletion already applied; nothing more to do.");
-            }
-        }
+        log_outcome(&outcome);
         Ok(())
     }
 }
@@ -290,7 +237,10 @@ impl Handler for NotifierHandler {
                 };
                 self.record(tenant, event.meta, deliverable).await
             }
-            EventKind::DeletionRequested => self.delete(tenant, delivery.decode()?).await,
+            EventKind::DeletionRequested => {
+                self.delete(CheckedDeletion::new(tenant, delivery.decode()?)?)
+                    .await
+            }
             EventKind::DeletionCompleted => {
                 let event: ev::DeletionCompleted = delivery.decode()?;
                 match event.scope() {
