@@ -12,6 +12,8 @@ TRUSTMESH_DEV_START=0 bash infra/dev/up.sh
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TRUSTMESH_DEV_HOME:-$HOME/.trustmesh-dev}/target}
 cargo fmt --all -- --check
+# The deployment artefacts (Kubernetes overlays, compose file, NATS configs), validated offline.
+bash infra/k8s/validate.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
 # The Python client (sdk/python), built from proto/ into a venv under the dev home, tested against a
