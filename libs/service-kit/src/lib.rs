@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use trustmesh_auth::{CacheOptions, KeyCache, KeyStoreError};
-use trustmesh_bus::{ensure_schema, ensure_streams};
+use trustmesh_bus::{ensure_schema, ensure_streams_with_replicas};
 use trustmesh_runtime::settings::common::{DatabaseSettings, NatsSettings};
 use trustmesh_runtime::{ExposeSecret, Readiness};
 use trustmesh_store::{PgSettings, SchemaName};
@@ -100,7 +100,7 @@ pub async fn connect(
         .connect(nats.url.as_str())
         .await?;
     let jetstream = jetstream::new(client);
-    ensure_streams(&jetstream).await?;
+    ensure_streams_with_replicas(&jetstream, nats.stream_replicas).await?;
     nats_ready.set_ready();
 
     let background = CancellationToken::new();

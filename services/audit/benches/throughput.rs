@@ -107,7 +107,7 @@ async fn main() {
             url: secrecy::SecretString::from(db.url()),
             max_connections: 8,
         },
-        nats: NatsSettings { url: nats.url() },
+        nats: NatsSettings::at(nats.url()),
         keys: KeySettings {
             signing_key_file: keys.path().join("signing-key"),
         },

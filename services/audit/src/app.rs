@@ -10,7 +10,7 @@ use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
-use trustmesh_bus::{ConsumerRunner, Publisher, ensure_consumer, ensure_streams};
+use trustmesh_bus::{ConsumerRunner, Publisher, ensure_consumer, ensure_streams_with_replicas};
 use trustmesh_events::{AUDIT_DELETION, AUDIT_EVENTS};
 use trustmesh_proto::v1::audit_service_server::AuditServiceServer;
 use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
@@ -129,7 +129,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         .connect(settings.nats.url.as_str())
         .await?;
     let jetstream = async_nats::jetstream::new(client);
-    ensure_streams(&jetstream).await?;
+    ensure_streams_with_replicas(&jetstream, settings.nats.stream_replicas).await?;
     let pull = ensure_consumer(&jetstream, &AUDIT_EVENTS).await?;
     let deletion_pull = ensure_consumer(&jetstream, &AUDIT_DELETION).await?;
     nats_ready.set_ready();

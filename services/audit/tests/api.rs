@@ -71,7 +71,7 @@ impl TestApp {
                 url: secrecy::SecretString::from(db.url()),
                 max_connections: 4,
             },
-            nats: NatsSettings { url: nats.url() },
+            nats: NatsSettings::at(nats.url()),
             ..Settings::default()
         };
         let app = Application::build(settings).await.expect("the app builds");

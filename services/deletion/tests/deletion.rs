@@ -104,7 +104,7 @@ impl TestApp {
                 url: SecretString::from(db.url().to_owned()),
                 max_connections: 5,
             },
-            nats: NatsSettings { url: nats.url() },
+            nats: NatsSettings::at(nats.url()),
             keys: KeySettings {
                 signing_key_file: keys.path().join("signing-key"),
             },

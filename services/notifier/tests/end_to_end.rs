@@ -78,7 +78,7 @@ async fn an_endpoint_created_through_tenancy_receives_a_signed_delivery_it_can_l
             url: SecretString::from(db.url().to_owned()),
             max_connections: 5,
         },
-        nats: trustmesh_notifier::settings::NatsSettings { url: nats.url() },
+        nats: trustmesh_notifier::settings::NatsSettings::at(nats.url()),
         mesh: trustmesh_notifier::settings::MeshSettings {
             service_credential: Some(SecretString::from(MESH.to_owned())),
         },
@@ -107,7 +107,7 @@ async fn an_endpoint_created_through_tenancy_receives_a_signed_delivery_it_can_l
             url: SecretString::from(db.url().to_owned()),
             max_connections: 5,
         },
-        nats: trustmesh_tenancy::settings::NatsSettings { url: nats.url() },
+        nats: trustmesh_tenancy::settings::NatsSettings::at(nats.url()),
         auth: trustmesh_tenancy::settings::AuthSettings {
             operator_credential: Some(SecretString::from(OPERATOR.to_owned())),
             ..Default::default()

@@ -44,12 +44,27 @@ impl Validate for DatabaseSettings {
 pub struct NatsSettings {
     /// Server URL. Default `nats://127.0.0.1:4222`.
     pub url: String,
+    /// Replicas of each JetStream stream the service ensures: 1 on a single server (the default),
+    /// 3 on a production cluster (R3, so losing one node loses no acknowledged message).
+    pub stream_replicas: usize,
+}
+
+impl NatsSettings {
+    /// The server at `url`, one replica per stream.
+    #[must_use]
+    pub fn at(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for NatsSettings {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
+            stream_replicas: 1,
         }
     }
 }

@@ -158,7 +158,7 @@ pub async fn spawn_app_with(backend: Backend) -> TestApp {
             url: SecretString::from(db.url().to_owned()),
             max_connections: 5,
         },
-        nats: NatsSettings { url: nats.url() },
+        nats: NatsSettings::at(nats.url()),
         objects,
         keys: KeySettings {
             kek_file: dir.path().join("kek"),
