@@ -39,8 +39,9 @@ pub enum IngestError {
     /// The uploaded bytes do not match the announced SHA-256.
     #[error("the uploaded bytes do not match the sha256 given in the metadata")]
     DigestMismatch,
-    /// The client's stream broke off.
-    #[error("the upload stream broke off; the dataset still awaits its upload")]
+    /// The client's stream broke off, or one of its messages could not be read (e.g. a chunk
+    /// over the gRPC message limit); the reason is in the message.
+    #[error("the upload stream broke off ({}); the dataset still awaits its upload", .0.message())]
     StreamBroken(#[source] Status),
     /// Postgres failed.
     #[error("database error")]
@@ -72,6 +73,12 @@ impl IngestError {
             Self::NotFound { .. } => Code::NotFound,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::DigestMismatch => Code::DataLoss,
+            // A message over the size limit is the client's to fix, not to retry as is.
+            Self::StreamBroken(status)
+                if matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted) =>
+            {
+                status.code()
+            }
             Self::StreamBroken(_) => Code::Aborted,
             Self::Database(_) | Self::Outbox(_) => Code::Unavailable,
             Self::Objects(_) | Self::Crypto(_) | Self::Corrupt(_) | Self::Task(_) => Code::Internal,
