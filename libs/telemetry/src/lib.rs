@@ -4,8 +4,8 @@
 //! stderr (or a file), filtered by an env-filter (default `info`); an OpenTelemetry tracing layer whose spans are
 //! exported over OTLP/gRPC only when an endpoint is configured (off by default); and the W3C
 //! trace-context propagator as the global one. It returns a [`TelemetryGuard`] that owns the
-//! service's [`Metrics`] (a Prometheus registry rendered for `/metrics`) and flushes spans when
-//! shut down or dropped.
+//! service's [`Metrics`] (a Prometheus registry rendered for `/metrics`, and with an OTLP endpoint
+//! also exported over OTLP every interval) and flushes spans and metrics when shut down or dropped.
 //!
 //! Trace context crosses process boundaries in `traceparent`/`tracestate` headers: [`inject_current`]
 //! and [`extract_context`] work on any [`HeaderCarrier`] (a `HashMap`, gRPC metadata, or a newtype
@@ -17,12 +17,13 @@
 //!
 //! Layout: `settings` (configuration), `metrics` (the registry and the RPC families), `families`
 //! (the process-wide families: jobs, consumers, webhooks, decrypt failures, audit, deletion),
-//! `propagation` (carriers), `origin` (the client address and user agent of the call being served),
-//! this file (init and the guard).
+//! `otlp_metrics` (the registry exported over OTLP), `propagation` (carriers), `origin` (the client
+//! address and user agent of the call being served), this file (init and the guard).
 
 mod families;
 mod metrics;
 mod origin;
+mod otlp_metrics;
 mod propagation;
 mod settings;
 
@@ -53,7 +54,9 @@ pub use propagation::{
 };
 pub use settings::{LogFormat, TelemetrySettings};
 
-/// How long the OTLP exporter waits for the collector on each export.
+use crate::otlp_metrics::MetricsExport;
+
+/// How long the OTLP exporters wait for the collector on each export.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why telemetry could not be initialized.
@@ -71,17 +74,21 @@ pub enum TelemetryError {
     /// The OTLP exporter could not be built (e.g. a malformed endpoint).
     #[error("cannot build the OTLP exporter")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// The OTLP endpoint is not a valid URI for the metrics export.
+    #[error("invalid OTLP endpoint for metrics")]
+    MetricsEndpoint(#[source] tonic::transport::Error),
     /// The log file could not be opened for appending.
     #[error("cannot open the log file")]
     LogFile(#[source] std::io::Error),
 }
 
-/// Keeps telemetry running: holds the service's [`Metrics`] and flushes pending spans on
-/// [`TelemetryGuard::shutdown`] or drop.
-#[must_use = "dropping the guard flushes and stops span export"]
+/// Keeps telemetry running: holds the service's [`Metrics`] and flushes pending spans and metrics
+/// on [`TelemetryGuard::shutdown`] or drop.
+#[must_use = "dropping the guard flushes and stops span and metrics export"]
 pub struct TelemetryGuard {
     metrics: Metrics,
     provider: Option<SdkTracerProvider>,
+    metrics_export: Option<MetricsExport>,
     exporting: bool,
 }
 
@@ -99,13 +106,17 @@ impl TelemetryGuard {
         &self.metrics
     }
 
-    /// Whether spans are exported over OTLP.
+    /// Whether spans and metrics are exported over OTLP.
     pub fn is_exporting(&self) -> bool {
         self.exporting
     }
 
-    /// Flushes pending spans and stops the exporter, without blocking the async runtime.
+    /// Exports the metrics one last time, flushes pending spans and stops the exporters, without
+    /// blocking the async runtime.
     pub async fn shutdown(mut self) {
+        if let Some(export) = self.metrics_export.take() {
+            export.stop().await;
+        }
         if let Some(provider) = self.provider.take() {
             let _ = tokio::task::spawn_blocking(move || shutdown_provider(&provider)).await;
         }
@@ -114,6 +125,9 @@ impl TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        // Dropping the export's stop handle makes its task export once more, while the runtime runs
+        // (prefer `shutdown().await`, which waits for it).
+        drop(self.metrics_export.take());
         let Some(provider) = self.provider.take() else {
             return;
         };
@@ -158,14 +172,15 @@ fn log_filter(settings: &TelemetrySettings) -> Result<EnvFilter, TelemetryError>
     Ok(filter)
 }
 
-/// Installs logs, traces and the W3C propagator for `service`, and creates its [`Metrics`].
+/// Installs logs, traces and the W3C propagator for `service`, and creates its [`Metrics`]; with an
+/// OTLP endpoint, exports spans and (every `metrics_export_interval_secs`) metrics there.
 ///
 /// Call once, early in `main` (inside the Tokio runtime when an OTLP endpoint is configured).
 ///
 /// # Errors
 /// [`TelemetryError::AlreadyInitialized`] if a global subscriber exists (a second call is harmless),
 /// [`TelemetryError::InvalidFilter`], [`TelemetryError::NoRuntime`], [`TelemetryError::Exporter`],
-/// [`TelemetryError::LogFile`].
+/// [`TelemetryError::MetricsEndpoint`], [`TelemetryError::LogFile`].
 pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
     if tracing::dispatcher::has_been_set() {
         return Err(TelemetryError::AlreadyInitialized);
@@ -178,6 +193,7 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
             .build(),
     );
     let exporting = settings.otlp_endpoint.is_some();
+    let mut metrics_endpoint = None;
     if let Some(endpoint) = &settings.otlp_endpoint {
         if Handle::try_current().is_err() {
             return Err(TelemetryError::NoRuntime);
@@ -191,6 +207,10 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
         let processor =
             BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
         builder = builder.with_span_processor(processor);
+        metrics_endpoint = Some(
+            tonic::transport::Endpoint::from_shared(endpoint.clone())
+                .map_err(TelemetryError::MetricsEndpoint)?,
+        );
     }
     // Spans get real trace ids (for propagation and log correlation) even when nothing exports them.
     let provider = builder.build();
@@ -236,12 +256,22 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuar
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInitialized)?;
 
+    let metrics = Metrics::new(service);
+    let metrics_export = metrics_endpoint.map(|endpoint| {
+        MetricsExport::start(
+            endpoint,
+            settings.metrics_export_interval(),
+            service,
+            metrics.clone(),
+        )
+    });
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     tracing::info!(service, otlp = exporting, "Telemetry is initialized.");
     Ok(TelemetryGuard {
-        metrics: Metrics::new(service),
+        metrics,
         provider: Some(provider),
+        metrics_export,
         exporting,
     })
 }

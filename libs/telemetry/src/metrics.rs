@@ -1,7 +1,8 @@
 //! The Prometheus registry behind `/metrics`, and the metric families every service shares.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -35,8 +36,21 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry for `service` with its RPC families and the process-wide families registered.
+    /// The registry of `service` in this process, with its RPC families and the process-wide
+    /// families registered: created on first use, the same one after. So the telemetry guard's
+    /// (which the OTLP export reads) and the host's (which `/metrics` renders) are one.
     pub fn new(service: &str) -> Self {
+        static REGISTRIES: LazyLock<Mutex<HashMap<String, Metrics>>> =
+            LazyLock::new(Mutex::default);
+        REGISTRIES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(service.to_owned())
+            .or_insert_with(|| Self::create(service))
+            .clone()
+    }
+
+    fn create(service: &str) -> Self {
         let labels = [(Cow::Borrowed("service"), Cow::Owned(service.to_owned()))];
         let mut registry = Registry::with_prefix_and_labels("trustmesh", labels.into_iter());
         let rpc = RpcMetrics::register(&mut registry);

@@ -121,7 +121,8 @@ impl WebhookClient {
     }
 
     /// Posts `message` to `url`, signed with `secret`, and returns the HTTP status (with any
-    /// `Retry-After`). Redirects are not followed (a 3xx is returned as is); the response body is
+    /// `Retry-After`), with the current span's `traceparent` (and `tracestate`) when it is in a
+    /// trace. Redirects are not followed (a 3xx is returned as is); the response body is
     /// not read.
     ///
     /// # Errors
@@ -134,13 +135,18 @@ impl WebhookClient {
     ) -> Result<Answer, SendError> {
         let url = self.policy.check_url(url)?;
         let signature = sign(secret, message.id, message.timestamp, message.body);
-        let response = self
+        let mut request = self
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(HEADER_ID, message.id)
             .header(HEADER_TIMESTAMP, message.timestamp.to_string())
-            .header(HEADER_SIGNATURE, signature)
+            .header(HEADER_SIGNATURE, signature);
+        // The current span's W3C trace context, so the receiver can join the trace.
+        for (name, value) in trustmesh_telemetry::trace_headers() {
+            request = request.header(name, value);
+        }
+        let response = request
             .body(message.body.to_vec())
             .send()
             .await

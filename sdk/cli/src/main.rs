@@ -16,6 +16,7 @@ use trustmesh_cli::demo::{self, DemoSettings};
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_runtime::{SecretString, ServerTls, TransportMode};
 use trustmesh_store::ObjectStoreSettings;
+use trustmesh_telemetry::{LogFormat, TelemetrySettings};
 
 /// Exit codes, in `--help`.
 const EXIT_CODES: &str = "\
@@ -150,9 +151,26 @@ struct StandaloneArgs {
     /// The most rows ingest accepts in a dataset (default 1,000,000).
     #[arg(long, env = "TRUSTMESH_MAX_ROWS")]
     max_rows: Option<u64>,
+    /// Log lines on stderr: `json` (one object per line, with the span's `trace_id`) or `pretty`.
+    /// The filter is $RUST_LOG (default `info`).
+    #[arg(long, env = "TRUSTMESH_LOG_FORMAT", default_value = "json", value_parser = log_format)]
+    log_format: LogFormat,
+    /// An OTLP/gRPC collector (e.g. `http://127.0.0.1:4317`) to export spans and metrics to;
+    /// without it, nothing is exported (`/metrics` is served either way).
+    #[arg(long, env = "TRUSTMESH_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+}
+
+fn log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "json" => Ok(LogFormat::Json),
+        "pretty" => Ok(LogFormat::Pretty),
+        other => Err(format!("`{other}` is not `json` or `pretty`")),
+    }
 }
 
 fn main() -> ExitCode {
+    trustmesh_runtime::install_default_crypto_provider();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
@@ -182,28 +200,40 @@ fn run(command: Command) -> anyhow::Result<bool> {
         Command::Certificate(args) => certificate::run(&args),
         Command::Check(args) => check::run(&args).map(|()| true),
         Command::Demo(args) => {
-            // The demo's own output tells the story; the mesh's dev-mode warnings would drown it.
-            init_logs("error");
             let settings = demo_settings(&args)?;
             remote::block_on(async {
+                // The demo's own output tells the story; the mesh's dev-mode warnings would drown it.
+                let telemetry = trustmesh_telemetry::init(
+                    "standalone",
+                    &TelemetrySettings {
+                        log_format: LogFormat::Pretty,
+                        log_filter: Some(
+                            std::env::var("RUST_LOG").unwrap_or_else(|_| "error".to_owned()),
+                        ),
+                        ..TelemetrySettings::default()
+                    },
+                )?;
                 let mut out = std::io::stdout();
-                demo::run(settings, &mut out).await.map(|_| true)
+                let ran = demo::run(settings, &mut out).await.map(|_| true);
+                telemetry.shutdown().await;
+                ran
             })
         }
-        Command::Standalone(args) => {
-            init_logs("info");
-            remote::block_on(standalone(args)).map(|()| true)
-        }
+        Command::Standalone(args) => remote::block_on(async {
+            // Inside the runtime: the OTLP exporters run on it.
+            let telemetry = trustmesh_telemetry::init(
+                "standalone",
+                &TelemetrySettings {
+                    log_format: args.log_format,
+                    otlp_endpoint: args.otlp_endpoint.clone(),
+                    ..TelemetrySettings::default()
+                },
+            )?;
+            let ran = standalone(args).await;
+            telemetry.shutdown().await;
+            ran.map(|()| true)
+        }),
     }
-}
-
-fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// The development home `infra/dev/up.sh` installs into.

@@ -1,21 +1,31 @@
 //! Observability of a running mesh (issue #10, parts 3-5): the flow upload -> analysis -> scoring
-//! runs on a standalone mesh inside one trace, whose id then shows in the spans of every service
-//! involved; and `/metrics` on the admin port serves every metric each panel of
-//! `infra/grafana/trustmesh-overview.json` queries, a dashboard that has Grafana's schema fields.
+//! -> webhook runs on a standalone mesh inside one trace, whose id then shows in the spans of every
+//! service involved, down to the notifier's webhook delivery and the `traceparent` the webhook
+//! receiver (a local one, allow-listed) gets; and `/metrics` on the admin port serves every metric
+//! each panel of `infra/grafana/trustmesh-overview.json` queries, a dashboard that has Grafana's
+//! schema fields.
+//!
+//! The `trustmesh standalone` binary logs through the same telemetry init: its JSON log lines carry
+//! the trace id of the call they were written for.
 //!
 //! Spans are seen through the JSON log lines written inside them: the RPC layer and the consumer
-//! runner log a debug line at the end of each call or delivery, carrying their span's `trace_id`.
+//! runner log a debug line at the end of each call or delivery, and the webhook dispatcher an info
+//! line per attempt, carrying their span's `trace_id`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::upload_dataset_request::Payload;
 use trustmesh_proto::v1::{
-    CreateDatasetRequest, DatasetFormat, GetJobRequest, JobState, Scope, StartAnalysisRequest,
-    TaskType, UploadDatasetRequest, UploadMetadata,
+    CreateDatasetRequest, CreateTenantRequest, DatasetFormat, GetJobRequest, JobState, Scope,
+    StartAnalysisRequest, TaskType, UploadDatasetRequest, UploadMetadata, WebhookEventType,
 };
 use trustmesh_runtime::SecretString;
 use trustmesh_sdk::{Client, once_known};
@@ -56,8 +66,55 @@ fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
     request
 }
 
-/// The service a span belongs to, from its RPC method or its durable consumer's name.
+/// A local webhook receiver: answers every request 204 and sends its `traceparent` header (empty
+/// if none) on the channel.
+async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push(line);
+                }
+                let header = |name: &str| {
+                    head.iter().find_map(|line| {
+                        let (key, value) = line.split_once(':')?;
+                        key.eq_ignore_ascii_case(name)
+                            .then(|| value.trim().to_owned())
+                    })
+                };
+                let length = header("content-length").map_or(0, |v| v.parse().unwrap());
+                let mut body = vec![0; length];
+                stream.read_exact(&mut body).await.unwrap();
+                let _ = tx.send(header("traceparent").unwrap_or_default());
+                let _ = stream
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// The service a span belongs to, from its RPC method, its durable consumer's name, or (a webhook
+/// delivery attempt) its delivery.
 fn service_of(span: &serde_json::Value) -> Option<String> {
+    if span.get("webhook.delivery").is_some() {
+        return Some("notifier".to_owned());
+    }
     if let Some(method) = span.get("rpc.method").and_then(|m| m.as_str()) {
         let service = method.trim_start_matches('/').split('/').next()?;
         return Some(
@@ -105,6 +162,7 @@ fn services_in_trace(logs: &str, trace_id: &str) -> BTreeMap<String, BTreeSet<St
             let what = span
                 .get("rpc.method")
                 .or_else(|| span.get("messaging.consumer.group.name"))
+                .or_else(|| span.get("name"))
                 .and_then(|v| v.as_str())
                 .unwrap_or_default()
                 .to_owned();
@@ -206,7 +264,8 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
         &TelemetrySettings {
             log_format: LogFormat::Json,
             log_filter: Some(
-                "warn,observability=info,trustmesh_runtime=debug,trustmesh_bus=debug".to_owned(),
+                "warn,observability=info,trustmesh_runtime=debug,trustmesh_bus=debug,trustmesh_notifier=info"
+                    .to_owned(),
             ),
             log_file: Some(logs.path().to_owned()),
             ..TelemetrySettings::default()
@@ -224,6 +283,13 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
     settings.grpc.bind.set_port(0);
     settings.admin.bind.set_port(0);
     settings.nats = NatsSource::Url(nats.url());
+    // The local receiver is reachable through the operator's egress allow-list only.
+    settings.webhooks = trustmesh_notifier::settings::WebhookSettings {
+        allow_destinations: vec!["127.0.0.1/32".parse().unwrap()],
+        allow_http: true,
+        poll_interval_ms: 50,
+        ..Default::default()
+    };
     let mesh = Standalone::build(settings).await.unwrap();
     let endpoint = format!("http://{}", mesh.grpc_addr());
     let admin = mesh.admin_addr();
@@ -236,6 +302,17 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
         .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
         .await
         .unwrap();
+    let (hook_url, mut hooks) = webhook_receiver().await;
+    user.create_webhook(
+        &hook_url,
+        &[
+            WebhookEventType::DatasetIngested,
+            WebhookEventType::JobSucceeded,
+        ],
+        "observability",
+    )
+    .await
+    .unwrap();
 
     // The client's trace: its traceparent goes with the upload and the analysis request.
     let root = tracing::info_span!("observability-flow");
@@ -318,8 +395,9 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
     assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
 
     // (a) One trace: spans of every service the flow crossed carry the client's trace id (RPCs
-    // through gRPC metadata, consumers through NATS headers, across the outboxes). The scores are
-    // delivered after the job succeeds, and the audit log and notifier consume asynchronously.
+    // through gRPC metadata, consumers through NATS headers, across the outboxes, webhook attempts
+    // through the delivery rows). The scores are delivered after the job succeeds, and the audit
+    // log and notifier consume asynchronously.
     let expected = ["ingest", "analysis", "trust-scoring", "audit", "notifier"];
     let seen = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
@@ -347,6 +425,34 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
     assert!(
         seen["trust-scoring"].contains("trust-scoring-analysis"),
         "{seen:?}"
+    );
+
+    // The webhooks (dataset.ingested, job.succeeded) reached the receiver in that trace, and the
+    // notifier's delivery attempts logged in it.
+    for event in ["dataset.ingested", "job.succeeded"] {
+        let traceparent = tokio::time::timeout(Duration::from_secs(30), hooks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the {event} webhook arrives"))
+            .unwrap();
+        assert!(
+            traceparent.starts_with(&format!("00-{trace_id}-")),
+            "a webhook came with traceparent {traceparent:?}, not in trace {trace_id}"
+        );
+    }
+    let deliveries = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = std::fs::read_to_string(logs.path()).unwrap();
+            let seen = services_in_trace(&text, &trace_id);
+            if seen["notifier"].contains("webhook.deliver") {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        deliveries.is_ok(),
+        "no webhook.deliver span in trace {trace_id}"
     );
 
     // (b) /metrics serves every metric every dashboard panel uses, and the flow moved them.
@@ -390,6 +496,10 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
             format!("trustmesh_audit_events_total{{{s}}}"),
             "the audit events",
         ),
+        (
+            format!("trustmesh_webhook_deliveries_total{{{s},outcome=\"Delivered\"}}"),
+            "the webhooks",
+        ),
     ] {
         let value = sample(&metrics, &prefix)
             .unwrap_or_else(|| panic!("no {prefix} ({what}) in:\n{metrics}"));
@@ -399,4 +509,108 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
 
     shutdown.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// A `trustmesh standalone` child process, killed on drop.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_binary_logs_json_lines_with_the_callers_trace_id() {
+    const OPERATOR: &str = "observability-operator-credential-0123456789";
+    let nats = NatsServer::start().await;
+    let db = TestDatabase::create().await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustmesh"))
+        .args([
+            "standalone",
+            "--grpc-bind",
+            "127.0.0.1:0",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(["--database-url", db.url(), "--nats-url", &nats.url()])
+        .env("TRUSTMESH_OPERATOR_CREDENTIAL", OPERATOR)
+        .env("RUST_LOG", "warn,trustmesh_runtime=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    // Collect stderr (the log) and read stdout's first line (the addresses), draining both so the
+    // process never writes to a full or closed pipe.
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let collected = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = collected.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (first_line, line) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = first_line.send(lines.next().and_then(Result::ok).unwrap_or_default());
+        lines.for_each(drop);
+    });
+    let process = Process(child);
+    let line = line.await.unwrap();
+    let grpc = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("grpc="))
+        .unwrap_or_else(|| panic!("no grpc= in {line:?}"));
+
+    // A traced call, as from a client in trace `trace_id`.
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let operator = Client::connect(&format!("http://{grpc}"), &SecretString::from(OPERATOR))
+        .await
+        .unwrap();
+    operator
+        .tenancy()
+        .create_tenant(traced(
+            CreateTenantRequest {
+                tenant_id: "acme".to_owned(),
+                display_name: "Acme".to_owned(),
+                ..CreateTenantRequest::default()
+            },
+            &traceparent,
+        ))
+        .await
+        .unwrap();
+
+    let logged = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let lines = log.lock().unwrap().clone();
+            if let Some(line) = lines.lines().find(|line| {
+                serde_json::from_str::<serde_json::Value>(line).is_ok_and(|event| {
+                    event["span"]["trace_id"] == trace_id.as_str()
+                        && event["span"]["rpc.method"]
+                            == "/trustmesh.v1.TenancyService/CreateTenant"
+                })
+            }) {
+                return line.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no JSON log line of CreateTenant in trace {trace_id}:\n{}",
+            log.lock().unwrap()
+        )
+    });
+    eprintln!("{logged}");
+    drop(process);
 }

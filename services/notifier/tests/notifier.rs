@@ -2,7 +2,8 @@
 //! endpoints are managed through `WebhookService` with the mesh credential; each deliverable event
 //! reaches each subscribed endpoint once, signed (Standard Webhooks); a failing receiver gets
 //! retries on the schedule with the same `webhook-id`; HTTP 410 disables the endpoint; deletions
-//! remove deliveries, endpoints and DEKs and are answered with a receipt.
+//! remove deliveries, endpoints and DEKs and are answered with a receipt; every attempt continues
+//! the trace of its event and sends it to the receiver (`traceparent`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 use trustmesh_bus::Publisher;
 use trustmesh_events::{Subject, TenantId};
 use trustmesh_notifier::settings::{
@@ -53,6 +55,8 @@ struct Received {
     timestamp: String,
     signature: String,
     body: Vec<u8>,
+    /// The W3C `traceparent` header, if sent.
+    traceparent: String,
     at: Instant,
 }
 
@@ -81,6 +85,7 @@ async fn hook(
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),
         body: body.to_vec(),
+        traceparent: header("traceparent"),
         at: Instant::now(),
     });
     let status = r.script.lock().unwrap().pop_front().unwrap_or(200);
@@ -227,7 +232,7 @@ impl TestApp {
                 url: SecretString::from(db.url().to_owned()),
                 max_connections: 5,
             },
-            nats: NatsSettings { url: nats.url() },
+            nats: NatsSettings::at(nats.url()),
             mesh: MeshSettings {
                 service_credential: Some(SecretString::from(MESH.to_owned())),
             },
@@ -692,5 +697,76 @@ async fn deletions_remove_deliveries_endpoints_and_keys_with_a_receipt() -> Resu
         .expect_err("deleted");
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(app.deliveries.count(&other).await?, 1);
+    app.stop().await
+}
+
+#[tokio::test]
+async fn every_attempt_continues_the_trace_of_its_event_and_sends_it_to_the_receiver() -> Result<()>
+{
+    // Spans get trace ids only with the OpenTelemetry layer: install it (process-wide; the other
+    // tests are unaffected), logging to a file read below. The filter keeps the spans on the way:
+    // this test's, the consumer's (`trustmesh_bus`) and the dispatcher's.
+    let logs = tempfile::NamedTempFile::new()?;
+    let _telemetry = trustmesh_telemetry::init(
+        "notifier",
+        &trustmesh_telemetry::TelemetrySettings {
+            log_filter: Some(
+                "warn,notifier=info,trustmesh_bus=info,trustmesh_notifier=info".to_owned(),
+            ),
+            log_file: Some(logs.path().to_owned()),
+            ..trustmesh_telemetry::TelemetrySettings::default()
+        },
+    )?;
+    let app = TestApp::spawn().await?;
+    let acme = TenantId::parse("acme")?;
+    let (rx, url) = Receiver::start(&[500]).await?;
+    app.create_endpoint("acme", &url, &[]).await?;
+    let dataset = format!("tenants/acme/datasets/{}", Uuid::now_v7());
+
+    // The publisher's trace goes with the event in its NATS headers.
+    let publish = tracing::info_span!("test.publish");
+    let trace_id = trustmesh_telemetry::trace_id(&publish).context("a trace")?;
+    app.publisher
+        .publish(
+            &Subject::dataset_ingested(&acme),
+            &ingested("acme", &dataset),
+            &format!("test:{}", Uuid::now_v7()),
+        )
+        .instrument(publish)
+        .await?;
+
+    // A failed attempt and its retry: both in that trace, each its own span.
+    let got = rx.wait(2).await?;
+    for attempt in &got {
+        assert!(
+            attempt.traceparent.starts_with(&format!("00-{trace_id}-")),
+            "{:?} is not in trace {trace_id}",
+            attempt.traceparent
+        );
+    }
+    assert_ne!(got[0].traceparent, got[1].traceparent);
+
+    // The dispatcher's log line of each attempt carries the trace id of its span.
+    let attempts = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = std::fs::read_to_string(logs.path()).unwrap_or_default();
+            let attempts = text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|event| {
+                    event["message"] == "Webhook attempt made."
+                        && event["span"]["name"] == "webhook.deliver"
+                        && event["span"]["trace_id"] == trace_id.as_str()
+                })
+                .count();
+            if attempts >= 2 {
+                return attempts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .context("the attempts' log lines")?;
+    assert_eq!(attempts, 2);
     app.stop().await
 }

@@ -1,9 +1,12 @@
-//! The `webhook_deliveries` table: one row per (endpoint, event), its attempts and outcome.
+//! The `webhook_deliveries` table: one row per (endpoint, event), its attempts and outcome, and the
+//! trace context of the event it was queued for.
+
+use std::collections::HashMap;
 
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use trustmesh_events::TenantId;
-use trustmesh_telemetry::WebhookOutcome;
+use trustmesh_telemetry::{TRACEPARENT, TRACESTATE, WebhookOutcome};
 use uuid::Uuid;
 
 /// A row of `webhook_deliveries`.
@@ -22,6 +25,10 @@ pub(crate) struct DeliveryRow {
     pub(crate) create_time: OffsetDateTime,
     pub(crate) last_attempt_time: Option<OffsetDateTime>,
     pub(crate) next_attempt_time: OffsetDateTime,
+    /// The W3C `traceparent` of the event's handling, if it was traced.
+    pub(crate) traceparent: Option<String>,
+    /// Its `tracestate`, if any.
+    pub(crate) tracestate: Option<String>,
 }
 
 impl DeliveryRow {
@@ -29,10 +36,22 @@ impl DeliveryRow {
     pub(crate) fn webhook_id(&self) -> String {
         format!("msg_{}", self.event_id.simple())
     }
+
+    /// The trace context the delivery was queued in, as headers to continue it from.
+    pub(crate) fn trace_context(&self) -> HashMap<String, String> {
+        [
+            (TRACEPARENT, &self.traceparent),
+            (TRACESTATE, &self.tracestate),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)))
+        .collect()
+    }
 }
 
 const COLUMNS: &str = "id, tenant, endpoint, event_id, event_type, payload, state, attempt_count, \
-                       last_http_status, last_error, create_time, last_attempt_time, next_attempt_time";
+                       last_http_status, last_error, create_time, last_attempt_time, next_attempt_time, \
+                       traceparent, tracestate";
 
 /// A delivery to queue.
 #[derive(Debug)]
@@ -68,14 +87,18 @@ impl Deliveries {
         Self { pool }
     }
 
-    /// Queues a delivery; `false` if this event was already queued for this endpoint.
+    /// Queues a delivery, in the current span's trace (the handling of the event, which continues
+    /// its publisher's); `false` if this event was already queued for this endpoint.
     pub(crate) async fn enqueue(
         conn: &mut PgConnection,
         new: &NewDelivery<'_>,
     ) -> Result<bool, sqlx::Error> {
+        let mut trace: HashMap<String, String> = HashMap::new();
+        trustmesh_telemetry::inject_current(&mut trace);
         let inserted = sqlx::query(
-            "INSERT INTO webhook_deliveries (id, tenant, endpoint, event_id, event_type, dataset, payload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (endpoint, event_id) DO NOTHING",
+            "INSERT INTO webhook_deliveries
+               (id, tenant, endpoint, event_id, event_type, dataset, payload, traceparent, tracestate)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (endpoint, event_id) DO NOTHING",
         )
         .bind(Uuid::now_v7())
         .bind(new.tenant.as_str())
@@ -84,6 +107,8 @@ impl Deliveries {
         .bind(new.event_type)
         .bind(new.dataset)
         .bind(new.payload)
+        .bind(trace.remove(TRACEPARENT))
+        .bind(trace.remove(TRACESTATE))
         .execute(conn)
         .await?
         .rows_affected();

@@ -2,6 +2,10 @@
 //! on the `backon` exponential schedule with jitter (bounded attempts). The `webhook-id` is the
 //! same on every attempt; `webhook-timestamp` is each attempt's. 2xx succeeds; HTTP 410 disables
 //! the endpoint; a refusal by the SSRF guard fails the delivery without retry.
+//!
+//! Each attempt runs in a `webhook.deliver` span continuing the trace the delivery was queued in
+//! (stored on its row: the dispatcher polls, so no message carries it here), and the request sends
+//! that span's `traceparent`, so the receiver can join the trace.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +14,7 @@ use backon::{BackoffBuilder as _, ExponentialBuilder};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use trustmesh_telemetry::{WebhookMetrics, WebhookOutcome};
 use trustmesh_webhooks::{Answer, Outbound, SendError, WebhookClient};
 
@@ -118,23 +123,33 @@ impl Dispatcher {
 
     async fn attempt(&self, delivery: DeliveryRow) -> Result<(), sqlx::Error> {
         let attempt = u32::try_from(delivery.attempt_count).unwrap_or_default() + 1;
-        let outcome = self.send(&delivery, attempt).await;
-        WebhookMetrics::attempt(outcome.metric);
-        tracing::info!(
+        let span = tracing::info_span!(
+            "webhook.deliver",
             tenant.id = %delivery.tenant,
             webhook.delivery = %delivery.id,
+            webhook.event_type = %delivery.event_type,
             webhook.attempt = attempt,
-            webhook.state = outcome.state,
-            http.status = outcome.http_status,
-            "Webhook attempt made."
+            trace_id = tracing::field::Empty,
         );
-        self.deliveries
-            .record_attempt(
-                delivery.id,
-                i32::try_from(attempt).unwrap_or(i32::MAX),
-                &outcome,
-            )
-            .await
+        trustmesh_telemetry::continue_trace(&span, &delivery.trace_context());
+        async {
+            let outcome = self.send(&delivery, attempt).await;
+            WebhookMetrics::attempt(outcome.metric);
+            tracing::info!(
+                webhook.state = outcome.state,
+                http.status = outcome.http_status,
+                "Webhook attempt made."
+            );
+            self.deliveries
+                .record_attempt(
+                    delivery.id,
+                    i32::try_from(attempt).unwrap_or(i32::MAX),
+                    &outcome,
+                )
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     async fn send(&self, delivery: &DeliveryRow, attempt: u32) -> AttemptOutcome {
