@@ -9,6 +9,11 @@
 //! [`CacheOptions::max_staleness`] (default 10 s) and then refuses every key until it is connected
 //! and watching again (fail closed). So a revoked key stops working everywhere within
 //! `max_staleness` + one health tick (1 s) in the worst case, and within milliseconds normally.
+//! Support grants replicate through the same bucket and watch, so a revoked grant stops working
+//! within the same bound.
+//!
+//! The cache also holds what the rest of `tm_auth` says: the operator credential's digest, and the
+//! per-tenant request-rate limit with its buckets ([`KeyCache::admit`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -20,11 +25,16 @@ use futures::StreamExt as _;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use trustmesh_events::TenantId;
 
 use crate::error::{AuthError, KeyStoreError};
-use crate::key::{KeyId, PresentedKey};
+use crate::grant::SupportPrincipal;
+use crate::key::{KeyId, PresentedKey, SecretDigest};
+use crate::limit::{RateLimit, TenantLimiter};
 use crate::principal::KeyPrincipal;
-use crate::record::{AuthBucket, KEYS_PREFIX, KeyRecord};
+use crate::record::{
+    AuthBucket, GRANTS_PREFIX, GrantRecord, KEYS_PREFIX, KeyRecord, LIMITS_KEY, OPERATOR_KEY,
+};
 
 /// How often the cache checks that it is still connected.
 const HEALTH_TICK: Duration = Duration::from_secs(1);
@@ -60,6 +70,10 @@ pub struct KeyCache {
 #[derive(Debug)]
 struct Inner {
     keys: RwLock<HashMap<KeyId, KeyRecord>>,
+    grants: RwLock<HashMap<uuid::Uuid, GrantRecord>>,
+    /// The operator credential's digest, once `tenancy` has published it.
+    operator: RwLock<Option<SecretDigest>>,
+    limiter: RwLock<TenantLimiter>,
     /// When the cache lost the bucket, if it has.
     cut_off_since: Mutex<Option<Instant>>,
     max_staleness: Duration,
@@ -80,6 +94,9 @@ impl KeyCache {
         let bucket = AuthBucket::open(jetstream, options.replicas).await?;
         let inner = Arc::new(Inner {
             keys: RwLock::new(HashMap::new()),
+            grants: RwLock::new(HashMap::new()),
+            operator: RwLock::new(None),
+            limiter: RwLock::new(TenantLimiter::new(RateLimit::default())),
             cut_off_since: Mutex::new(None),
             max_staleness: options.max_staleness,
         });
@@ -158,6 +175,55 @@ impl KeyCache {
         })
     }
 
+    /// The operator acting under grant `grant_id` at `now`: the grant known, not revoked, not
+    /// expired, and the cache not cut off for longer than allowed.
+    ///
+    /// # Errors
+    /// [`AuthError::UnknownGrant`], [`AuthError::Revoked`], [`AuthError::Expired`] or
+    /// [`AuthError::CacheStale`].
+    pub fn grant(
+        &self,
+        grant_id: &uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SupportPrincipal, AuthError> {
+        if self.inner.is_stale() {
+            return Err(AuthError::CacheStale);
+        }
+        let grants = self
+            .inner
+            .grants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let record = grants.get(grant_id).ok_or(AuthError::UnknownGrant)?;
+        if record.is_expired(now) {
+            return Err(AuthError::Expired);
+        }
+        SupportPrincipal::of(record).ok_or(AuthError::Revoked)
+    }
+
+    /// Whether `digest` is the operator credential's, as `tenancy` published it.
+    #[must_use]
+    pub fn is_operator(&self, digest: &SecretDigest) -> bool {
+        self.inner
+            .operator
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|operator| operator.matches(digest))
+    }
+
+    /// Takes one request from `tenant`'s rate bucket, or says how long until the next is allowed.
+    ///
+    /// # Errors
+    /// The wait, when the tenant is over its rate.
+    pub fn admit(&self, tenant: &TenantId) -> Result<(), std::time::Duration> {
+        self.inner
+            .limiter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(tenant)
+    }
+
     /// The record of `key_id` as the cache holds it.
     #[must_use]
     pub fn get(&self, key_id: &KeyId) -> Option<KeyRecord> {
@@ -206,9 +272,59 @@ impl Inner {
     }
 
     fn apply(&self, entry: &kv::Entry) {
-        let Some(id) = entry.key.strip_prefix(KEYS_PREFIX) else {
+        let put = matches!(entry.operation, kv::Operation::Put);
+        if let Some(id) = entry.key.strip_prefix(GRANTS_PREFIX) {
+            self.apply_grant(id, put.then_some(&entry.value[..]));
+        } else if entry.key == OPERATOR_KEY {
+            // Fail closed: an undecodable digest recognizes nobody.
+            let digest = put
+                .then(|| serde_json::from_slice(&entry.value).ok())
+                .flatten();
+            *self
+                .operator
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = digest;
+        } else if entry.key == LIMITS_KEY {
+            let limit = put
+                .then(|| serde_json::from_slice(&entry.value).ok())
+                .flatten()
+                .unwrap_or_default();
+            let mut limiter = self.limiter.write().unwrap_or_else(PoisonError::into_inner);
+            if limiter.limit() != limit {
+                tracing::info!(
+                    rate_limit.requests_per_second = limit.requests_per_second.get(),
+                    rate_limit.burst = limit.burst.get(),
+                    "The per-tenant request-rate limit changed."
+                );
+                *limiter = TenantLimiter::new(limit);
+            }
+        } else if let Some(id) = entry.key.strip_prefix(KEYS_PREFIX) {
+            self.apply_key(id, entry);
+        }
+    }
+
+    fn apply_grant(&self, id: &str, value: Option<&[u8]>) {
+        let Ok(grant_id) = uuid::Uuid::parse_str(id) else {
+            tracing::warn!(grant.id = %id, "Ignoring a tm_auth entry with an invalid grant id.");
             return;
         };
+        let mut grants = self.grants.write().unwrap_or_else(PoisonError::into_inner);
+        match value.map(serde_json::from_slice::<GrantRecord>) {
+            Some(Ok(record)) if record.grant_id == grant_id => {
+                grants.insert(grant_id, record);
+            }
+            Some(Ok(_) | Err(_)) => {
+                // Fail closed: a record that cannot be trusted grants nothing.
+                tracing::warn!(grant.id = %grant_id, "Dropping an undecodable tm_auth grant.");
+                grants.remove(&grant_id);
+            }
+            None => {
+                grants.remove(&grant_id);
+            }
+        }
+    }
+
+    fn apply_key(&self, id: &str, entry: &kv::Entry) {
         let Ok(key_id) = KeyId::parse(id) else {
             tracing::warn!(kv.key = %entry.key, "Ignoring a tm_auth entry with an invalid key id.");
             return;

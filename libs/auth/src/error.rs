@@ -1,7 +1,10 @@
 //! Request denials ([`AuthError`], with the one mapping to `tonic::Status`) and bucket failures
 //! ([`KeyStoreError`]).
 
-use tonic::Status;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::scope::Scope;
 
@@ -21,12 +24,15 @@ pub enum AuthError {
     /// The key's secret does not match its digest.
     #[error("wrong secret")]
     WrongSecret,
-    /// The key was revoked.
-    #[error("revoked key")]
+    /// The key (or support grant) was revoked.
+    #[error("revoked key or grant")]
     Revoked,
-    /// The key has expired.
-    #[error("expired key")]
+    /// The key (or support grant) has expired.
+    #[error("expired key or grant")]
     Expired,
+    /// No support grant with that id is known.
+    #[error("unknown support grant")]
+    UnknownGrant,
     /// The key cache has been cut off from `tm_auth` longer than allowed, so a revocation might be
     /// missed: every key is refused until it catches up (fail closed).
     #[error("the key cache is stale")]
@@ -60,6 +66,12 @@ pub enum AuthError {
         /// The resource name asked for.
         resource: String,
     },
+    /// The caller's tenant is over its request-rate quota.
+    #[error("the tenant's request rate is over quota")]
+    RateLimited {
+        /// How long until the tenant's next request is allowed.
+        retry_after: Duration,
+    },
     /// The resource name does not start with `tenants/{tenant}`.
     #[error("invalid resource name")]
     InvalidResourceName {
@@ -79,12 +91,14 @@ impl AuthError {
             Self::WrongSecret => "WRONG_SECRET",
             Self::Revoked => "KEY_REVOKED",
             Self::Expired => "KEY_EXPIRED",
+            Self::UnknownGrant => "UNKNOWN_GRANT",
             Self::CacheStale => "KEY_CACHE_STALE",
             Self::MissingScope { .. } => "MISSING_SCOPE",
             Self::OtherTenant { .. } => "OTHER_TENANT",
             Self::OperatorOnly => "OPERATOR_ONLY",
             Self::OperatorDenied { .. } => "OPERATOR_DENIED",
             Self::ServiceDenied { .. } => "SERVICE_DENIED",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::InvalidResourceName { .. } => "INVALID_RESOURCE_NAME",
         }
     }
@@ -98,7 +112,8 @@ impl From<AuthError> for Status {
             | AuthError::UnknownKey
             | AuthError::WrongSecret
             | AuthError::Revoked
-            | AuthError::Expired => Status::unauthenticated(
+            | AuthError::Expired
+            | AuthError::UnknownGrant => Status::unauthenticated(
                 "missing or invalid credentials: send `authorization: Bearer <api key>`",
             ),
             AuthError::CacheStale => {
@@ -119,6 +134,14 @@ impl From<AuthError> for Status {
             AuthError::ServiceDenied { resource } => Status::permission_denied(format!(
                 "the service credential may not call this method on `{resource}`"
             )),
+            AuthError::RateLimited { retry_after } => Status::with_error_details(
+                Code::ResourceExhausted,
+                format!(
+                    "the tenant's request rate is over quota; retry in {} ms",
+                    retry_after.as_millis().max(1)
+                ),
+                ErrorDetails::with_retry_info(Some(retry_after.max(Duration::from_millis(1)))),
+            ),
             AuthError::InvalidResourceName { field } => Status::invalid_argument(format!(
                 "`{field}` must be a resource name starting with `tenants/{{tenant}}`"
             )),
@@ -171,6 +194,16 @@ mod tests {
         })
         .collect();
         assert!(messages.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn over_quota_says_when_to_retry() {
+        let status = Status::from(AuthError::RateLimited {
+            retry_after: Duration::from_millis(250),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let retry = status.get_details_retry_info().expect("a RetryInfo detail");
+        assert_eq!(retry.retry_delay, Some(Duration::from_millis(250)));
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! The tonic interceptor every service puts in front of its API: `authorization: Bearer <credential>`
-//! → a [`Principal`] in the request's extensions, or UNAUTHENTICATED.
+//! → a [`Principal`] in the request's extensions, or UNAUTHENTICATED; an API key's tenant over its
+//! request-rate quota → RESOURCE_EXHAUSTED with a `RetryInfo` (see [`crate::limit`]).
+//!
+//! The operator credential is recognized by every service (its digest is in `tm_auth`), and with
+//! [`GRANT_HEADER`] naming a valid support grant it becomes [`Principal::Support`].
 //!
 //! Use it as `FooServiceServer::with_interceptor(handler, authenticator)`; handlers then call
 //! [`Principal::of`] and [`Principal::require`].
@@ -12,6 +16,7 @@ use tonic::{Request, Status};
 
 use crate::cache::KeyCache;
 use crate::error::AuthError;
+use crate::grant::GRANT_HEADER;
 use crate::key::{KEY_PREFIX, PresentedKey, SecretDigest};
 use crate::principal::Principal;
 
@@ -74,8 +79,14 @@ impl Credential {
         secret.map(Self::new).transpose()
     }
 
-    fn matches(&self, presented: &str) -> bool {
-        self.digest.matches(&SecretDigest::of(presented.as_bytes()))
+    /// The credential's digest, which `tenancy` publishes in `tm_auth` for the operator's.
+    #[must_use]
+    pub fn digest(&self) -> &SecretDigest {
+        &self.digest
+    }
+
+    fn matches(&self, presented: &SecretDigest) -> bool {
+        self.digest.matches(presented)
     }
 }
 
@@ -99,7 +110,8 @@ impl Authenticator {
         }
     }
 
-    /// The same authenticator also accepting `operator` (only `tenancy` needs it).
+    /// The same authenticator also accepting `operator` from its own settings (`tenancy`, which
+    /// publishes it to the others, and `deletion`); every service accepts the one in `tm_auth`.
     #[must_use]
     pub fn with_operator(mut self, operator: OperatorCredential) -> Self {
         self.operator = Some(operator);
@@ -144,23 +156,67 @@ impl Authenticator {
                 .authenticate(&presented, now)
                 .map(Principal::ApiKey);
         }
+        let presented = SecretDigest::of(credential.as_bytes());
         if self
             .operator
             .as_ref()
-            .is_some_and(|c| c.matches(credential))
+            .is_some_and(|c| c.matches(&presented))
+            || self.cache.is_operator(&presented)
         {
-            return Ok(Principal::Operator);
+            return Ok(self.operator(metadata, now));
         }
-        if self.service.as_ref().is_some_and(|c| c.matches(credential)) {
+        if self.service.as_ref().is_some_and(|c| c.matches(&presented)) {
             return Ok(Principal::Service);
         }
         Err(AuthError::MalformedCredential)
+    }
+
+    /// The operator, under the support grant [`GRANT_HEADER`] names if it is valid at `now`. An
+    /// invalid grant leaves the plain operator, who is denied tenant data as without one.
+    fn operator(&self, metadata: &MetadataMap, now: OffsetDateTime) -> Principal {
+        let Some(value) = metadata.get(GRANT_HEADER) else {
+            return Principal::Operator;
+        };
+        let grant = value
+            .to_str()
+            .ok()
+            .and_then(|id| uuid::Uuid::parse_str(id.trim()).ok())
+            .ok_or(AuthError::UnknownGrant)
+            .and_then(|id| self.cache.grant(&id, now));
+        match grant {
+            Ok(grant) => Principal::Support(grant),
+            Err(error) => {
+                tracing::info!(
+                    auth.reason = error.reason(),
+                    "The operator's support grant was refused: {error}."
+                );
+                Principal::Operator
+            }
+        }
+    }
+
+    /// Takes one request from the caller's tenant's rate bucket; the operator and the mesh's
+    /// services are not limited.
+    ///
+    /// # Errors
+    /// [`AuthError::RateLimited`] when the tenant is over its rate.
+    pub fn admit(&self, principal: &Principal) -> Result<(), AuthError> {
+        match principal {
+            Principal::ApiKey(key) => self
+                .cache
+                .admit(&key.tenant)
+                .map_err(|retry_after| AuthError::RateLimited { retry_after }),
+            Principal::Operator | Principal::Support(_) | Principal::Service => Ok(()),
+        }
     }
 }
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        match self.authenticate(request.metadata(), OffsetDateTime::now_utc()) {
+        let admitted = self
+            .authenticate(request.metadata(), OffsetDateTime::now_utc())
+            .and_then(|principal| self.admit(&principal).map(|()| principal));
+        match admitted {
             Ok(principal) => {
                 request.extensions_mut().insert(principal);
                 Ok(request)

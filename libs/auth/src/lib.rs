@@ -7,10 +7,15 @@
 //! - [`key`]: [`IssuedKey`] (a fresh `tmk_<key id>_<secret>`, shown once), [`PresentedKey`] (a parsed
 //!   bearer token), [`KeyId`] and [`SecretDigest`] (SHA-256 of the secret, compared in constant time).
 //! - [`record`]: [`KeyRecord`], what `tm_auth` holds per key (digest, tenant, scopes, expiry,
-//!   revocation), and [`AuthBucket`], the bucket itself (created if missing).
+//!   revocation), [`GrantRecord`] per support grant, and [`AuthBucket`], the bucket itself (created
+//!   if missing), which also holds the operator credential's digest and the [`RateLimit`].
+//! - [`grant`]: support grants, the operator's time-limited, scoped access to one tenant's data
+//!   ([`SupportPrincipal`], sent as [`GRANT_HEADER`]).
+//! - [`limit`]: [`RateLimit`], the per-tenant request-rate quota, one token bucket per tenant.
 //! - [`cache`]: [`KeyCache`], a local replica of `tm_auth` kept current by a KV watch, which resolves
 //!   keys without a network round trip; its revocation bound is documented there.
-//! - [`principal`]: [`Principal`] (an API key of a tenant, or the operator) and its checks
+//! - [`principal`]: [`Principal`] (an API key of a tenant, the operator, possibly under a support
+//!   grant, or the mesh's services) and its checks
 //!   ([`Principal::require`], [`Principal::require_operator`]).
 //! - [`interceptor`]: [`Authenticator`], the tonic interceptor, [`OperatorCredential`] and
 //!   [`ServiceCredential`].
@@ -20,8 +25,10 @@
 
 pub mod cache;
 pub mod error;
+pub mod grant;
 pub mod interceptor;
 pub mod key;
+pub mod limit;
 pub mod page;
 pub mod principal;
 pub mod record;
@@ -29,12 +36,14 @@ pub mod scope;
 
 pub use cache::{CacheOptions, KeyCache};
 pub use error::{AuthError, KeyStoreError};
+pub use grant::{GRANT_HEADER, SupportPrincipal};
 pub use interceptor::{
     Authenticator, CREDENTIAL_MIN_LEN, Credential, OperatorCredential, ServiceCredential,
     WeakCredential,
 };
 pub use key::{IssuedKey, KEY_PREFIX, KeyId, PresentedKey, SecretDigest};
+pub use limit::RateLimit;
 pub use page::{PageError, PageToken, page_size};
 pub use principal::{KeyPrincipal, Principal, resource_tenant};
-pub use record::{AuthBucket, KeyRecord};
+pub use record::{AuthBucket, GrantRecord, KeyRecord};
 pub use scope::Scope;

@@ -6,6 +6,7 @@ use trustmesh_events::TenantId;
 use trustmesh_proto::events::v1::ActorType;
 
 use crate::error::AuthError;
+use crate::grant::SupportPrincipal;
 use crate::key::KeyId;
 use crate::scope::Scope;
 
@@ -41,6 +42,9 @@ pub enum Principal {
     ApiKey(KeyPrincipal),
     /// The platform operator: manages tenants, reads no tenant data.
     Operator,
+    /// The operator acting under a tenant's support grant: manages tenants as [`Principal::Operator`]
+    /// does, and reads what the grant names, as long as it is valid.
+    Support(SupportPrincipal),
     /// Another trustmesh service (the mesh's service credential), reading a tenant's data on its
     /// behalf through the methods that call [`Principal::require_or_service`].
     Service,
@@ -63,7 +67,8 @@ impl Principal {
     ///
     /// A key of another tenant gets [`AuthError::OtherTenant`] (answered as NOT_FOUND, like a
     /// resource that does not exist); a key of the tenant without the scope gets
-    /// [`AuthError::MissingScope`]; the operator gets [`AuthError::OperatorDenied`].
+    /// [`AuthError::MissingScope`]; the operator gets [`AuthError::OperatorDenied`], unless it acts
+    /// under a support grant of the tenant that allows `scope` on `resource`.
     ///
     /// # Errors
     /// As above, or [`AuthError::InvalidResourceName`].
@@ -75,7 +80,8 @@ impl Principal {
     ) -> Result<TenantId, AuthError> {
         let tenant = resource_tenant(field, resource)?;
         match self {
-            Self::Operator => Err(AuthError::OperatorDenied {
+            Self::Support(grant) if grant.allows(&tenant, scope, resource) => Ok(tenant),
+            Self::Operator | Self::Support(_) => Err(AuthError::OperatorDenied {
                 resource: resource.to_owned(),
             }),
             Self::Service => Err(AuthError::ServiceDenied {
@@ -104,7 +110,7 @@ impl Principal {
         resource: &str,
     ) -> Result<TenantId, AuthError> {
         match self {
-            Self::Operator => resource_tenant(field, resource),
+            Self::Operator | Self::Support(_) => resource_tenant(field, resource),
             Self::ApiKey(_) | Self::Service => self.require(scope, field, resource),
         }
     }
@@ -122,7 +128,9 @@ impl Principal {
     ) -> Result<TenantId, AuthError> {
         match self {
             Self::Service => resource_tenant(field, resource),
-            Self::ApiKey(_) | Self::Operator => self.require(scope, field, resource),
+            Self::ApiKey(_) | Self::Operator | Self::Support(_) => {
+                self.require(scope, field, resource)
+            }
         }
     }
 
@@ -132,17 +140,19 @@ impl Principal {
     /// [`AuthError::OperatorOnly`] for an API key.
     pub fn require_operator(&self) -> Result<(), AuthError> {
         match self {
-            Self::Operator => Ok(()),
+            Self::Operator | Self::Support(_) => Ok(()),
             Self::ApiKey(_) | Self::Service => Err(AuthError::OperatorOnly),
         }
     }
 
-    /// The audit actor id: the key's name, or `operator`.
+    /// The audit actor id: the key's name, `operator`, or `operator:<grant name>` for the operator
+    /// under a support grant (so each use of a grant is in the tenant's audit log).
     #[must_use]
     pub fn actor_id(&self) -> String {
         match self {
             Self::ApiKey(key) => key.name(),
             Self::Operator => "operator".to_owned(),
+            Self::Support(grant) => format!("operator:{}", grant.name()),
             Self::Service => "service".to_owned(),
         }
     }
@@ -152,7 +162,7 @@ impl Principal {
     pub fn actor_type(&self) -> ActorType {
         match self {
             Self::ApiKey(_) => ActorType::ApiKey,
-            Self::Operator => ActorType::Operator,
+            Self::Operator | Self::Support(_) => ActorType::Operator,
             Self::Service => ActorType::Service,
         }
     }
@@ -232,6 +242,47 @@ mod tests {
         assert_eq!(
             key("acme", &[Scope::Admin]).require_operator(),
             Err(AuthError::OperatorOnly)
+        );
+    }
+
+    #[test]
+    fn a_support_grant_lets_the_operator_read_only_what_it_names() {
+        let grant = crate::grant::SupportPrincipal {
+            grant_id: uuid::Uuid::now_v7(),
+            tenant: TenantId::parse("acme").unwrap(),
+            scopes: [Scope::DatasetsRead].into_iter().collect(),
+            resources: vec!["tenants/acme/datasets/1".to_owned()],
+        };
+        let support = Principal::Support(grant.clone());
+        assert_eq!(
+            support
+                .require(Scope::DatasetsRead, "name", "tenants/acme/datasets/1")
+                .unwrap()
+                .as_str(),
+            "acme"
+        );
+        // Anything else is the operator's usual denial, word for word.
+        for (scope, resource) in [
+            (Scope::DatasetsRead, "tenants/acme/datasets/2"),
+            (Scope::DatasetsWrite, "tenants/acme/datasets/1"),
+            (Scope::DatasetsRead, "tenants/beta/datasets/1"),
+            (Scope::DatasetsRead, "tenants/acme"),
+        ] {
+            assert_eq!(
+                support.require(scope, "name", resource),
+                Principal::Operator.require(scope, "name", resource),
+                "{scope} {resource}"
+            );
+        }
+        // It is still the operator for tenant management, and audited as the grant's use.
+        assert!(support.require_operator().is_ok());
+        assert_eq!(support.actor_type(), ActorType::Operator);
+        assert_eq!(
+            support.actor_id(),
+            format!(
+                "operator:tenants/acme/supportAccessGrants/{}",
+                grant.grant_id
+            )
         );
     }
 

@@ -1,8 +1,11 @@
 //! What `tm_auth` holds per key, and the bucket itself.
 //!
 //! Entries are `keys.<key id>` → a JSON [`KeyRecord`]: the digest of the secret (never the secret),
-//! the tenant, the scopes, the expiry and the revocation flag. `tenancy` writes them; every service's
-//! [`crate::KeyCache`] reads them.
+//! the tenant, the scopes, the expiry and the revocation flag; `grants.<grant id>` → a JSON
+//! [`GrantRecord`] (a tenant's support grant to the operator); `operator` → the digest of the
+//! operator credential, so every service recognizes the operator (who reads no tenant data without a
+//! grant); `limits` → the deployment's per-tenant [`RateLimit`]. `tenancy` writes them; every
+//! service's [`crate::KeyCache`] reads them.
 
 use std::collections::BTreeSet;
 
@@ -14,10 +17,17 @@ use trustmesh_events::{AUTH_KV_BUCKET, TenantId};
 
 use crate::error::KeyStoreError;
 use crate::key::{KeyId, SecretDigest};
+use crate::limit::RateLimit;
 use crate::scope::Scope;
 
 /// Prefix of key records in the bucket.
 pub(crate) const KEYS_PREFIX: &str = "keys.";
+/// Prefix of support-grant records in the bucket.
+pub(crate) const GRANTS_PREFIX: &str = "grants.";
+/// Bucket key of the operator credential's digest.
+pub(crate) const OPERATOR_KEY: &str = "operator";
+/// Bucket key of the per-tenant request-rate limit.
+pub(crate) const LIMITS_KEY: &str = "limits";
 
 /// Values kept per bucket key: the last few, so a revocation's history is visible to operators.
 const HISTORY: i64 = 5;
@@ -70,6 +80,38 @@ impl KeyRecord {
     }
 }
 
+/// One support grant as replicated to every service: the operator may use `scopes` on `resources`
+/// (every resource of the tenant if empty) of `tenant` until `expires_at`, unless revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// The grant id (a UUID).
+    pub grant_id: uuid::Uuid,
+    /// The tenant that granted it.
+    pub tenant: String,
+    /// What the operator may do (never `admin`).
+    pub scopes: BTreeSet<Scope>,
+    /// The resource names (and their sub-resources) it is restricted to; empty: the whole tenant.
+    pub resources: Vec<String>,
+    /// When the grant ends, in Unix seconds (UTC).
+    pub expires_at: i64,
+    /// Whether the grant was revoked.
+    pub revoked: bool,
+}
+
+impl GrantRecord {
+    /// The bucket key of this record: `grants.<grant id>`.
+    #[must_use]
+    pub fn bucket_key(&self) -> String {
+        format!("{GRANTS_PREFIX}{}", self.grant_id)
+    }
+
+    /// Whether the grant has expired at `now`.
+    #[must_use]
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        now.unix_timestamp() >= self.expires_at
+    }
+}
+
 /// The `tm_auth` key-value bucket.
 #[derive(Debug, Clone)]
 pub struct AuthBucket {
@@ -90,7 +132,7 @@ impl AuthBucket {
             Err(_) => jetstream
                 .create_or_update_key_value(kv::Config {
                     bucket: AUTH_KV_BUCKET.to_owned(),
-                    description: "API-key digests, tenants, scopes, expiry and revocation, replicated to every service.".to_owned(),
+                    description: "API-key digests, tenants, scopes, expiry and revocation, support grants and rate limits, replicated to every service.".to_owned(),
                     history: HISTORY,
                     storage: jetstream::stream::StorageType::File,
                     num_replicas: replicas.max(1),
@@ -130,6 +172,60 @@ impl AuthBucket {
         value
             .map(|v| KeyRecord::decode(&v).map_err(|e| KeyStoreError::Bucket(e.into())))
             .transpose()
+    }
+
+    /// Writes a support grant (a new one, or its revocation) and returns its revision.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Put`] if the server does not accept it.
+    pub async fn put_grant(&self, record: &GrantRecord) -> Result<u64, KeyStoreError> {
+        self.put_json(record.bucket_key(), record).await
+    }
+
+    /// The grant `grant_id` as stored, if any.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Bucket`] if the server cannot be reached or the value does not decode.
+    pub async fn get_grant(
+        &self,
+        grant_id: &uuid::Uuid,
+    ) -> Result<Option<GrantRecord>, KeyStoreError> {
+        let value = self
+            .store
+            .get(format!("{GRANTS_PREFIX}{grant_id}"))
+            .await
+            .map_err(|e| KeyStoreError::Bucket(e.into()))?;
+        value
+            .map(|v| serde_json::from_slice(&v).map_err(|e| KeyStoreError::Bucket(e.into())))
+            .transpose()
+    }
+
+    /// Publishes the operator credential's digest, so every service recognizes the operator.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Put`] if the server does not accept it.
+    pub async fn put_operator(&self, digest: &SecretDigest) -> Result<u64, KeyStoreError> {
+        self.put_json(OPERATOR_KEY.to_owned(), digest).await
+    }
+
+    /// Publishes the deployment's per-tenant request-rate limit to every service.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Put`] if the server does not accept it.
+    pub async fn put_limits(&self, limit: &RateLimit) -> Result<u64, KeyStoreError> {
+        self.put_json(LIMITS_KEY.to_owned(), limit).await
+    }
+
+    async fn put_json(&self, key: String, value: &impl Serialize) -> Result<u64, KeyStoreError> {
+        // NOTE: serializing plain strings, integers and sets cannot fail.
+        let bytes = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        self.store
+            .put(&key, bytes)
+            .await
+            .map_err(|source| KeyStoreError::Put {
+                key,
+                source: source.into(),
+            })
     }
 
     pub(crate) fn store(&self) -> &kv::Store {

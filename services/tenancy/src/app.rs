@@ -136,6 +136,9 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     };
     let bucket = AuthBucket::open(&foundations.jetstream, options.replicas).await?;
     reconcile(&foundations.pool, &bucket).await?;
+    // Every service recognizes the operator, and limits tenants' request rates, by what is here.
+    bucket.put_operator(operator.digest()).await?;
+    bucket.put_limits(&settings.auth.tenant_rate_limit).await?;
     let kv = foundations
         .jetstream
         .get_key_value(AUTH_KV_BUCKET)
@@ -169,6 +172,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         outbox,
         publisher,
         time::Duration::days(i64::from(settings.auth.max_key_lifetime_days)),
+        time::Duration::days(i64::from(settings.auth.max_support_grant_days)),
         notifier,
     );
     let authenticator = Authenticator::new(cache).with_operator(operator);
@@ -187,9 +191,9 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         .cancel_on_exit(background))
 }
 
-/// Makes `tm_auth` agree with Postgres, the source of truth, without ever re-activating a key:
-/// keys missing from the bucket are written, and keys revoked in Postgres but active in the bucket
-/// are written revoked.
+/// Makes `tm_auth` agree with Postgres, the source of truth, without ever re-activating a key or a
+/// grant: keys and unexpired grants missing from the bucket are written, and those revoked in
+/// Postgres but active in the bucket are written revoked.
 async fn reconcile(pool: &PgPool, bucket: &AuthBucket) -> Result<(), AppError> {
     let mut written = 0_usize;
     for row in repo::all_keys(pool).await? {
@@ -207,10 +211,21 @@ async fn reconcile(pool: &PgPool, bucket: &AuthBucket) -> Result<(), AppError> {
             written += 1;
         }
     }
+    for row in repo::live_grants(pool).await? {
+        let record = row.to_record();
+        let stale = match bucket.get_grant(&row.grant_id).await? {
+            None => true,
+            Some(stored) => record.revoked && !stored.revoked,
+        };
+        if stale {
+            bucket.put_grant(&record).await?;
+            written += 1;
+        }
+    }
     if written > 0 {
         tracing::info!(
-            keys = written,
-            "Republished API keys missing or stale in tm_auth."
+            records = written,
+            "Republished API keys and support grants missing or stale in tm_auth."
         );
     }
     Ok(())

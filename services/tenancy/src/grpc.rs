@@ -1,4 +1,5 @@
-//! `TenancyService`: tenants (operator) and API keys (tenant admin or operator).
+//! `TenancyService`: tenants (operator), API keys (tenant admin or operator) and support grants
+//! (`grants.rs`).
 //!
 //! Every call that reaches a tenant is audited once: allowed calls through the outbox in the same
 //! transaction as their effect, denied and failed calls published straight away.
@@ -32,14 +33,15 @@ use trustmesh_proto::v1::{
 };
 
 use crate::error::TenancyError;
+use crate::grants;
 use crate::repo::{self, KeyRow, NewKey, TenantRow};
 use crate::webhooks::Notifier;
 
 /// Longest display name accepted.
 const MAX_DISPLAY_NAME: usize = 200;
-/// Default and largest `ListApiKeys` page.
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 1000;
+/// Default and largest `ListApiKeys` (and `ListSupportAccessGrants`) page.
+pub(crate) const DEFAULT_PAGE: usize = 50;
+pub(crate) const MAX_PAGE: usize = 1000;
 
 /// Audited action names.
 mod action {
@@ -53,24 +55,26 @@ mod action {
 /// The `TenancyService` implementation.
 #[derive(Debug, Clone)]
 pub struct TenancyHandler {
-    pool: PgPool,
-    bucket: AuthBucket,
-    outbox: Outbox,
+    pub(crate) pool: PgPool,
+    pub(crate) bucket: AuthBucket,
+    pub(crate) outbox: Outbox,
     publisher: Publisher,
     max_key_lifetime: time::Duration,
+    pub(crate) max_grant_lifetime: time::Duration,
     pub(crate) notifier: Option<Notifier>,
 }
 
 impl TenancyHandler {
-    /// A handler over the `tenancy` schema, replicating keys to `bucket`, auditing through
-    /// `outbox` (allowed calls) and `publisher` (denied and failed calls), and forwarding webhook
-    /// calls to `notifier`.
+    /// A handler over the `tenancy` schema, replicating keys and grants to `bucket`, auditing
+    /// through `outbox` (allowed calls) and `publisher` (denied and failed calls), and forwarding
+    /// webhook calls to `notifier`.
     pub(crate) fn new(
         pool: PgPool,
         bucket: AuthBucket,
         outbox: Outbox,
         publisher: Publisher,
         max_key_lifetime: time::Duration,
+        max_grant_lifetime: time::Duration,
         notifier: Option<Notifier>,
     ) -> Self {
         Self {
@@ -79,6 +83,7 @@ impl TenancyHandler {
             outbox,
             publisher,
             max_key_lifetime,
+            max_grant_lifetime,
             notifier,
         }
     }
@@ -197,7 +202,11 @@ impl TenancyHandler {
         let tenant = principal.require_or_operator(Scope::Admin, "parent", &request.parent)?;
         exact_tenant_name("parent", &tenant, &request.parent)?;
         let scopes = scopes(&request.scopes)?;
-        let expire_time = self.expire_time(request.expire_time.as_ref())?;
+        let expire_time = expire_time(
+            "expire_time",
+            request.expire_time.as_ref(),
+            self.max_key_lifetime,
+        )?;
         let display_name = display_name(&request.display_name)?;
         let request_id = request_id(&request.request_id)?;
         self.active_tenant(&tenant, &request.parent).await?;
@@ -334,31 +343,30 @@ impl TenancyHandler {
             Some(_) | None => Err(TenancyError::NotFound(name.to_owned())),
         }
     }
+}
 
-    fn expire_time(&self, expire: Option<&Timestamp>) -> Result<OffsetDateTime, TenancyError> {
-        let expire = expire.ok_or_else(|| TenancyError::invalid("expire_time", "required"))?;
-        let at = OffsetDateTime::from_unix_timestamp(expire.seconds)
-            .ok()
-            .and_then(|t| t.checked_add(time::Duration::nanoseconds(i64::from(expire.nanos))))
-            .ok_or_else(|| TenancyError::invalid("expire_time", "out of range"))?;
-        let now = OffsetDateTime::now_utc();
-        if at <= now {
-            return Err(TenancyError::invalid(
-                "expire_time",
-                "must be in the future",
-            ));
-        }
-        if at > now + self.max_key_lifetime {
-            return Err(TenancyError::invalid(
-                "expire_time",
-                format!(
-                    "must be at most {} days away",
-                    self.max_key_lifetime.whole_days()
-                ),
-            ));
-        }
-        Ok(at)
+/// The expiry `expire` (request field `field`): required, in the future, at most `max` away.
+pub(crate) fn expire_time(
+    field: &'static str,
+    expire: Option<&Timestamp>,
+    max: time::Duration,
+) -> Result<OffsetDateTime, TenancyError> {
+    let expire = expire.ok_or_else(|| TenancyError::invalid(field, "required"))?;
+    let at = OffsetDateTime::from_unix_timestamp(expire.seconds)
+        .ok()
+        .and_then(|t| t.checked_add(time::Duration::nanoseconds(i64::from(expire.nanos))))
+        .ok_or_else(|| TenancyError::invalid(field, "out of range"))?;
+    let now = OffsetDateTime::now_utc();
+    if at <= now {
+        return Err(TenancyError::invalid(field, "must be in the future"));
     }
+    if at > now + max {
+        return Err(TenancyError::invalid(
+            field,
+            format!("must be at most {} days away", max.whole_days()),
+        ));
+    }
+    Ok(at)
 }
 
 /// The audit entry of `principal` doing `action` on `resource` of `tenant`.
@@ -374,7 +382,7 @@ pub(crate) fn entry(
     entry
 }
 
-fn tenant_name(tenant: &TenantId) -> String {
+pub(crate) fn tenant_name(tenant: &TenantId) -> String {
     format!("tenants/{tenant}")
 }
 
@@ -383,7 +391,7 @@ fn key_name(tenant: &TenantId, key_id: &KeyId) -> String {
 }
 
 /// Checks that `name` is exactly `tenants/{tenant}`.
-fn exact_tenant_name(
+pub(crate) fn exact_tenant_name(
     field: &'static str,
     tenant: &TenantId,
     name: &str,
@@ -396,16 +404,22 @@ fn exact_tenant_name(
 }
 
 fn display_name(name: &str) -> Result<&str, TenancyError> {
-    if name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
+    short_text("display_name", name)
+}
+
+/// Free text of request field `field`: at most [`MAX_DISPLAY_NAME`] characters, no control
+/// characters.
+pub(crate) fn short_text<'a>(field: &'static str, text: &'a str) -> Result<&'a str, TenancyError> {
+    if text.chars().count() > MAX_DISPLAY_NAME || text.chars().any(char::is_control) {
         return Err(TenancyError::invalid(
-            "display_name",
+            field,
             format!("at most {MAX_DISPLAY_NAME} characters, no control characters"),
         ));
     }
-    Ok(name)
+    Ok(text)
 }
 
-fn request_id(id: &str) -> Result<Option<&str>, TenancyError> {
+pub(crate) fn request_id(id: &str) -> Result<Option<&str>, TenancyError> {
     if id.is_empty() {
         return Ok(None);
     }
@@ -414,7 +428,7 @@ fn request_id(id: &str) -> Result<Option<&str>, TenancyError> {
         .map_err(|_| TenancyError::invalid("request_id", "must be a UUID"))
 }
 
-fn scopes(values: &[i32]) -> Result<BTreeSet<Scope>, TenancyError> {
+pub(crate) fn scopes(values: &[i32]) -> Result<BTreeSet<Scope>, TenancyError> {
     if values.is_empty() {
         return Err(TenancyError::invalid(
             "scopes",
@@ -430,7 +444,7 @@ fn scopes(values: &[i32]) -> Result<BTreeSet<Scope>, TenancyError> {
         .collect()
 }
 
-fn timestamp(t: OffsetDateTime) -> Timestamp {
+pub(crate) fn timestamp(t: OffsetDateTime) -> Timestamp {
     Timestamp {
         seconds: t.unix_timestamp(),
         nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
@@ -644,41 +658,35 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<CreateSupportAccessGrantRequest>,
     ) -> Result<Response<SupportAccessGrant>, Status> {
-        let resource = request.get_ref().parent.clone();
-        self.not_available(
-            &request,
-            "supportAccessGrants.create",
-            &resource,
-            "CreateSupportAccessGrant",
-        )
-        .await
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = request.parent.clone();
+        let result = self.create_grant_inner(&principal, request).await;
+        self.audited(&principal, grants::action::CREATE, &resource, result)
+            .await
     }
 
     async fn list_support_access_grants(
         &self,
         request: Request<ListSupportAccessGrantsRequest>,
     ) -> Result<Response<ListSupportAccessGrantsResponse>, Status> {
-        let resource = request.get_ref().parent.clone();
-        self.not_available(
-            &request,
-            "supportAccessGrants.list",
-            &resource,
-            "ListSupportAccessGrants",
-        )
-        .await
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = request.parent.clone();
+        let result = self.list_grants_inner(&principal, request).await;
+        self.audited(&principal, grants::action::LIST, &resource, result)
+            .await
     }
 
     async fn revoke_support_access_grant(
         &self,
         request: Request<RevokeSupportAccessGrantRequest>,
     ) -> Result<Response<SupportAccessGrant>, Status> {
-        let resource = request.get_ref().name.clone();
-        self.not_available(
-            &request,
-            "supportAccessGrants.revoke",
-            &resource,
-            "RevokeSupportAccessGrant",
-        )
-        .await
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = request.name.clone();
+        let result = self.revoke_grant_inner(&principal, request).await;
+        self.audited(&principal, grants::action::REVOKE, &resource, result)
+            .await
     }
 }

@@ -1,4 +1,4 @@
-//! The tenancy service: tenants and API keys. Keys are random 256-bit secrets shown once; Postgres
+//! The tenancy service: tenants, API keys and support grants. Keys are random 256-bit secrets shown once; Postgres
 //! and the NATS KV bucket `tm_auth` hold only their SHA-256 digests, and every service resolves keys
 //! from `tm_auth` through `trustmesh-auth`'s key cache.
 //!
@@ -7,19 +7,23 @@
 //!   Postgres, load the key cache, bind listeners) and `run_until_stopped`.
 //! - [`settings`]: typed, layered settings (the operator credential among them).
 //! - `grpc.rs`: the `TenancyService` handler, auditing every call that reaches a tenant.
+//! - `grants.rs`: support grants (a tenant admin's time-limited, scoped access for the operator),
+//!   replicated to every service through `tm_auth`. `app.rs` also publishes the operator
+//!   credential's digest and the per-tenant request-rate limit there.
 //! - `deletion.rs`: the `tenancy-deletion` consumer: a tenant's deletion revokes and deletes its
 //!   keys (rows and `tm_auth` records) and its row, answered with a `deletion.receipt`.
-//! - `repo.rs`: the `tenants` and `api_keys` tables.
+//! - `repo.rs`: the `tenants`, `api_keys` and `support_grants` tables.
 //! - `webhooks.rs`: the webhook RPCs, authorized and audited here and forwarded to the notifier's
 //!   `WebhookService` (which owns endpoints, sealed secrets and deliveries) with the mesh credential.
 //! - `error.rs`: [`TenancyError`] and its one mapping to `tonic::Status`.
 //!
-//! Quotas, support-access grants and tenant disable/enable/list arrive with later issues; until
-//! then those RPCs answer FAILED_PRECONDITION.
+//! Stored-data quotas (GetQuota, UpdateQuota) and tenant disable/enable/list arrive with later
+//! issues; until then those RPCs answer FAILED_PRECONDITION.
 
 mod app;
 mod deletion;
 mod error;
+mod grants;
 mod grpc;
 mod repo;
 pub mod settings;

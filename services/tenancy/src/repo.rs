@@ -1,8 +1,9 @@
-//! The `tenancy` schema: tenants and API keys (digests only).
+//! The `tenancy` schema: tenants, API keys (digests only) and support grants.
 
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
-use trustmesh_auth::{KeyId, KeyRecord, Scope, SecretDigest};
+use trustmesh_auth::{GrantRecord, KeyId, KeyRecord, Scope, SecretDigest};
+use uuid::Uuid;
 
 /// A row of `tenants`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -47,6 +48,41 @@ impl KeyRow {
         })
     }
 }
+
+/// A row of `support_grants`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct GrantRow {
+    pub(crate) grant_id: Uuid,
+    pub(crate) tenant: String,
+    pub(crate) grantee: String,
+    pub(crate) reason: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) resources: Vec<String>,
+    pub(crate) create_time: OffsetDateTime,
+    pub(crate) expire_time: OffsetDateTime,
+    pub(crate) revoke_time: Option<OffsetDateTime>,
+}
+
+impl GrantRow {
+    /// The record replicated to `tm_auth`.
+    pub(crate) fn to_record(&self) -> GrantRecord {
+        GrantRecord {
+            grant_id: self.grant_id,
+            tenant: self.tenant.clone(),
+            scopes: self
+                .scopes
+                .iter()
+                .filter_map(|s| Scope::from_name(s))
+                .collect(),
+            resources: self.resources.clone(),
+            expires_at: self.expire_time.unix_timestamp(),
+            revoked: self.revoke_time.is_some(),
+        }
+    }
+}
+
+const GRANT_COLUMNS: &str = "grant_id, tenant, grantee, reason, scopes, resources, create_time, \
+     expire_time, revoke_time";
 
 const TENANT_COLUMNS: &str =
     "id, display_name, state, disable_reason, request_id, create_time, update_time";
@@ -164,6 +200,104 @@ pub(crate) async fn revoke_key(
     .bind(tenant)
     .bind(key_id)
     .fetch_optional(&mut **tx)
+    .await
+}
+
+/// A new support grant's row.
+pub(crate) struct NewGrant<'a> {
+    pub(crate) grant_id: Uuid,
+    pub(crate) tenant: &'a str,
+    pub(crate) grantee: &'a str,
+    pub(crate) reason: &'a str,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) resources: &'a [String],
+    pub(crate) expire_time: OffsetDateTime,
+    pub(crate) request_id: Option<&'a str>,
+}
+
+/// Inserts a support grant.
+pub(crate) async fn insert_grant(
+    tx: &mut Transaction<'static, Postgres>,
+    grant: NewGrant<'_>,
+) -> Result<GrantRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO support_grants
+           (grant_id, tenant, grantee, reason, scopes, resources, expire_time, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {GRANT_COLUMNS}"
+    ))
+    .bind(grant.grant_id)
+    .bind(grant.tenant)
+    .bind(grant.grantee)
+    .bind(grant.reason)
+    .bind(&grant.scopes)
+    .bind(grant.resources)
+    .bind(grant.expire_time)
+    .bind(grant.request_id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// The grant a `CreateSupportAccessGrant` with `request_id` created in `tenant`, if any.
+pub(crate) async fn grant_by_request(
+    pool: &PgPool,
+    tenant: &str,
+    request_id: &str,
+) -> Result<Option<GrantRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {GRANT_COLUMNS} FROM support_grants WHERE tenant = $1 AND request_id = $2"
+    ))
+    .bind(tenant)
+    .bind(request_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Up to `limit` grants of `tenant`, newest first, after cursor `before` (a grant id).
+pub(crate) async fn list_grants(
+    pool: &PgPool,
+    tenant: &str,
+    show_inactive: bool,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<GrantRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {GRANT_COLUMNS} FROM support_grants
+         WHERE tenant = $1
+           AND ($2 OR (revoke_time IS NULL AND expire_time > now()))
+           AND ($3::uuid IS NULL OR grant_id < $3)
+         ORDER BY grant_id DESC LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(show_inactive)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks grant `grant_id` of `tenant` revoked (keeping the first revocation time); `None` if there
+/// is no such grant.
+pub(crate) async fn revoke_grant(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+    grant_id: Uuid,
+) -> Result<Option<GrantRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE support_grants SET revoke_time = COALESCE(revoke_time, now())
+         WHERE tenant = $1 AND grant_id = $2 RETURNING {GRANT_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(grant_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Every grant not yet expired, for reconciling `tm_auth` at start.
+pub(crate) async fn live_grants(pool: &PgPool) -> Result<Vec<GrantRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {GRANT_COLUMNS} FROM support_grants WHERE expire_time > now() ORDER BY grant_id"
+    ))
+    .fetch_all(pool)
     .await
 }
 

@@ -2,7 +2,7 @@
 //! so a file or `TRUSTMESH_<SECTION>__<KEY>` names only what differs.
 
 use serde::Deserialize;
-use trustmesh_auth::OperatorCredential;
+use trustmesh_auth::{OperatorCredential, RateLimit};
 pub use trustmesh_runtime::settings::common::{
     DatabaseSettings, MeshSettings, NatsSettings, PeerSettings,
 };
@@ -49,7 +49,7 @@ impl Validate for Settings {
     }
 }
 
-/// The operator credential and API-key limits.
+/// The operator credential, API-key and support-grant limits, and the per-tenant request rate.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
@@ -60,6 +60,11 @@ pub struct AuthSettings {
     pub max_key_lifetime_days: u32,
     /// Seconds the key cache may be cut off from `tm_auth` before it refuses every key. Default 10.
     pub max_key_cache_staleness_secs: u64,
+    /// Longest lifetime of a support grant, in days. Default 7.
+    pub max_support_grant_days: u32,
+    /// Requests per second (`requests_per_second`, default 100) and burst (`burst`, default 200)
+    /// each service allows one tenant's keys; published to every service through `tm_auth`.
+    pub tenant_rate_limit: RateLimit,
 }
 
 impl Default for AuthSettings {
@@ -68,6 +73,8 @@ impl Default for AuthSettings {
             operator_credential: None,
             max_key_lifetime_days: 365,
             max_key_cache_staleness_secs: 10,
+            max_support_grant_days: 7,
+            tenant_rate_limit: RateLimit::default(),
         }
     }
 }
@@ -98,6 +105,12 @@ impl Validate for AuthSettings {
                 "must be at least 1",
             ));
         }
+        if self.max_support_grant_days == 0 {
+            return Err(InvalidSetting::new(
+                "max_support_grant_days",
+                "must be at least 1",
+            ));
+        }
         if self.max_key_cache_staleness_secs == 0 {
             return Err(InvalidSetting::new(
                 "max_key_cache_staleness_secs",
@@ -105,5 +118,51 @@ impl Validate for AuthSettings {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use trustmesh_runtime::SettingsSource;
+
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, trustmesh_runtime::SettingsError> {
+        let required = [
+            (
+                "TRUSTMESH_AUTH__OPERATOR_CREDENTIAL".to_owned(),
+                "o".repeat(40),
+            ),
+            (
+                "TRUSTMESH_GRPC__TLS__MODE".to_owned(),
+                "dev_plaintext_loopback".to_owned(),
+            ),
+        ];
+        SettingsSource::from_env_vars(
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .chain(required),
+        )
+        .load()
+    }
+
+    #[test]
+    fn the_tenant_rate_limit_defaults_and_is_set_per_deployment() {
+        assert_eq!(
+            load(&[]).unwrap().auth.tenant_rate_limit,
+            RateLimit::default()
+        );
+        let settings = load(&[(
+            "TRUSTMESH_AUTH__TENANT_RATE_LIMIT__REQUESTS_PER_SECOND",
+            "5",
+        )])
+        .unwrap();
+        assert_eq!(settings.auth.tenant_rate_limit.requests_per_second.get(), 5);
+        assert_eq!(
+            settings.auth.tenant_rate_limit.burst,
+            RateLimit::default().burst
+        );
+        assert!(load(&[("TRUSTMESH_AUTH__TENANT_RATE_LIMIT__BURST", "0")]).is_err());
+        assert!(load(&[("TRUSTMESH_AUTH__MAX_SUPPORT_GRANT_DAYS", "0")]).is_err());
     }
 }

@@ -1,9 +1,11 @@
 //! TenancyService over gRPC against a real nats-server and Postgres: tenants and keys are created,
 //! resolved by another service's key cache, revoked everywhere, confined to their tenant, audited,
 //! and their secrets are stored nowhere; a tenant's deletion removes its keys everywhere, with one
-//! receipt.
+//! receipt. Support grants let the operator read only what they name, only until they end, and a
+//! tenant over its request rate is refused without slowing another.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -15,7 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-use trustmesh_auth::{AuthError, Authenticator, CacheOptions, KeyCache, Principal};
+use trustmesh_auth::{
+    AuthError, Authenticator, CacheOptions, GRANT_HEADER, KeyCache, Principal, RateLimit,
+    Scope as AuthScope,
+};
 use trustmesh_bus::Publisher;
 use trustmesh_events::{Subject, TenantId};
 use trustmesh_proto::events::v1::{
@@ -23,8 +28,9 @@ use trustmesh_proto::events::v1::{
 };
 use trustmesh_proto::v1::tenancy_service_client::TenancyServiceClient;
 use trustmesh_proto::v1::{
-    CreateApiKeyRequest, CreateTenantRequest, GetQuotaRequest, GetTenantRequest,
-    ListApiKeysRequest, RevokeApiKeyRequest, Scope,
+    CreateApiKeyRequest, CreateSupportAccessGrantRequest, CreateTenantRequest, GetQuotaRequest,
+    GetTenantRequest, ListApiKeysRequest, ListSupportAccessGrantsRequest, RevokeApiKeyRequest,
+    RevokeSupportAccessGrantRequest, Scope, SupportAccessGrant,
 };
 use trustmesh_runtime::{AdminSettings, GrpcSettings, ServerTls, TransportMode};
 use trustmesh_tenancy::settings::{AuthSettings, DatabaseSettings, NatsSettings};
@@ -46,6 +52,11 @@ struct TestApp {
 
 impl TestApp {
     async fn spawn() -> Self {
+        Self::spawn_with(RateLimit::default()).await
+    }
+
+    /// The app with `tenant_rate_limit` as the deployment's per-tenant request rate.
+    async fn spawn_with(tenant_rate_limit: RateLimit) -> Self {
         let nats = NatsServer::start().await;
         let db = TestDatabase::create().await;
         // The operator credential is a canary, so the scan below proves it is stored nowhere either.
@@ -66,9 +77,10 @@ impl TestApp {
                 url: SecretString::from(db.url()),
                 max_connections: 4,
             },
-            nats: NatsSettings { url: nats.url() },
+            nats: NatsSettings::at(nats.url()),
             auth: AuthSettings {
                 operator_credential: Some(SecretString::from(operator.as_str())),
+                tenant_rate_limit,
                 ..AuthSettings::default()
             },
             ..Settings::default()
@@ -722,5 +734,313 @@ async fn deleting_a_tenant_deletes_its_keys_everywhere_with_one_receipt() -> any
             .authenticate(&bearer(&beta_admin), OffsetDateTime::now_utc())
             .is_ok()
     );
+    Ok(())
+}
+
+/// A support grant of `tenant` for `scopes` on `resources`, ending `lifetime` from now.
+fn grant_request(
+    tenant: &str,
+    scopes: &[Scope],
+    resources: &[&str],
+    lifetime: time::Duration,
+) -> CreateSupportAccessGrantRequest {
+    let expire = OffsetDateTime::now_utc() + lifetime;
+    CreateSupportAccessGrantRequest {
+        parent: format!("tenants/{tenant}"),
+        support_access_grant: Some(SupportAccessGrant {
+            grantee: "support@operator.example".to_owned(),
+            reason: "ticket 42: dataset fails to ingest".to_owned(),
+            scopes: scopes.iter().map(|s| *s as i32).collect(),
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+            expire_time: Some(prost_types::Timestamp {
+                seconds: expire.unix_timestamp(),
+                nanos: 0,
+            }),
+            ..SupportAccessGrant::default()
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// The operator credential plus the support grant `grant` (its name's last segment) in the header.
+fn operator_with_grant(operator: &str, grant: &str) -> MetadataMap {
+    let mut metadata = bearer(operator);
+    let id = grant.rsplit('/').next().unwrap();
+    metadata.insert(GRANT_HEADER, id.parse().unwrap());
+    metadata
+}
+
+/// Waits until `check` holds, at most `bound`.
+async fn within(what: &str, bound: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < bound, "{what} not within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_operator_reads_only_what_a_support_grant_names_until_it_ends() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("beta").await;
+    let (admin_name, admin) = app.create_key("acme", &[Scope::Admin]).await;
+    let mut client = app.client().await;
+    // A data service that is not configured with the operator credential: it knows it from tm_auth.
+    let other = app.other_service_cache().await;
+    let operator = app.operator.as_str();
+    let (d1, d2) = ("tenants/acme/datasets/d1", "tenants/acme/datasets/d2");
+    let read = |metadata: &MetadataMap, resource: &str| {
+        other
+            .authenticate(metadata, OffsetDateTime::now_utc())
+            .and_then(|p| p.require(AuthScope::DatasetsRead, "name", resource))
+    };
+
+    // Without a grant the operator is recognized, and denied every data RPC.
+    assert_eq!(
+        other.authenticate(&bearer(operator), OffsetDateTime::now_utc()),
+        Ok(Principal::Operator)
+    );
+    assert!(matches!(
+        read(&bearer(operator), d1),
+        Err(AuthError::OperatorDenied { .. })
+    ));
+    // Only the tenant's admin grants: not the operator, and not beyond the tenant or 7 days.
+    let by_operator = client
+        .create_support_access_grant(authed(
+            grant_request(
+                "acme",
+                &[Scope::DatasetsRead],
+                &[d1],
+                time::Duration::hours(1),
+            ),
+            operator,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(by_operator.code(), Code::PermissionDenied);
+    for invalid in [
+        grant_request("acme", &[Scope::Admin], &[d1], time::Duration::hours(1)),
+        grant_request(
+            "acme",
+            &[Scope::DatasetsRead],
+            &["tenants/beta/datasets/d1"],
+            time::Duration::hours(1),
+        ),
+        grant_request(
+            "acme",
+            &[Scope::DatasetsRead],
+            &["tenants/acme/datasets/d1/../d2"],
+            time::Duration::hours(1),
+        ),
+        grant_request(
+            "acme",
+            &[Scope::DatasetsRead],
+            &[d1],
+            time::Duration::days(8),
+        ),
+    ] {
+        let status = client
+            .create_support_access_grant(authed(invalid, &admin))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+
+    // The admin grants datasets:read on d1 for an hour.
+    let grant = client
+        .create_support_access_grant(authed(
+            grant_request(
+                "acme",
+                &[Scope::DatasetsRead],
+                &[d1],
+                time::Duration::hours(1),
+            ),
+            &admin,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(grant.resources, [d1]);
+    let with_grant = operator_with_grant(operator, &grant.name);
+    within(
+        "the grant reaching another service",
+        REVOCATION_BOUND,
+        || read(&with_grant, d1).is_ok(),
+    )
+    .await;
+    // It reads d1 and what is under it; nothing else, and nothing of another tenant.
+    assert!(read(&with_grant, &format!("{d1}/rows")).is_ok());
+    for denied in [d2, "tenants/beta/datasets/d1", "tenants/acme"] {
+        assert!(
+            matches!(
+                read(&with_grant, denied),
+                Err(AuthError::OperatorDenied { .. })
+            ),
+            "{denied}"
+        );
+    }
+    let support = other.authenticate(&with_grant, OffsetDateTime::now_utc())?;
+    assert!(matches!(
+        support.require(AuthScope::DatasetsWrite, "name", d1),
+        Err(AuthError::OperatorDenied { .. })
+    ));
+    // Each use is audited as the grant's.
+    let actor = format!("operator:{}", grant.name);
+    assert_eq!(support.actor_id(), actor);
+    let mut used = authed(
+        GetTenantRequest {
+            name: "tenants/acme".into(),
+        },
+        operator,
+    );
+    *used.metadata_mut() = with_grant.clone();
+    client.get_tenant(used).await?;
+
+    // Admin and operator see it listed.
+    for token in [admin.as_str(), operator] {
+        let listed = client
+            .list_support_access_grants(authed(
+                ListSupportAccessGrantsRequest {
+                    parent: "tenants/acme".into(),
+                    ..ListSupportAccessGrantsRequest::default()
+                },
+                token,
+            ))
+            .await?
+            .into_inner();
+        assert_eq!(listed.support_access_grants, std::slice::from_ref(&grant));
+    }
+
+    // Revoked, it stops working on every service within the revocation bound.
+    let revoked = client
+        .revoke_support_access_grant(authed(
+            RevokeSupportAccessGrantRequest {
+                name: grant.name.clone(),
+            },
+            &admin,
+        ))
+        .await?
+        .into_inner();
+    assert!(revoked.revoke_time.is_some());
+    within(
+        "the revocation reaching another service",
+        REVOCATION_BOUND,
+        || matches!(read(&with_grant, d1), Err(AuthError::OperatorDenied { .. })),
+    )
+    .await;
+    assert_eq!(
+        other.authenticate(&with_grant, OffsetDateTime::now_utc()),
+        Ok(Principal::Operator)
+    );
+
+    // A short grant ends by itself.
+    let short = client
+        .create_support_access_grant(authed(
+            grant_request(
+                "acme",
+                &[Scope::DatasetsRead],
+                &[],
+                time::Duration::seconds(2),
+            ),
+            &admin,
+        ))
+        .await?
+        .into_inner();
+    let with_short = operator_with_grant(operator, &short.name);
+    within(
+        "the short grant reaching another service",
+        REVOCATION_BOUND,
+        || read(&with_short, d2).is_ok(),
+    )
+    .await;
+    within("the short grant's expiry", Duration::from_secs(4), || {
+        matches!(read(&with_short, d2), Err(AuthError::OperatorDenied { .. }))
+    })
+    .await;
+
+    // Creation, use and revocation are in the tenant's audit log.
+    let events = audit_events(&app.nats, "acme", 12).await;
+    let seen: Vec<(&str, &str, Outcome)> = events
+        .iter()
+        .filter(|e| e.action.starts_with("supportAccessGrants.") || e.action == "tenants.get")
+        .map(|e| (e.action.as_str(), e.actor_id.as_str(), e.outcome()))
+        .collect();
+    for expected in [
+        ("supportAccessGrants.create", "operator", Outcome::Denied),
+        (
+            "supportAccessGrants.create",
+            admin_name.as_str(),
+            Outcome::Allowed,
+        ),
+        ("tenants.get", actor.as_str(), Outcome::Allowed),
+        (
+            "supportAccessGrants.revoke",
+            admin_name.as_str(),
+            Outcome::Allowed,
+        ),
+    ] {
+        assert!(seen.contains(&expected), "{expected:?} not in {seen:?}");
+    }
+    let created = events
+        .iter()
+        .find(|e| e.action == "supportAccessGrants.create" && e.outcome() == Outcome::Allowed)
+        .unwrap();
+    assert_eq!(created.resource, grant.name);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_request_rate_is_refused_with_retry_info_and_others_are_not()
+-> anyhow::Result<()> {
+    let burst = 5;
+    let app = TestApp::spawn_with(RateLimit {
+        requests_per_second: NonZeroU32::new(2).unwrap(),
+        burst: NonZeroU32::new(burst).unwrap(),
+    })
+    .await;
+    app.create_tenant("acme").await;
+    app.create_tenant("beta").await;
+    let (_, acme) = app.create_key("acme", &[Scope::Admin]).await;
+    let (_, beta) = app.create_key("beta", &[Scope::Admin]).await;
+    let mut client = app.client().await;
+    let get = |tenant: &str, token: &str| {
+        authed(
+            GetTenantRequest {
+                name: format!("tenants/{tenant}"),
+            },
+            token,
+        )
+    };
+
+    // acme hammers: its burst passes, then it is told when to retry.
+    let mut refused = None;
+    for _ in 0..(burst * 3) {
+        if let Err(status) = client.get_tenant(get("acme", &acme)).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.expect("acme is refused once over its rate");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let retry = tonic_types::StatusExt::get_details_retry_info(&refused)
+        .and_then(|info| info.retry_delay)
+        .expect("a RetryInfo with a delay");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(1),
+        "{retry:?}"
+    );
+
+    // beta, meanwhile, has its whole burst; the operator is not limited.
+    for _ in 0..burst {
+        client.get_tenant(get("beta", &beta)).await?;
+    }
+    for _ in 0..(burst * 3) {
+        client
+            .get_tenant(get("acme", app.operator.as_str()))
+            .await?;
+    }
+    // Once acme waits as told, it is served again.
+    tokio::time::sleep(retry + Duration::from_millis(50)).await;
+    client.get_tenant(get("acme", &acme)).await?;
     Ok(())
 }

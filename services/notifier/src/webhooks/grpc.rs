@@ -138,9 +138,11 @@ impl WebhookHandler {
             Principal::ApiKey(key) if key.tenant != tenant => AuthError::OtherTenant {
                 resource: name.to_owned(),
             },
-            Principal::ApiKey(_) | Principal::Operator => AuthError::ServiceDenied {
-                resource: name.to_owned(),
-            },
+            Principal::ApiKey(_) | Principal::Operator | Principal::Support(_) => {
+                AuthError::ServiceDenied {
+                    resource: name.to_owned(),
+                }
+            }
         };
         let mut entry = call_entry(
             Service::Notifier,
