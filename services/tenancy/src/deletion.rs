@@ -52,13 +52,30 @@ struct KeysPurged {
 }
 
 impl DeletionHandler {
-    /// Revokes the tenant's keys in Postgres, then revokes and purges their `tm_auth` records, and
-    /// checks that none is left in the bucket.
+    /// Revokes the tenant's keys and support grants in Postgres, then revokes and purges their
+    /// `tm_auth` records, and checks that none is left in the bucket.
     async fn purge_keys(&self, tenant: &str) -> Result<KeysPurged, HandlerError> {
-        let rows = repo::begin_tenant_deletion(&self.pool, tenant)
+        let (rows, grants) = repo::begin_tenant_deletion(&self.pool, tenant)
             .await
             .map_err(retry)?;
         let mut outcome = KeysPurged::default();
+        // Support grants too: their records name the tenant and its resources. Their rows go with
+        // the tenant's row (ON DELETE CASCADE).
+        for grant in grants {
+            let record = grant.to_record();
+            self.bucket.put_grant(&record).await.map_err(retry)?;
+            self.kv.purge(record.bucket_key()).await.map_err(retry)?;
+            outcome.purged += 1;
+            if self
+                .bucket
+                .get_grant(&grant.grant_id)
+                .await
+                .map_err(retry)?
+                .is_some()
+            {
+                outcome.left += 1;
+            }
+        }
         for row in rows {
             outcome.handled.insert(row.key_id.clone());
             // NOTE: a corrupt row was never replicated (tenancy refuses to), so has no record.

@@ -310,13 +310,13 @@ pub(crate) async fn all_keys(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> 
     .await
 }
 
-/// Starts deleting `tenant`: marks it `deleting` (so no key is created for it any more) and revokes
-/// every key it has, committed before `tm_auth` is touched, so a restart's reconciliation can only
-/// republish these keys as revoked. Returns the tenant's keys.
+/// Starts deleting `tenant`: marks it `deleting` (so no key or grant is created for it any more)
+/// and revokes every key and support grant it has, committed before `tm_auth` is touched, so a
+/// restart's reconciliation can only republish them as revoked. Returns the tenant's keys and grants.
 pub(crate) async fn begin_tenant_deletion(
     pool: &PgPool,
     tenant: &str,
-) -> Result<Vec<KeyRow>, sqlx::Error> {
+) -> Result<(Vec<KeyRow>, Vec<GrantRow>), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("UPDATE tenants SET state = 'deleting', update_time = now() WHERE id = $1")
         .bind(tenant)
@@ -329,8 +329,15 @@ pub(crate) async fn begin_tenant_deletion(
     .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
+    let grants = sqlx::query_as(&format!(
+        "UPDATE support_grants SET revoke_time = COALESCE(revoke_time, now())
+         WHERE tenant = $1 RETURNING {GRANT_COLUMNS}"
+    ))
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(keys)
+    Ok((keys, grants))
 }
 
 /// Locks the tenant's row (a concurrent key insert waits on it) and returns its keys' ids.

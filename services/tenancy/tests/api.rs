@@ -286,7 +286,7 @@ async fn the_operator_creates_a_tenant_and_a_key_that_another_service_resolves()
     assert_eq!(later.code(), Code::FailedPrecondition);
 
     // Each access to the tenant is in its audit stream.
-    let events = audit_events(&app.nats, "acme", 6).await;
+    let events = audit_events(&app.nats, "acme", 7).await;
     // Allowed calls go through the outbox in order; the failed one is published at once, so it is
     // checked on its own.
     let allowed: Vec<(&str, &str)> = events
@@ -651,6 +651,25 @@ async fn deleting_a_tenant_deletes_its_keys_everywhere_with_one_receipt() -> any
     let (_, acme_admin) = app.create_key("acme", &[Scope::Admin]).await;
     let (_, acme_reader) = app.create_key("acme", &[Scope::DatasetsRead]).await;
     let (_, beta_admin) = app.create_key("beta", &[Scope::Admin]).await;
+    // A live support grant of acme: its tm_auth record names the tenant and a dataset.
+    let dataset = format!("tenants/acme/datasets/{}", uuid::Uuid::now_v7());
+    let grant = app
+        .client()
+        .await
+        .create_support_access_grant(authed(
+            grant_request(
+                "acme",
+                &[Scope::DatasetsRead],
+                &[dataset.as_str()],
+                time::Duration::hours(1),
+            ),
+            &acme_admin,
+        ))
+        .await?
+        .into_inner();
+    let grant_key = format!("grants.{}", grant.name.rsplit('/').next().unwrap());
+    let tm_auth = app.nats.jetstream().await.get_key_value("tm_auth").await?;
+    assert!(tm_auth.get(&grant_key).await?.is_some());
 
     let deletion = format!("tenants/acme/deletions/{}", uuid::Uuid::now_v7());
     request_deletion(
@@ -669,7 +688,8 @@ async fn deleting_a_tenant_deletes_its_keys_everywhere_with_one_receipt() -> any
     assert_eq!(receipt.scope(), DeletionScope::Tenant);
     assert_eq!(receipt.deleted.get("rows:api_keys"), Some(&2));
     assert_eq!(receipt.deleted.get("rows:tenants"), Some(&1));
-    assert_eq!(receipt.deleted.get("kv:tm_auth"), Some(&2));
+    // Two keys and the grant.
+    assert_eq!(receipt.deleted.get("kv:tm_auth"), Some(&3));
     assert!(!receipt.residue_found, "{receipt:?}");
     assert!(receipt.residue.is_empty());
     assert_eq!(receipt.deks_destroyed, 0);
@@ -684,6 +704,15 @@ async fn deleting_a_tenant_deletes_its_keys_everywhere_with_one_receipt() -> any
         ));
     }
     assert!(fresh.authenticate(&bearer(&beta_admin), now).is_ok());
+    // The grant's record is purged (value and history), its row gone with the tenant's.
+    assert!(tm_auth.get(&grant_key).await?.is_none());
+    let history: Vec<_> = tm_auth.history(&grant_key).await?.collect().await;
+    assert!(
+        history.iter().all(|entry| entry
+            .as_ref()
+            .is_ok_and(|e| e.operation == jetstream::kv::Operation::Purge && e.value.is_empty())),
+        "only the purge marker is left: {history:?}"
+    );
     // No row of acme is left; beta's are untouched.
     assert_eq!(tenant_rows(&app, "acme").await?, (0, 0));
     assert_eq!(tenant_rows(&app, "beta").await?, (1, 1));
@@ -692,7 +721,7 @@ async fn deleting_a_tenant_deletes_its_keys_everywhere_with_one_receipt() -> any
     assert!(
         events
             .iter()
-            .any(|e| e.action == "tenants.delete" && e.records_affected == 5),
+            .any(|e| e.action == "tenants.delete" && e.records_affected == 6),
         "{events:?}"
     );
 
