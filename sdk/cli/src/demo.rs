@@ -370,6 +370,18 @@ fn print_report(report: &Report, out: &mut impl Write) -> anyhow::Result<u64> {
             metrics.accuracy.unwrap_or(f64::NAN)
         )?;
     }
+    if let Some(summary) = &report.model_summary {
+        for m in summary.models.iter().chain(summary.ensemble.as_ref()) {
+            writeln!(
+                out,
+                "     {:<24} accuracy {:.3}  log loss {:.3}  weight {:.2}",
+                m.model,
+                m.accuracy.unwrap_or(f64::NAN),
+                m.log_loss.unwrap_or(f64::NAN),
+                m.weight
+            )?;
+        }
+    }
     writeln!(out, "   {:<22} {:>8} {:>9}", "issue", "flagged", "quality")?;
     let mut label_issues = 0;
     for summary in &report.issue_summaries {

@@ -1,6 +1,6 @@
 //! The analysis service: analysis jobs (StartAnalysis → Job; Get, List, Cancel, Watch), the worker
-//! that reads a dataset's rows through ingest, featurizes them and trains K-fold cross-validated
-//! models through the quality engine, encrypted model outputs (`GetModelOutputs` for
+//! that reads a dataset's rows through ingest and trains the quality engine's AutoML suite on them
+//! (K-fold cross-validated, ensembled), encrypted model outputs (`GetModelOutputs` for
 //! trust-scoring), the job's completion on `scores.ready`, and its share of deletions.
 //!
 //! Layout:
@@ -13,7 +13,8 @@
 //! - the `analysis-deletion` consumer is `trustmesh_service_kit::ResourceDeletion` over `jobs`: a
 //!   dataset's jobs and outputs (or a tenant's, crypto-shredded) deleted, residue scanned,
 //!   `deletion.receipt` sent once.
-//! - `featurize.rs`: columns → features and labels, and the one training call.
+//! - `training.rs`: columns → AutoML's table, the one training call, the detectors' features and
+//!   the model summary.
 //! - `ingest.rs`: ingest's `DatasetService` with the mesh's service credential (StartAnalysis checks
 //!   the dataset through it; the worker reads the rows).
 //! - `outputs.rs`: the stored model outputs and their batches.
@@ -24,11 +25,11 @@
 
 mod app;
 mod error;
-mod featurize;
 mod ingest;
 mod jobs;
 mod outputs;
 pub mod settings;
+mod training;
 
 pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use error::AnalysisError;

@@ -4,7 +4,7 @@
 use trustmesh_proto::v1::get_model_outputs_response::Payload;
 use trustmesh_proto::v1::{
     GetModelOutputsRequest, GetModelOutputsResponse, ModelMetrics, ModelOutputKind,
-    ModelOutputsBatch, ModelOutputsHeader,
+    ModelOutputsBatch, ModelOutputsHeader, ModelSummary,
 };
 use trustmesh_store::{EncryptedError, ObjectKey};
 use uuid::Uuid;
@@ -34,7 +34,8 @@ pub(crate) struct StoredOutputs {
     /// Feature columns per row.
     #[prost(uint32, tag = "5")]
     pub(crate) embedding_dim: u32,
-    /// The numeric features, row-major, NaN where missing.
+    /// The detectors' features, row-major, NaN where missing: the numeric columns, or without any
+    /// the models' dense features.
     #[prost(float, repeated, tag = "6")]
     pub(crate) embeddings: Vec<f32>,
     /// Out-of-sample model quality.
@@ -50,6 +51,10 @@ pub(crate) struct StoredOutputs {
     /// before row ids were kept.
     #[prost(string, repeated, tag = "10")]
     pub(crate) row_ids: Vec<String>,
+    /// The models behind `pred_probs` and their cross-validated quality; none in outputs stored
+    /// before AutoML trained them.
+    #[prost(message, optional, tag = "11")]
+    pub(crate) model_summary: Option<ModelSummary>,
 }
 
 /// The object key of job `id`'s outputs.
@@ -104,6 +109,7 @@ pub(crate) fn responses(
             metrics: stored.metrics.clone(),
             issue_types: stored.issue_types.clone(),
             not_analyzed_rows: Vec::new(),
+            model_summary: stored.model_summary.clone(),
         })),
     }];
     let as_index = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);

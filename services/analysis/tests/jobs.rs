@@ -425,6 +425,37 @@ async fn an_analysis_stores_encrypted_model_outputs_and_succeeds_on_scores_ready
     let metrics = header.metrics.unwrap();
     assert_eq!(metrics.cv_folds, 5);
     assert!(metrics.accuracy.unwrap() > 0.7, "{metrics:?}");
+    // AutoML's whole suite (150 rows), ensembled, with each model's quality and weight.
+    assert_eq!(metrics.model_family, "ensemble");
+    let summary = header.model_summary.expect("the models' summary");
+    assert_eq!((summary.cv_folds, summary.row_count), (5, 150));
+    let models: Vec<&str> = summary.models.iter().map(|m| m.model.as_str()).collect();
+    assert_eq!(
+        models,
+        ["logistic_regression", "gradient_boosted_trees", "knn"]
+    );
+    let weights: f64 = summary.models.iter().map(|m| m.weight).sum();
+    assert!((weights - 1.0).abs() < 1e-6, "{summary:?}");
+    for model in &summary.models {
+        assert!(model.accuracy.unwrap() > 0.7, "{model:?}");
+        assert!(model.log_loss.unwrap() > 0.0, "{model:?}");
+    }
+    let ensemble = summary.ensemble.expect("the ensemble's quality");
+    assert_eq!(ensemble.accuracy, metrics.accuracy);
+    let classes: Vec<&str> = ensemble
+        .per_class
+        .iter()
+        .map(|c| c.class_name.as_str())
+        .collect();
+    assert_eq!(classes, ["class_0", "class_1", "class_2"]);
+    let support: u64 = ensemble.per_class.iter().map(|c| c.support).sum();
+    assert_eq!(support, 150, "every row's given label");
+    assert!(
+        ensemble.per_class.iter().all(|c| c.f1 > 0.5),
+        "{ensemble:?}"
+    );
+    let id = summary.columns.iter().find(|c| c.column == "row_id");
+    assert_eq!(id.map(|c| c.role.as_str()), Some("id"), "never a feature");
     let (mut probs, mut labels, mut row_ids, mut batches) = (Vec::new(), Vec::new(), Vec::new(), 0);
     while let Some(message) = stream.message().await.unwrap() {
         let Some(OutputsPayload::Batch(batch)) = message.payload else {
@@ -504,6 +535,92 @@ async fn an_analysis_stores_encrypted_model_outputs_and_succeeds_on_scores_ready
         (report.as_str(), 1.0)
     );
     assert!(done.end_time.is_some());
+}
+
+/// `n` rows whose label only shows in a categorical and a text column (the numeric `noise` is
+/// random): the old numeric-only featurization had nothing to learn from.
+fn colours_and_notes(n: usize) -> Vec<u8> {
+    let mut csv = "row_id,colour,note,noise,label\n".to_owned();
+    let words = [
+        ["crisp", "apple", "orchard"],
+        ["sour", "lemon", "grove"],
+        ["sweet", "grape", "vineyard"],
+    ];
+    for i in 0..n {
+        let class = i % 3;
+        let colour = ["red", "yellow", "purple"][class];
+        let [a, b, c] = words[class];
+        let noise = (i * 7919) % 101;
+        csv.push_str(&format!(
+            "r{i},{colour},a {a} {b} from the {c} number {i},{noise},fruit_{class}\n"
+        ));
+    }
+    csv.into_bytes()
+}
+
+#[tokio::test]
+async fn an_analysis_learns_from_every_column_by_its_role_with_the_roles_given() {
+    let mesh = Mesh::start().await;
+    let dataset = mesh.upload("acme", colours_and_notes(90)).await;
+    let job = mesh
+        .analysis
+        .clone()
+        .start_analysis(StartAnalysisRequest {
+            dataset: dataset.clone(),
+            label_column: "label".to_owned(),
+            task_type: TaskType::Classification.into(),
+            column_overrides: vec![ColumnOverride {
+                column: "noise".to_owned(),
+                role: trustmesh_proto::v1::ColumnRole::Ignored.into(),
+                ..ColumnOverride::default()
+            }],
+            ..StartAnalysisRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let waiting = mesh
+        .watch_until(&job.name, |j| j.step == "detect-issues" || is_terminal(j))
+        .await;
+    assert_eq!(waiting.state(), JobState::Running, "{waiting:?}");
+    let mut stream = mesh
+        .analysis
+        .clone()
+        .get_model_outputs(GetModelOutputsRequest {
+            name: job.name.clone(),
+            ..GetModelOutputsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(OutputsPayload::Header(header)) = stream.message().await.unwrap().unwrap().payload
+    else {
+        panic!("the first message is the header");
+    };
+    assert_eq!(header.class_names, ["fruit_0", "fruit_1", "fruit_2"]);
+    // Without numeric features, the detectors get the models' dense features.
+    assert!(header.embedding_dim > 0, "{header:?}");
+    let summary = header.model_summary.expect("the models' summary");
+    let roles: Vec<(&str, &str, &str)> = summary
+        .columns
+        .iter()
+        .map(|c| (c.column.as_str(), c.role.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("row_id", "id", "given as an id column"),
+            ("colour", "categorical", "strings"),
+            ("note", "text", "free text"),
+            ("noise", "ignored", "given"),
+        ]
+    );
+    assert!(
+        summary.sparse_features > 0,
+        "the notes' TF-IDF: {summary:?}"
+    );
+    let ensemble = summary.ensemble.expect("the ensemble's quality");
+    assert!(ensemble.accuracy.unwrap() > 0.95, "{ensemble:?}");
 }
 
 fn assert_no_plaintext(path: &std::path::Path, needle: &[u8]) {

@@ -463,14 +463,40 @@ async fn an_uploaded_dataset_gets_a_report_with_label_issues_and_paged_rows() {
         .find(|s| s.issue_type() == IssueType::Label)
         .expect("the label check ran");
     assert!((5..=40).contains(&label.flagged_rows), "{label:?}");
+    // The models behind the report: each one's cross-validated quality and ensemble weight, and
+    // the ensemble's per-class metrics.
+    let metrics = report.model_metrics.clone().expect("the model's headline");
+    assert_eq!(
+        (metrics.model_family.as_str(), metrics.cv_folds),
+        ("ensemble", 5)
+    );
+    let summary = report.model_summary.clone().expect("the models' summary");
+    assert_eq!(summary.row_count, 150);
+    let models: Vec<&str> = summary.models.iter().map(|m| m.model.as_str()).collect();
+    assert_eq!(
+        models,
+        ["logistic_regression", "gradient_boosted_trees", "knn"]
+    );
+    assert!(
+        summary
+            .models
+            .iter()
+            .all(|m| m.accuracy.unwrap() > 0.7 && m.log_loss.unwrap() > 0.0 && m.weight >= 0.0),
+        "{summary:?}"
+    );
+    let ensemble = summary.ensemble.expect("the ensemble's quality");
+    assert_eq!(ensemble.accuracy, metrics.accuracy);
+    assert_eq!(ensemble.per_class.len(), 3);
+    assert!(
+        ensemble
+            .per_class
+            .iter()
+            .all(|c| c.class_name.starts_with("class_") && c.f1 > 0.5)
+    );
     assert_eq!(report.class_health.len(), 3);
     assert_eq!(
         report.class_health.iter().map(|c| c.row_count).sum::<u64>(),
         150
-    );
-    assert_eq!(
-        report.model_metrics.unwrap().model_family,
-        "logistic-regression"
     );
 
     // Label issues, least trustworthy first, two pages of 5 and the rest.

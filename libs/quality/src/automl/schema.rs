@@ -43,21 +43,38 @@ pub enum ColumnRole {
 }
 
 impl ColumnRole {
-    /// Parses a role's name (`id`, `numeric`, `categorical`, `boolean`, `datetime`, `text`,
-    /// `embedding`, `ignored`).
+    /// Every role.
+    pub const ALL: [Self; 9] = [
+        Self::Id,
+        Self::Numeric,
+        Self::Categorical,
+        Self::Boolean,
+        Self::Datetime,
+        Self::Text,
+        Self::Embedding,
+        Self::Image,
+        Self::Ignored,
+    ];
+
+    /// The role's name (`id`, `numeric`, `categorical`, `boolean`, `datetime`, `text`, `embedding`,
+    /// `image`, `ignored`), as serialized.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Numeric => "numeric",
+            Self::Categorical => "categorical",
+            Self::Boolean => "boolean",
+            Self::Datetime => "datetime",
+            Self::Text => "text",
+            Self::Embedding => "embedding",
+            Self::Image => "image",
+            Self::Ignored => "ignored",
+        }
+    }
+
+    /// Parses a role's [name](Self::name).
     pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "id" => Self::Id,
-            "numeric" => Self::Numeric,
-            "categorical" => Self::Categorical,
-            "boolean" => Self::Boolean,
-            "datetime" => Self::Datetime,
-            "text" => Self::Text,
-            "embedding" => Self::Embedding,
-            "image" => Self::Image,
-            "ignored" => Self::Ignored,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|role| role.name() == name)
     }
 }
 
@@ -304,6 +321,15 @@ mod tests {
         );
         let plans = infer_schema(&table, "label", &[], &BTreeMap::new()).unwrap();
         assert_eq!(plans[2].role, ColumnRole::Numeric);
+        for role in ColumnRole::ALL {
+            assert_eq!(ColumnRole::from_name(role.name()), Some(role));
+            let serialized = serde_json::to_value(role).unwrap();
+            assert_eq!(
+                serialized.as_str(),
+                Some(role.name()),
+                "the serialized name"
+            );
+        }
     }
 
     #[test]

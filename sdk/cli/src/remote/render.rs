@@ -5,8 +5,8 @@ use comfy_table::{ContentArrangement, Table};
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 use trustmesh_sdk::proto::{
-    ApiKey, AuditRecord, Dataset, Deletion, DeletionCertificate, IssueType, Job, Report, RowResult,
-    Scope, WebhookEndpoint, WebhookEventType,
+    ApiKey, AuditRecord, Dataset, Deletion, DeletionCertificate, IssueType, Job, ModelEvaluation,
+    ModelSummary, Report, RowResult, Scope, WebhookEndpoint, WebhookEventType,
 };
 
 /// Where results go: human tables or JSON.
@@ -177,6 +177,7 @@ pub(crate) fn report_json(r: &Report) -> Value {
         "model": r.model_metrics.as_ref().map(|m| json!({
             "family": m.model_family, "cv_folds": m.cv_folds, "accuracy": m.accuracy, "macro_f1": m.macro_f1,
         })),
+        "model_summary": r.model_summary.as_ref().map(model_summary_json),
         "classes": r.class_health.iter().map(|c| json!({
             "class": c.class_name, "rows": c.row_count, "label_issues": c.label_issue_count,
             "estimated_noise_rate": c.estimated_noise_rate,
@@ -185,7 +186,91 @@ pub(crate) fn report_json(r: &Report) -> Value {
     })
 }
 
-/// A report for people: the headline, then a table of issues.
+fn evaluation_json(m: &ModelEvaluation) -> Value {
+    json!({
+        "model": m.model,
+        "weight": m.weight,
+        "seconds": m.seconds,
+        "accuracy": m.accuracy,
+        "log_loss": m.log_loss,
+        "per_class": m.per_class.iter().map(|c| json!({
+            "class": c.class_name, "support": c.support, "precision": c.precision,
+            "recall": c.recall, "f1": c.f1,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The models behind a report as JSON.
+fn model_summary_json(s: &ModelSummary) -> Value {
+    json!({
+        "cv_folds": s.cv_folds,
+        "seed": s.seed,
+        "rows": s.row_count,
+        "columns": s.columns.iter().map(|c| json!({
+            "column": c.column, "role": c.role, "reason": c.reason,
+        })).collect::<Vec<_>>(),
+        "dense_features": s.dense_features,
+        "sparse_features": s.sparse_features,
+        "models": s.models.iter().map(evaluation_json).collect::<Vec<_>>(),
+        "ensemble": s.ensemble.as_ref().map(evaluation_json),
+        "warnings": s.warnings,
+    })
+}
+
+/// `value` to 3 decimals, or `-`.
+fn decimal(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
+}
+
+/// The models behind a report for people: each model's and the ensemble's cross-validated
+/// accuracy, log loss and weight, then the ensemble's per-class precision, recall and F1.
+fn model_summary_text(s: &ModelSummary) -> String {
+    let mut text = format!(
+        "  models: {}-fold cross-validation on {} rows, {} dense + {} text features\n",
+        s.cv_folds, s.row_count, s.dense_features, s.sparse_features
+    );
+    let models = s.models.iter().chain(s.ensemble.as_ref());
+    text.push_str(
+        &table(
+            &["model", "weight", "accuracy", "log loss", "seconds"],
+            models.map(|m| {
+                vec![
+                    m.model.clone(),
+                    format!("{:.2}", m.weight),
+                    decimal(m.accuracy),
+                    decimal(m.log_loss),
+                    format!("{:.2}", m.seconds),
+                ]
+            }),
+        )
+        .to_string(),
+    );
+    text.push('\n');
+    if let Some(ensemble) = &s.ensemble {
+        text.push_str(
+            &table(
+                &["class", "support", "precision", "recall", "F1"],
+                ensemble.per_class.iter().map(|c| {
+                    vec![
+                        c.class_name.clone(),
+                        c.support.to_string(),
+                        format!("{:.3}", c.precision),
+                        format!("{:.3}", c.recall),
+                        format!("{:.3}", c.f1),
+                    ]
+                }),
+            )
+            .to_string(),
+        );
+        text.push('\n');
+    }
+    for warning in &s.warnings {
+        text.push_str(&format!("  warning: {warning}\n"));
+    }
+    text
+}
+
+/// A report for people: the headline, the models, then a table of issues.
 pub(crate) fn report_text(r: &Report) -> String {
     let mut text = format!(
         "{}\n  dataset {}\n  {} rows ({} analyzed), health score {:.3}\n",
@@ -196,9 +281,11 @@ pub(crate) fn report_text(r: &Report) -> String {
             "  model {} ({} folds), accuracy {}\n",
             m.model_family,
             m.cv_folds,
-            m.accuracy
-                .map_or_else(|| "-".to_owned(), |a| format!("{a:.3}"))
+            decimal(m.accuracy)
         ));
+    }
+    if let Some(s) = &r.model_summary {
+        text.push_str(&model_summary_text(s));
     }
     let mut issues: Vec<_> = r.issue_summaries.iter().collect();
     issues.sort_by_key(|s| std::cmp::Reverse(s.flagged_rows));
@@ -375,4 +462,76 @@ pub(crate) fn certificate_json(c: &DeletionCertificate) -> Value {
         "signature_hex": hex::encode(&c.signature),
         "certificate": String::from_utf8_lossy(&c.certificate),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use trustmesh_sdk::proto::{ClassMetrics, ModelMetrics};
+
+    use super::*;
+
+    fn evaluation(model: &str, weight: f64, accuracy: f64) -> ModelEvaluation {
+        ModelEvaluation {
+            model: model.to_owned(),
+            weight,
+            seconds: 0.25,
+            accuracy: Some(accuracy),
+            log_loss: Some(0.5),
+            per_class: vec![ClassMetrics {
+                class_name: "class_0".to_owned(),
+                support: 59,
+                precision: 0.9,
+                recall: 0.8,
+                f1: 0.847,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_report_shows_each_model_the_ensemble_and_its_per_class_metrics() {
+        let report = Report {
+            name: "tenants/acme/reports/r".to_owned(),
+            model_metrics: Some(ModelMetrics {
+                model_family: "ensemble".to_owned(),
+                cv_folds: 5,
+                accuracy: Some(0.91),
+                ..ModelMetrics::default()
+            }),
+            model_summary: Some(ModelSummary {
+                cv_folds: 5,
+                row_count: 178,
+                dense_features: 13,
+                models: vec![
+                    evaluation("logistic_regression", 0.6, 0.88),
+                    evaluation("knn", 0.4, 0.86),
+                ],
+                ensemble: Some(evaluation("ensemble", 1.0, 0.91)),
+                warnings: vec!["a warning".to_owned()],
+                ..ModelSummary::default()
+            }),
+            ..Report::default()
+        };
+        let text = report_text(&report);
+        for expected in [
+            "model ensemble (5 folds), accuracy 0.910",
+            "5-fold cross-validation on 178 rows, 13 dense + 0 text features",
+            "logistic_regression",
+            "0.880",
+            "knn",
+            "0.40",
+            "class_0",
+            "0.847",
+            "warning: a warning",
+        ] {
+            assert!(text.contains(expected), "no {expected:?} in\n{text}");
+        }
+        let json = report_json(&report);
+        let summary = &json["model_summary"];
+        assert_eq!(summary["models"][0]["model"], "logistic_regression");
+        assert_eq!(summary["models"][1]["weight"], 0.4);
+        assert_eq!(summary["ensemble"]["accuracy"], 0.91);
+        assert_eq!(summary["ensemble"]["per_class"][0]["recall"], 0.8);
+        let without = report_json(&Report::default());
+        assert!(without["model_summary"].is_null());
+    }
 }

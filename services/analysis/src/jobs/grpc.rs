@@ -215,6 +215,7 @@ impl JobsHandler {
                 n => n,
             },
             seed: options.seed.unwrap_or_default(),
+            preset: options.preset,
         };
         let scope = TenantScope::new(dataset.tenant.clone());
         let task_type = i16::try_from(i32::from(TaskType::Classification)).unwrap_or_default();

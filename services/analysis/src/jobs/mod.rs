@@ -82,6 +82,9 @@ pub(crate) struct JobSpec {
     /// Random seed.
     #[prost(uint64, tag = "6")]
     pub(crate) seed: u64,
+    /// Speed/quality preset (`trustmesh.v1.AnalysisPreset`); FAST trains lighter models.
+    #[prost(int32, tag = "7")]
+    pub(crate) preset: i32,
 }
 
 /// One step of a job: name, 1-based index, progress once it starts.
@@ -102,13 +105,14 @@ pub(crate) mod steps {
         index: 1,
         progress: 0.05,
     };
-    /// Turning columns into numeric features and class indices.
+    /// Turning the dataset's columns into the models' table.
     pub(crate) const FEATURIZE: Step = Step {
         name: "featurize",
         index: 2,
         progress: 0.2,
     };
-    /// K-fold cross-validated training for out-of-sample predicted probabilities.
+    /// AutoML: featurization and K-fold cross-validated models for out-of-sample predicted
+    /// probabilities.
     pub(crate) const TRAIN_FOLDS: Step = Step {
         name: "train-folds",
         index: 3,

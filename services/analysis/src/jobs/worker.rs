@@ -1,5 +1,5 @@
-//! The `analysis-requested` consumer: runs a job (read rows from ingest, featurize, K-fold train,
-//! store encrypted outputs), then writes `analysis.completed` with the job's change. A job whose
+//! The `analysis-requested` consumer: runs a job (read rows from ingest, train AutoML's K-fold
+//! cross-validated models on them, store encrypted outputs with the model summary), then writes `analysis.completed` with the job's change. A job whose
 //! outputs are stored, or that ended, is not run again, so redeliveries are harmless; a delivery
 //! cut off mid-job (a crash) is redelivered and reruns the job from the start.
 
@@ -22,9 +22,9 @@ use trustmesh_store::{EncryptedObjects, TenantScope};
 use super::repo::{ACTIVE, Change, Guard, JobRepo, JobRow, Pending, event_meta};
 use super::{ResourceName, Step, is_terminal, steps};
 use crate::error::AnalysisError;
-use crate::featurize::{self, JobFailure, Plan};
 use crate::ingest::IngestClient;
 use crate::outputs::{StoredOutputs, outputs_key};
+use crate::training::{self, JobFailure, Plan};
 
 /// Rows per `ReadRows` message.
 const READ_BATCH_ROWS: u32 = 16384;
@@ -129,6 +129,13 @@ fn append(into: &mut ColumnData, batch: ColumnData, rows: usize) -> Result<(), S
         (Some(Values::DatetimesMicros(a)), Some(Values::DatetimesMicros(b))) => {
             a.values.extend(b.values);
         }
+        (Some(Values::Images(a)), Some(Values::Images(b))) => a.values.extend(b.values),
+        (Some(Values::FloatLists(a)), Some(Values::FloatLists(b)))
+            if a.list_length == b.list_length =>
+        {
+            a.values.extend(b.values);
+        }
+        (Some(Values::StringLists(a)), Some(Values::StringLists(b))) => a.values.extend(b.values),
         (Some(_), _) => return Err(mismatch()),
     }
     Ok(())
@@ -174,7 +181,7 @@ impl AnalysisWorker {
     ) -> Result<Vec<ColumnData>, Stop> {
         let request = ReadRowsRequest {
             name: dataset.to_owned(),
-            columns: plan.columns(),
+            columns: plan.columns.clone(),
             batch_rows: READ_BATCH_ROWS,
             ..ReadRowsRequest::default()
         };
@@ -184,10 +191,10 @@ impl AnalysisWorker {
             .await
             .map_err(|s| ingest_failure(&s))?;
         let mut columns: Vec<ColumnData> = plan
-            .columns()
-            .into_iter()
+            .columns
+            .iter()
             .map(|name| ColumnData {
-                name,
+                name: name.clone(),
                 ..ColumnData::default()
             })
             .collect();
@@ -235,43 +242,46 @@ impl AnalysisWorker {
             )
             .into());
         }
-        let plan = featurize::plan(&dataset.schema.unwrap_or_default(), &spec)?;
+        let plan = training::plan(&dataset.schema.unwrap_or_default(), &spec)?;
         let columns = self.read(&dataset_name, &plan, delivery).await?;
         let rows = usize::try_from(dataset.row_count).unwrap_or(usize::MAX);
 
         self.advance(scope, row, steps::FEATURIZE).await?;
         let prepared = with_heartbeat(
             delivery,
-            tokio::task::spawn_blocking(move || featurize::prepare(&plan, &columns, rows)),
+            tokio::task::spawn_blocking(move || training::prepare(plan, &columns, rows)),
         )
         .await
         .map_err(|e| Stop::Retry(HandlerError::retryable(e)))??;
 
         self.advance(scope, row, steps::TRAIN_FOLDS).await?;
-        let (folds, seed) = (spec.cv_folds, spec.seed);
-        let (prepared, (pred_probs, metrics)) = with_heartbeat(
+        let started = std::time::Instant::now();
+        let (prepared, trained) = with_heartbeat(
             delivery,
             tokio::task::spawn_blocking(move || {
-                featurize::train(&prepared, folds, seed).map(|out| (prepared, out))
+                training::train(&prepared).map(|trained| (prepared, trained))
             }),
         )
         .await
         .map_err(|e| Stop::Retry(HandlerError::retryable(e)))??;
+        tracing::info!(
+            rows,
+            models = trained.summary.models.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "The models are trained."
+        );
 
         self.advance(scope, row, steps::STORE_OUTPUTS).await?;
         let stored = StoredOutputs {
             row_count: rows as u64,
-            labels: prepared
-                .labels
-                .iter()
-                .map(|l| i32::try_from(*l).unwrap_or(-1))
-                .collect(),
-            pred_probs: pred_probs.as_slice().iter().map(|p| *p as f32).collect(),
-            embedding_dim: u32::try_from(prepared.features.d()).unwrap_or_default(),
-            embeddings: prepared.raw,
-            class_names: prepared.class_names,
+            labels: trained.labels,
+            pred_probs: trained.pred_probs,
+            embedding_dim: trained.embedding_dim,
+            embeddings: trained.embeddings,
+            class_names: trained.class_names,
             row_ids: prepared.row_ids,
-            metrics: Some(metrics),
+            metrics: Some(trained.metrics),
+            model_summary: Some(trained.summary),
             issue_types: spec.issue_types,
             task_type: i32::from(row.task_type),
         };

@@ -219,6 +219,7 @@ fn report(header: &ModelOutputsHeader, found: &IssueReport, labels: &[usize]) ->
             })
             .collect(),
         model_metrics: header.metrics.clone(),
+        model_summary: header.model_summary.clone(),
         class_health,
         ..Report::default()
     }
