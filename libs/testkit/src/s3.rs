@@ -85,20 +85,7 @@ impl S3Server {
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("s3s-fs exited with {status}"));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err("s3s-fs did not accept connections within 20 s".to_owned());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_accepting(&mut self.child, self.port, "s3s-fs").await
     }
 
     /// The server's endpoint URL, e.g. `http://127.0.0.1:41234`.
@@ -145,7 +132,26 @@ impl Drop for S3Server {
     }
 }
 
-fn free_port() -> u16 {
+/// Waits until `child`, a server starting on loopback `port`, accepts connections (20 s at most).
+pub(crate) async fn wait_accepting(child: &mut Child, port: u16, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{what} exited with {status}"));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not accept connections within 20 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

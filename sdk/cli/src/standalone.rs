@@ -61,6 +61,9 @@ pub struct StandaloneSettings {
     pub shutdown: ShutdownSettings,
     /// Ingest's upload limits (size, rows, columns).
     pub ingest_limits: trustmesh_ingest::settings::Limits,
+    /// Webhook delivery: the notifier's egress allow-list, timeouts and retries. Default: public
+    /// `https` destinations only.
+    pub webhooks: trustmesh_notifier::settings::WebhookSettings,
 }
 
 impl StandaloneSettings {
@@ -91,6 +94,7 @@ impl StandaloneSettings {
             operator_credential: None,
             shutdown: ShutdownSettings::default(),
             ingest_limits: trustmesh_ingest::settings::Limits::default(),
+            webhooks: trustmesh_notifier::settings::WebhookSettings::default(),
         }
     }
 }
@@ -177,9 +181,7 @@ impl Standalone {
             url: settings.database.clone(),
             max_connections: 5,
         };
-        let nats_settings = || NatsSettings {
-            url: nats_url.clone(),
-        };
+        let nats_settings = || NatsSettings::at(nats_url.clone());
         let keys = settings.data_dir.join("keys");
         let kek = |service: &str| keys.join(format!("{service}.kek"));
 
@@ -282,6 +284,7 @@ impl Standalone {
             keys: trustmesh_notifier::settings::KeySettings {
                 kek_file: kek("notifier"),
             },
+            webhooks: settings.webhooks,
             ..Default::default()
         };
         components.push(in_service(

@@ -1,17 +1,26 @@
 //! Issue 8, deletion with proof, end to end on the standalone mesh (local object directory): tenant
-//! `acme` uploads data holding a canary (raw, hex and base64), analyses it, deletes one dataset
-//! (its other dataset stays byte for byte), then the operator deletes the tenant. Afterwards no row,
-//! object, file or stream message of `acme` remains outside what is kept as proof by design (the
-//! content-free audit log and the deletion's own record), the canary is nowhere, tenant `keep` is
-//! intact and `acme`'s key is refused.
+//! `acme` registers a webhook endpoint (a local receiver, allow-listed), uploads data holding a
+//! canary (raw, hex and base64), analyses it, records corrections and exports the cleanset, gets its
+//! webhook deliveries, deletes one dataset (its other dataset stays byte for byte), then the operator
+//! deletes the tenant. Throughout, the canary is in no table, file (the mesh's own log file, written
+//! at debug level, included), stream message or webhook delivery. Afterwards no row, object, file or
+//! stream message of `acme` remains outside what is kept as proof by design (the content-free audit
+//! log and the deletion's own record), tenant `keep` is intact and `acme`'s key is refused. A second
+//! test runs the tenant deletion on a versioned S3 bucket (moto): no object version or delete marker
+//! of `acme` remains.
 //!
 //! Postgres is inspected with `psql` / `pg_dump` (installed with the dev servers), as an operator
 //! auditing a deletion would.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use futures::StreamExt as _;
 use prost::Message as _;
 use tokio::task::JoinHandle;
@@ -19,14 +28,17 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::{
-    DeleteDatasetRequest, DeleteTenantRequest, DeletionCertificate, DeletionState,
-    GetDatasetRequest, GetDeletionCertificateRequest, GetReportRequest, JobState,
-    ListCertificateSigningKeysRequest, ReadRowsRequest, Report, Scope, StartAnalysisRequest,
-    TaskType,
+    Correction, CorrectionAction, DeleteDatasetRequest, DeleteTenantRequest, DeletionCertificate,
+    DeletionState, GetDatasetRequest, GetDeletionCertificateRequest, GetReportRequest, JobState,
+    ListCertificateSigningKeysRequest, ReadRowsRequest, Report, Scope, SetCorrectionsRequest,
+    StartAnalysisRequest, TaskType,
 };
 use trustmesh_runtime::SecretString;
-use trustmesh_sdk::{Client, once_known};
+use trustmesh_sdk::{Client, ExportOptions, once_known};
+use trustmesh_store::{ObjectPrefix, ObjectStore as _, ObjectStoreSettings, S3Settings, S3Store};
+use trustmesh_telemetry::{LogFormat, TelemetrySettings};
 use trustmesh_testkit::canary::Canary;
+use trustmesh_testkit::moto::MotoServer;
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 
@@ -49,7 +61,9 @@ impl Drop for Mesh {
 }
 
 impl Mesh {
-    async fn start() -> Self {
+    /// The mesh with its objects in `objects` (`None`: `<data dir>/objects`), delivering webhooks to
+    /// plain-HTTP receivers on loopback (the operator's allow-list).
+    async fn start(objects: Option<ObjectStoreSettings>) -> Self {
         let nats = NatsServer::start().await;
         let db = TestDatabase::create().await;
         let data_dir = tempfile::tempdir().unwrap();
@@ -60,6 +74,11 @@ impl Mesh {
         settings.grpc.bind.set_port(0);
         settings.admin.bind.set_port(0);
         settings.nats = NatsSource::Url(nats.url());
+        if let Some(objects) = objects {
+            settings.objects = objects;
+        }
+        settings.webhooks.allow_destinations = vec!["127.0.0.1/32".parse().unwrap()];
+        settings.webhooks.allow_http = true;
         let mesh = Standalone::build(settings).await.unwrap();
         let endpoint = format!("http://{}", mesh.grpc_addr());
         let operator = Client::connect(&endpoint, mesh.operator_credential())
@@ -239,8 +258,15 @@ fn forms(canary: &Canary) -> [(&'static str, String); 3] {
     ]
 }
 
-/// Asserts that no form of the canary is in any table (a dump of every schema), file or message.
-async fn assert_canary_nowhere(mesh: &Mesh, canary: &Canary, when: &str) {
+/// Asserts that no form of the canary is in any table (a dump of every schema), file, message, the
+/// mesh's log or a webhook delivery the tenant's receiver got.
+async fn assert_canary_nowhere(
+    mesh: &Mesh,
+    canary: &Canary,
+    log_file: &Path,
+    received: &Received,
+    when: &str,
+) {
     assert_eq!(
         canary.scan_postgres(mesh.db.pool()).await.unwrap(),
         [],
@@ -269,7 +295,155 @@ async fn assert_canary_nowhere(mesh: &Mesh, canary: &Canary, when: &str) {
                 "{when}: the {form} canary is in a message on {subject} in {stream}"
             );
         }
+        let log = std::fs::read(log_file).unwrap();
+        assert!(
+            !contains(&log, text.as_bytes()),
+            "{when}: the {form} canary is in the mesh's log"
+        );
+        for (headers, body) in received.lock().unwrap().iter() {
+            assert!(
+                !contains(body, text.as_bytes())
+                    && !headers
+                        .values()
+                        .any(|v| contains(v.as_bytes(), text.as_bytes())),
+                "{when}: the {form} canary is in a webhook delivery"
+            );
+        }
     }
+}
+
+/// The webhook deliveries a receiver got: headers and body of each request.
+type Received = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+
+async fn receive(State(got): State<Received>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    got.lock().unwrap().push((headers, body.to_vec()));
+    StatusCode::NO_CONTENT
+}
+
+/// A webhook receiver on loopback, served until `stop`: its URL and what it receives.
+async fn webhook_receiver(stop: CancellationToken) -> (String, Received) {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(Arc::clone(&received));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (url, received)
+}
+
+/// Waits (60 s at most) until the receiver has got a delivery of each of `types`.
+async fn wait_deliveries(received: &Received, types: &[&str]) {
+    let got = || -> Vec<String> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| {
+                let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+                body["type"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    for _ in 0..600 {
+        if types.iter().all(|t| got().iter().any(|g| g == t)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("webhook deliveries {:?}, expected {types:?}", got());
+}
+
+/// Sends this process's logs (every service of the mesh runs in it) to `path` as JSON lines, the
+/// production format, at debug level (more than production's info) except for the transport
+/// crates' frame-level chatter.
+fn log_to(path: &Path) -> trustmesh_telemetry::TelemetryGuard {
+    trustmesh_telemetry::init(
+        "tenant-deletion-test",
+        &TelemetrySettings {
+            log_format: LogFormat::Json,
+            log_filter: Some(
+                "debug,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info".to_owned(),
+            ),
+            log_file: Some(path.to_owned()),
+            ..TelemetrySettings::default()
+        },
+    )
+    .expect("the one telemetry init of this test binary")
+}
+
+/// The JSON pointer of every value inside `value` (members, items and their own contents).
+fn fields(value: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    if !at.is_empty() {
+        out.push(at.to_owned());
+    }
+    match value {
+        serde_json::Value::Object(map) => {
+            for (name, member) in map {
+                let name = name.replace('~', "~0").replace('/', "~1");
+                fields(member, &format!("{at}/{name}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                fields(item, &format!("{at}/{i}"), out);
+            }
+        }
+        serde_json::Value::Null
+        | serde_json::Value::Bool(_)
+        | serde_json::Value::Number(_)
+        | serde_json::Value::String(_) => {}
+    }
+}
+
+/// Changes `value`: another string, number or boolean; a string for null; other contents for a
+/// container.
+fn tamper(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    *value = match value.take() {
+        Value::String(s) => Value::String(format!("{s}x")),
+        Value::Number(n) => match n.as_u64() {
+            Some(n) => Value::from(n + 1),
+            None => Value::from(n.as_f64().unwrap_or_default() + 1.0),
+        },
+        Value::Bool(b) => Value::Bool(!b),
+        Value::Null => Value::from("x"),
+        Value::Array(_) => Value::from(vec!["x"]),
+        Value::Object(_) => serde_json::json!({"x": 1}),
+    };
+}
+
+/// Tampering with any one field of the certificate (changing its value, or removing an object
+/// member) makes the signature fail, while the untouched document, written out the same way, still
+/// verifies: each failure is the tampering's.
+fn assert_tampering_fails(document: &serde_json::Value, signature: &[u8], key: &[u8]) {
+    let verifies = |doc: &serde_json::Value| {
+        trustmesh_deletion::verify_certificate(&serde_json::to_vec(doc).unwrap(), signature, key)
+            .is_ok()
+    };
+    assert!(verifies(document), "the document as re-encoded verifies");
+    let mut paths = Vec::new();
+    fields(document, "", &mut paths);
+    assert!(paths.len() > 30, "{paths:?}");
+    for path in &paths {
+        let mut changed = document.clone();
+        tamper(changed.pointer_mut(path).unwrap());
+        assert!(!verifies(&changed), "changing {path} went unnoticed");
+        let (parent, member) = path.rsplit_once('/').unwrap();
+        let mut removed = document.clone();
+        if let Some(map) = removed.pointer_mut(parent).and_then(|p| p.as_object_mut()) {
+            map.remove(&member.replace("~1", "/").replace("~0", "~"));
+            assert!(!verifies(&removed), "removing {path} went unnoticed");
+        }
+    }
+    let mut added = document.clone();
+    added["note"] = serde_json::Value::from("added");
+    assert!(!verifies(&added), "an added field went unnoticed");
 }
 
 /// Every row of `dataset`, as the encoded ReadRows responses.
@@ -347,9 +521,19 @@ async fn wait_certificate(mesh: &Mesh, deletion: &str) -> DeletionCertificate {
 
 #[tokio::test]
 async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_stay_intact() {
-    let mesh = Mesh::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let log_file = logs.path().join("mesh.log");
+    let _telemetry = log_to(&log_file);
+    let mesh = Mesh::start(None).await;
     let acme = mesh.tenant_with_key("acme").await;
     let keep = mesh.tenant_with_key("keep").await;
+
+    // acme's webhook endpoint, for every event type, at a local receiver.
+    let stop_receiver = CancellationToken::new();
+    let (hook_url, received) = webhook_receiver(stop_receiver.clone()).await;
+    acme.create_webhook(&hook_url, &[], "canary flow")
+        .await
+        .unwrap();
 
     // acme's data: three row ids are the canary, raw, hex and base64.
     let canary = Canary::new();
@@ -365,6 +549,48 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
     assert_eq!(first.row_count, 178);
     let acme_report = analyse(&acme, &first.name).await;
     assert_eq!(acme_report.analyzed_row_count, 178);
+
+    // Corrections, then the cleanset export: the canary goes back to acme, and nowhere else.
+    acme.trust()
+        .set_corrections(SetCorrectionsRequest {
+            parent: acme_report.name.clone(),
+            corrections: vec![
+                Correction {
+                    row_index: 3,
+                    action: CorrectionAction::Relabel.into(),
+                    corrected_label: "class_1".to_owned(),
+                    ..Correction::default()
+                },
+                Correction {
+                    row_index: 4,
+                    action: CorrectionAction::Exclude.into(),
+                    ..Correction::default()
+                },
+            ],
+            request_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap();
+    let mut export = Vec::new();
+    let exported = acme
+        .export_cleanset(
+            &acme_report.name,
+            ExportOptions {
+                apply_corrections: true,
+                include_quality_columns: true,
+                ..ExportOptions::default()
+            },
+            &mut export,
+        )
+        .await
+        .unwrap();
+    assert_eq!(exported.bytes, export.len() as u64);
+    for (form, text) in forms(&canary) {
+        assert!(
+            contains(&export, text.as_bytes()),
+            "the export has the {form} canary"
+        );
+    }
     // The second dataset holds the canary too, so the tenant deletion has it to remove.
     let second = acme
         .upload_csv("wine-2", csv.clone().into_bytes(), "row_id")
@@ -377,7 +603,19 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
     let keep_report = analyse(&keep, &kept.name).await;
     let keep_rows = read_rows(&keep, &kept.name).await;
 
-    assert_canary_nowhere(&mesh, &canary, "before any deletion").await;
+    // acme's receiver got its deliveries, which the notifier keeps as rows.
+    wait_deliveries(&received, &["dataset.ingested", "job.succeeded"]).await;
+    assert!(
+        mesh.tenant_rows("acme")
+            .iter()
+            .any(|(column, n)| column.starts_with("notifier.")
+                && column.contains("deliver")
+                && *n > 0),
+        "acme has webhook delivery rows: {:?}",
+        mesh.tenant_rows("acme")
+    );
+
+    assert_canary_nowhere(&mesh, &canary, &log_file, &received, "before any deletion").await;
 
     // Deleting acme's first dataset leaves its second one byte for byte.
     let second_rows = read_rows(&acme, &second.name).await;
@@ -415,6 +653,7 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
     assert_eq!(second_after.sha256, second.sha256);
     assert_eq!(second_after.row_count, 178);
     assert_eq!(read_rows(&acme, &second.name).await, second_rows);
+    wait_deliveries(&received, &["deletion.completed"]).await;
 
     // Before the tenant deletion, acme has messages in the streams besides the audit log.
     let before = stream_messages(&mesh.nats).await;
@@ -477,6 +716,7 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
             .is_err()
     );
     let document: serde_json::Value = serde_json::from_slice(&certificate.certificate).unwrap();
+    assert_tampering_fails(&document, &certificate.signature, &key.public_key);
     assert_eq!(document["tenant"], "acme", "{document}");
     assert_eq!(document["scope"], "tenant", "{document}");
     let receipts = document["receipts"].as_array().unwrap();
@@ -568,7 +808,17 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
     );
 
     // (d) The canary, in any form, is nowhere.
-    assert_canary_nowhere(&mesh, &canary, "after the tenant deletion").await;
+    assert_canary_nowhere(
+        &mesh,
+        &canary,
+        &log_file,
+        &received,
+        "after the tenant deletion",
+    )
+    .await;
+    // The log scanned is the mesh's, at debug level: not an empty file.
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(log.contains("\"level\":\"DEBUG\""), "{}", log.len());
 
     // (e) keep's dataset and report are intact.
     assert_eq!(read_rows(&keep, &kept.name).await, keep_rows);
@@ -601,5 +851,146 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(code, Code::Unauthenticated);
+    mesh.stop().await;
+    stop_receiver.cancel();
+}
+
+/// The object versions and delete markers of `tenant` in the bucket (keys `<service>/<tenant>/..`),
+/// counted per service, straight from ListObjectVersions (not through the store under test).
+async fn versions_of(bucket: &S3Store, tenant: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let page = bucket
+            .client()
+            .list_object_versions()
+            .bucket(bucket.bucket())
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .unwrap();
+        let keys = page
+            .versions()
+            .iter()
+            .filter_map(|v| v.key())
+            .chain(page.delete_markers().iter().filter_map(|m| m.key()));
+        for key in keys {
+            let mut segments = key.split('/');
+            if let (Some(service), Some(owner)) = (segments.next(), segments.next())
+                && owner == tenant
+            {
+                *out.entry(service.to_owned()).or_default() += 1;
+            }
+        }
+        if !page.is_truncated().unwrap_or(false) {
+            return out;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        version_marker = page.next_version_id_marker().map(str::to_owned);
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_deletion_on_a_versioned_bucket_leaves_no_version_or_delete_marker() {
+    let moto = MotoServer::start().await;
+    let s3 = S3Settings::compatible(
+        moto.endpoint(),
+        moto.region(),
+        "trustmesh",
+        moto.access_key(),
+        moto.secret_key(),
+    );
+    let bucket = S3Store::connect(&s3).await.unwrap();
+    bucket
+        .client()
+        .put_bucket_versioning()
+        .bucket(bucket.bucket())
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mesh = Mesh::start(Some(ObjectStoreSettings::S3 {
+        endpoint: Some(moto.endpoint()),
+        region: moto.region().to_owned(),
+        bucket: "trustmesh".to_owned(),
+        access_key_id: moto.access_key().to_owned(),
+        secret_access_key: SecretString::from(moto.secret_key().to_owned()),
+        create_bucket: false,
+    }))
+    .await;
+    let acme = mesh.tenant_with_key("acme").await;
+    let keep = mesh.tenant_with_key("keep").await;
+    let first = once_known(|| acme.upload_csv("wine", WINE.as_bytes().to_vec(), "row_id"))
+        .await
+        .unwrap();
+    analyse(&acme, &first.name).await;
+    let kept = once_known(|| keep.upload_csv("kept", WINE.as_bytes().to_vec(), "row_id"))
+        .await
+        .unwrap();
+    let keep_rows = read_rows(&keep, &kept.name).await;
+
+    // Older versions of each of acme's objects (as a restore or sync tool rewriting them leaves),
+    // and a delete marker hiding one more.
+    for meta in bucket.list(&ObjectPrefix::new("").unwrap()).await.unwrap() {
+        if meta.key.as_str().contains("/acme/") {
+            let bytes = bucket.get(&meta.key).await.unwrap();
+            bucket.put(&meta.key, bytes).await.unwrap();
+        }
+    }
+    let hidden = trustmesh_store::ObjectKey::new("ingest/acme/stray/v1").unwrap();
+    bucket
+        .put(&hidden, Bytes::from_static(b"hidden"))
+        .await
+        .unwrap();
+    bucket
+        .client()
+        .delete_object()
+        .bucket(bucket.bucket())
+        .key(hidden.as_str())
+        .send()
+        .await
+        .unwrap();
+    let before = versions_of(&bucket, "acme").await;
+    assert!(
+        before.contains_key("ingest") && before.contains_key("analysis"),
+        "{before:?}"
+    );
+    let keep_before = versions_of(&bucket, "keep").await;
+    assert!(!keep_before.is_empty());
+
+    let job = mesh
+        .operator
+        .deletion()
+        .delete_tenant(DeleteTenantRequest {
+            name: "tenants/acme".to_owned(),
+            reason: "offboarding".to_owned(),
+            confirm_tenant_id: "acme".to_owned(),
+            ..DeleteTenantRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let certificate = wait_certificate(&mesh, &job.output).await;
+    let document: serde_json::Value = serde_json::from_slice(&certificate.certificate).unwrap();
+    assert!(
+        document["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["residue_found"] == false),
+        "{document}"
+    );
+    assert_eq!(
+        versions_of(&bucket, "acme").await,
+        BTreeMap::new(),
+        "versions or delete markers of acme remain"
+    );
+    assert_eq!(versions_of(&bucket, "keep").await, keep_before);
+    assert_eq!(read_rows(&keep, &kept.name).await, keep_rows);
     mesh.stop().await;
 }

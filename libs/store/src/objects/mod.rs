@@ -221,6 +221,18 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     ///
     /// Backend errors; what was deleted before the error stays deleted, and a retry finishes the job.
     async fn delete_prefix(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError>;
+
+    /// How many objects, object versions and delete markers have a key starting with `prefix`: what a
+    /// deletion's residue scan counts. [`ObjectStore::list`] shows only current objects, and on a
+    /// versioned bucket an object it no longer lists may still have readable older versions.
+    /// Backends without versions count their objects.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    async fn count_versions(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
+        Ok(self.list(prefix).await?.len() as u64)
+    }
 }
 
 #[cfg(test)]

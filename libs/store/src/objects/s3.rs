@@ -9,9 +9,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    BucketVersioningStatus, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
-};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -128,19 +126,23 @@ impl fmt::Debug for S3Settings {
 
 /// An [`ObjectStore`] in one S3 bucket.
 ///
-/// Objects larger than the part size are written with a multipart upload (aborted on failure). On a
-/// versioned bucket, deletes remove every version and delete marker (ListObjectVersions), since a
-/// plain DELETE there only hides the data behind a marker.
+/// Objects larger than the part size are written with a multipart upload (aborted on failure).
+/// Wherever the server implements versioning, deletes remove every version and delete marker
+/// (ListObjectVersions, then DeleteObjects by version id), since a plain DELETE on a versioned
+/// bucket only hides the data behind a marker; and [`ObjectStore::count_versions`] counts them all.
+/// That holds whatever the bucket's versioning state was at connect time: versioning switched on
+/// (or suspended) later still leaves nothing behind.
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
     part_size: usize,
-    versioned: bool,
+    versioning: bool,
 }
 
 impl S3Store {
-    /// Connects to the bucket (creating it if the settings say so) and reads its versioning state.
+    /// Connects to the bucket (creating it if the settings say so) and finds out whether the server
+    /// keeps object versions.
     ///
     /// # Errors
     ///
@@ -187,21 +189,28 @@ impl S3Store {
             }
         }
 
-        let versioned = match client.get_bucket_versioning().bucket(&bucket).send().await {
-            Ok(out) => matches!(
-                out.status(),
-                Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
-            ),
-            // NOTE: servers without versioning (s3s-fs, some MinIO setups) answer NotImplemented; any
-            // other failure is an error, not a guess that could leave old versions behind.
+        // NOTE: whether the server implements versions (probed with the call deletes rely on), not
+        // whether this bucket has versioning on now: an operator may enable it while the mesh runs,
+        // and a bucket that never had it lists each object once, as version "null", which
+        // DeleteObjects removes like any other version.
+        let versioning = match client
+            .list_object_versions()
+            .bucket(&bucket)
+            .max_keys(1)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            // Servers without versions (s3s-fs) answer NotImplemented; any other failure is an
+            // error, not a guess that could leave old versions behind.
             Err(e) if e.code() == Some("NotImplemented") => false,
-            Err(e) => return Err(s3_error("GetBucketVersioning", e)),
+            Err(e) => return Err(s3_error("ListObjectVersions", e)),
         };
         Ok(Self {
             client,
             bucket,
             part_size: settings.part_size,
-            versioned,
+            versioning,
         })
     }
 
@@ -217,10 +226,11 @@ impl S3Store {
         &self.bucket
     }
 
-    /// Whether the bucket keeps versions (then deletes remove every version).
+    /// Whether the server implements object versions (then deletes remove, and
+    /// [`ObjectStore::count_versions`] counts, every version and delete marker).
     #[must_use]
-    pub fn versioned(&self) -> bool {
-        self.versioned
+    pub fn versioning(&self) -> bool {
+        self.versioning
     }
 
     async fn put_single(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), ObjectError> {
@@ -284,7 +294,7 @@ impl S3Store {
         }
     }
 
-    /// Every (key, version id) under `prefix` in a versioned bucket, delete markers included.
+    /// Every (key, version id) under `prefix`, delete markers included, page by page.
     async fn list_versions(
         &self,
         prefix: &str,
@@ -455,7 +465,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError> {
-        if self.versioned {
+        if self.versioning {
             let targets = self
                 .list_versions(key.as_str())
                 .await?
@@ -508,7 +518,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete_prefix(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
-        let targets = if self.versioned {
+        let targets = if self.versioning {
             self.list_versions(prefix.as_str()).await?
         } else {
             self.list(prefix)
@@ -518,6 +528,13 @@ impl ObjectStore for S3Store {
                 .collect()
         };
         self.delete_batch(targets).await
+    }
+
+    async fn count_versions(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
+        if self.versioning {
+            return Ok(self.list_versions(prefix.as_str()).await?.len() as u64);
+        }
+        Ok(self.list(prefix).await?.len() as u64)
     }
 }
 

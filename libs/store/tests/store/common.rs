@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 use sqlx::PgPool;
 use trustmesh_crypto::{KeyProvider, Keyring, LocalKeyFile};
 use trustmesh_events::TenantId;
@@ -9,6 +10,7 @@ use trustmesh_store::{
     EncryptedObjects, LocalDirStore, ObjectStore, ObjectsRepo, PgDekStore, PgSettings, S3Settings,
     S3Store, SchemaName, TenantScope,
 };
+use trustmesh_testkit::moto::MotoServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use trustmesh_testkit::s3::S3Server;
 
@@ -39,6 +41,34 @@ pub(crate) async fn s3_store(server: &S3Server, bucket: &str) -> S3Store {
     );
     settings.part_size = trustmesh_store::objects::DEFAULT_PART_SIZE;
     S3Store::connect(&settings).await.unwrap()
+}
+
+/// A store on a fresh bucket of moto (which implements versioning), not yet versioned.
+pub(crate) async fn moto_store(server: &MotoServer, bucket: &str) -> S3Store {
+    let settings = S3Settings::compatible(
+        server.endpoint(),
+        server.region(),
+        bucket,
+        server.access_key(),
+        server.secret_key(),
+    );
+    S3Store::connect(&settings).await.unwrap()
+}
+
+/// Switches versioning on for the store's bucket, as an operator would (with the store connected).
+pub(crate) async fn enable_versioning(store: &S3Store) {
+    store
+        .client()
+        .put_bucket_versioning()
+        .bucket(store.bucket())
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
 }
 
 /// Everything a service needs to keep encrypted objects: KEK file, Postgres DEK store, keyring.

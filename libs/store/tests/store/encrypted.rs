@@ -11,9 +11,12 @@ use trustmesh_store::{
     EncryptedError, NewObjectVersion, ObjectKey, ObjectPrefix, ObjectStore, ObjectsRepo,
 };
 use trustmesh_testkit::canary::Canary;
+use trustmesh_testkit::moto::MotoServer;
 use trustmesh_testkit::s3::S3Server;
 
-use crate::common::{encrypted, local_store, pattern, s3_store, scope, service_db};
+use crate::common::{
+    enable_versioning, encrypted, local_store, moto_store, pattern, s3_store, scope, service_db,
+};
 
 fn id(k: &str) -> ObjectKey {
     ObjectKey::new(k).unwrap()
@@ -350,6 +353,57 @@ async fn deleting_a_tenant_shreds_its_keys_objects_and_rows_only() {
             again.rows_deleted
         ),
         (0, 0, 0)
+    );
+}
+
+/// On a versioned bucket, a service's deletions leave no S3 version behind: overwriting an object
+/// removes every S3 version of the old trustmesh version, deleting one object (a dataset deletion)
+/// removes all of its, and deleting the tenant all of the tenant's; another tenant keeps its own.
+#[tokio::test]
+async fn deletions_on_a_versioned_bucket_leave_no_version_of_the_tenant() {
+    let server = MotoServer::start().await;
+    let s3 = moto_store(&server, "trustmesh-objects").await;
+    enable_versioning(&s3).await;
+    let store: Arc<dyn ObjectStore> = Arc::new(s3);
+    let (_db, pool) = service_db("ingest").await;
+    let enc = encrypted("ingest", &pool, Arc::clone(&store));
+    let (a, b) = (scope("tenant-a"), scope("tenant-b"));
+    let tenant_a = ObjectPrefix::new("ingest/tenant-a/").unwrap();
+    let (d1, d2) = (id("datasets/d1/raw"), id("datasets/d2/raw"));
+    for body in ["first", "second", "third"] {
+        enc.objects
+            .put(&a, &d1, "d1", Bytes::from(body))
+            .await
+            .unwrap();
+    }
+    enc.objects
+        .put(&a, &d2, "d2", Bytes::from(pattern(10)))
+        .await
+        .unwrap();
+    enc.objects
+        .put(&b, &d1, "b", Bytes::from_static(b"b's data"))
+        .await
+        .unwrap();
+    assert_eq!(store.count_versions(&tenant_a).await.unwrap(), 2);
+
+    assert!(enc.objects.delete(&a, &d1).await.unwrap());
+    assert_eq!(
+        store
+            .count_versions(&ObjectPrefix::new("ingest/tenant-a/datasets/d1/").unwrap())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.count_versions(&tenant_a).await.unwrap(), 1);
+
+    let purge = enc.objects.delete_tenant(&a).await.unwrap();
+    assert_eq!((purge.deks_destroyed, purge.objects_deleted), (1, 1));
+    assert_eq!(store.count_versions(&tenant_a).await.unwrap(), 0);
+    let tenant_b = ObjectPrefix::new("ingest/tenant-b/").unwrap();
+    assert_eq!(store.count_versions(&tenant_b).await.unwrap(), 1);
+    assert_eq!(
+        enc.objects.get(&b, &d1).await.unwrap(),
+        Bytes::from_static(b"b's data")
     );
 }
 
