@@ -1,0 +1,450 @@
+//! `trustmesh-loadtest`: N tenants × M concurrent clients, each running the user's loop through
+//! the SDK — upload a CSV, analyse it, read the report and its rows, delete the dataset and wait
+//! for the certificate — for a fixed time or a fixed number of loops, against a mesh on loopback:
+//! a standalone mesh it starts (the default) or one at `--endpoint`.
+//!
+//! It reports, per operation, the count, errors by gRPC code and latency percentiles (HDR
+//! histograms, milliseconds), the sustained loops and jobs per second, and the jobs lost: every
+//! analysis and deletion started must reach a final state before the run ends (a job still
+//! running when the drain deadline passes is lost). `--json FILE` writes the same as JSON.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::StreamExt as _;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
+use trustmesh_sdk::proto::{DeletionState, JobState, Scope};
+use trustmesh_sdk::{Client, Error, RowQuery, SecretString};
+
+/// Load generator for a trustmesh mesh on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "trustmesh-loadtest")]
+struct Args {
+    /// Tenants, each with its own API key.
+    #[arg(long, default_value_t = 2)]
+    tenants: usize,
+    /// Concurrent clients per tenant.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
+    /// Run for this many seconds (new loops start until then; running ones finish).
+    #[arg(long, default_value_t = 60)]
+    duration_secs: u64,
+    /// Stop each client after this many loops instead (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    loops: u64,
+    /// Rows of each uploaded dataset (4 numeric features, 3 classes, 10% labels flipped).
+    #[arg(long, default_value_t = 500)]
+    rows: usize,
+    /// How long a job may take before it counts as lost.
+    #[arg(long, default_value_t = 300)]
+    job_timeout_secs: u64,
+    /// A running mesh's gRPC endpoint (loopback only); a standalone mesh is started otherwise.
+    #[arg(long, requires = "operator_credential_file")]
+    endpoint: Option<String>,
+    /// The operator credential of `--endpoint`.
+    #[arg(long)]
+    operator_credential_file: Option<PathBuf>,
+    /// Postgres for the standalone mesh (a `trustmesh_loadtest` database is created).
+    #[arg(
+        long,
+        env = "TRUSTMESH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/trustmesh_loadtest"
+    )]
+    database_url: String,
+    /// The nats-server binary the standalone mesh starts.
+    #[arg(long, env = "TRUSTMESH_NATS_SERVER_BIN")]
+    nats_server: Option<PathBuf>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The operations of one loop, in order.
+const OPERATIONS: [&str; 7] = [
+    "upload",
+    "start_analysis",
+    "analysis_job",
+    "get_report",
+    "list_rows",
+    "delete_dataset",
+    "deletion_job",
+];
+
+/// What every client records.
+#[derive(Default)]
+struct Recorder {
+    latencies: BTreeMap<&'static str, Histogram<u64>>,
+    errors: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    loops: u64,
+    jobs_started: u64,
+    jobs_finished: u64,
+    jobs_lost: u64,
+}
+
+impl Recorder {
+    fn record(&mut self, operation: &'static str, elapsed: Duration) {
+        let histogram = self
+            .latencies
+            .entry(operation)
+            // NOTE: bounded (1 µs to 1 h): saturating_record clamps rather than resizes.
+            .or_insert_with(|| {
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+            });
+        histogram.saturating_record(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn error(&mut self, operation: &'static str, error: &Error) {
+        let code = error
+            .code()
+            .map_or_else(|| "CLIENT".to_owned(), |c| format!("{c:?}"));
+        *self
+            .errors
+            .entry(operation)
+            .or_default()
+            .entry(code)
+            .or_default() += 1;
+    }
+}
+
+/// Times `call` as `operation`, recording its error if it fails.
+async fn timed<T>(
+    recorder: &Mutex<Recorder>,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, Error>>,
+) -> Option<T> {
+    let started = Instant::now();
+    let outcome = call.await;
+    let mut recorder = recorder.lock().expect("recorder lock");
+    match outcome {
+        Ok(value) => {
+            recorder.record(operation, started.elapsed());
+            Some(value)
+        }
+        Err(error) => {
+            recorder.error(operation, &error);
+            None
+        }
+    }
+}
+
+/// `rows` rows of 4 numeric features and one of three labels, 10% of them flipped.
+fn dataset(rows: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut csv = String::from("row_id,f0,f1,f2,f3,label\n");
+    for row in 0..rows {
+        let class = row % 3;
+        csv.push_str(&row.to_string());
+        for feature in 0..4 {
+            let noise = (next() % 10_000) as f64 / 5_000.0 - 1.0;
+            let centre = if feature == class { 3.0 } else { 0.0 };
+            csv.push_str(&format!(",{:.4}", centre + noise));
+        }
+        let label = if next() % 10 == 0 {
+            (class + 1) % 3
+        } else {
+            class
+        };
+        csv.push_str(&format!(",c{label}\n"));
+    }
+    csv.into_bytes()
+}
+
+/// One client's loops until `stop` or its loop limit.
+async fn client_loop(
+    client: Client,
+    args: Arc<Args>,
+    recorder: Arc<Mutex<Recorder>>,
+    stop: CancellationToken,
+    seed: u64,
+) {
+    let job_timeout = Duration::from_secs(args.job_timeout_secs);
+    let mut done = 0;
+    while !stop.is_cancelled() && (args.loops == 0 || done < args.loops) {
+        done += 1;
+        let csv = dataset(args.rows, seed.wrapping_mul(done + 1));
+        let Some(uploaded) = timed(
+            &recorder,
+            "upload",
+            client.upload_csv("load", csv, "row_id"),
+        )
+        .await
+        else {
+            continue;
+        };
+        let Some(analysis) = timed(
+            &recorder,
+            "start_analysis",
+            client.analyze(&uploaded.name, "label"),
+        )
+        .await
+        else {
+            continue;
+        };
+        recorder.lock().expect("recorder lock").jobs_started += 1;
+        let job = timed(&recorder, "analysis_job", async {
+            tokio::time::timeout(job_timeout, analysis.wait())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Server {
+                        code: tonic::Code::DeadlineExceeded,
+                        message: "the analysis did not finish in time".to_owned(),
+                    })
+                })
+        })
+        .await;
+        let Some(job) = job else {
+            recorder.lock().expect("recorder lock").jobs_lost += 1;
+            continue;
+        };
+        recorder.lock().expect("recorder lock").jobs_finished += 1;
+        if job.state() == JobState::Succeeded {
+            let report = job.output.clone();
+            timed(&recorder, "get_report", client.get_report(&report)).await;
+            timed(&recorder, "list_rows", async {
+                let rows = client.list_rows(&report, RowQuery::default());
+                let first: Vec<_> = rows.take(1).collect().await;
+                first.into_iter().next().transpose()
+            })
+            .await;
+        }
+        let Some(deletion) = timed(
+            &recorder,
+            "delete_dataset",
+            client.delete_dataset(&uploaded.name, "load test"),
+        )
+        .await
+        else {
+            continue;
+        };
+        recorder.lock().expect("recorder lock").jobs_started += 1;
+        let deleted = timed(
+            &recorder,
+            "deletion_job",
+            client.wait_deletion(&deletion.output, job_timeout),
+        )
+        .await;
+        let mut recorder = recorder.lock().expect("recorder lock");
+        match deleted {
+            Some(d) if d.state() != DeletionState::InProgress => recorder.jobs_finished += 1,
+            _ => recorder.jobs_lost += 1,
+        }
+        recorder.loops += 1;
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct OperationFigures {
+    operation: &'static str,
+    count: u64,
+    errors: BTreeMap<String, u64>,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    tenants: usize,
+    clients_per_tenant: usize,
+    rows_per_dataset: usize,
+    elapsed_secs: f64,
+    loops: u64,
+    loops_per_sec: f64,
+    jobs_started: u64,
+    jobs_finished: u64,
+    jobs_per_sec: f64,
+    jobs_lost: u64,
+    operations: Vec<OperationFigures>,
+}
+
+fn figures(args: &Args, recorder: &Recorder, elapsed: Duration) -> Figures {
+    let secs = elapsed.as_secs_f64();
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let operations = OPERATIONS
+        .iter()
+        .map(|&operation| {
+            let errors = recorder.errors.get(operation).cloned().unwrap_or_default();
+            match recorder.latencies.get(operation) {
+                Some(h) => OperationFigures {
+                    operation,
+                    count: h.len(),
+                    errors,
+                    p50_ms: ms(h.value_at_quantile(0.50)),
+                    p90_ms: ms(h.value_at_quantile(0.90)),
+                    p99_ms: ms(h.value_at_quantile(0.99)),
+                    max_ms: ms(h.max()),
+                },
+                None => OperationFigures {
+                    operation,
+                    count: 0,
+                    errors,
+                    p50_ms: 0.0,
+                    p90_ms: 0.0,
+                    p99_ms: 0.0,
+                    max_ms: 0.0,
+                },
+            }
+        })
+        .collect();
+    Figures {
+        tenants: args.tenants,
+        clients_per_tenant: args.clients,
+        rows_per_dataset: args.rows,
+        elapsed_secs: secs,
+        loops: recorder.loops,
+        loops_per_sec: recorder.loops as f64 / secs,
+        jobs_started: recorder.jobs_started,
+        jobs_finished: recorder.jobs_finished,
+        jobs_per_sec: recorder.jobs_finished as f64 / secs,
+        jobs_lost: recorder.jobs_lost,
+        operations,
+    }
+}
+
+fn print(figures: &Figures) {
+    println!(
+        "{} tenants x {} clients, {} rows per dataset, {:.1} s: {} loops ({:.2}/s), {} jobs finished ({:.2}/s), {} lost",
+        figures.tenants,
+        figures.clients_per_tenant,
+        figures.rows_per_dataset,
+        figures.elapsed_secs,
+        figures.loops,
+        figures.loops_per_sec,
+        figures.jobs_finished,
+        figures.jobs_per_sec,
+        figures.jobs_lost
+    );
+    println!(
+        "{:<16} {:>7} {:>10} {:>10} {:>10} {:>10}  errors",
+        "operation", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for op in &figures.operations {
+        println!(
+            "{:<16} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {:?}",
+            op.operation, op.count, op.p50_ms, op.p90_ms, op.p99_ms, op.max_ms, op.errors
+        );
+    }
+}
+
+/// The mesh under load: one the generator started (stopped at the end), or one at an endpoint.
+struct Target {
+    endpoint: String,
+    operator: SecretString,
+    running: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+async fn target(args: &Args) -> anyhow::Result<Target> {
+    if let (Some(endpoint), Some(file)) = (&args.endpoint, &args.operator_credential_file) {
+        let credential =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        return Ok(Target {
+            endpoint: endpoint.clone(),
+            operator: SecretString::from(credential.trim().to_owned()),
+            running: None,
+            _data_dir: None,
+        });
+    }
+    let dir = tempfile::tempdir().context("creating the mesh's data directory")?;
+    let mut settings = StandaloneSettings::new(
+        dir.path().to_owned(),
+        SecretString::from(args.database_url.clone()),
+    );
+    settings.grpc.bind.set_port(0);
+    settings.admin.bind.set_port(0);
+    if let Some(binary) = &args.nats_server {
+        settings.nats = NatsSource::Spawn {
+            binary: binary.clone(),
+        };
+    }
+    let mesh = Standalone::build(settings)
+        .await
+        .context("starting the standalone mesh")?;
+    let endpoint = format!("http://{}", mesh.grpc_addr());
+    let operator = mesh.operator_credential().clone();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(mesh.run_until_stopped(stop.clone()));
+    Ok(Target {
+        endpoint,
+        operator,
+        running: Some((stop, running)),
+        _data_dir: Some(dir),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    trustmesh_runtime::install_default_crypto_provider();
+    let args = Arc::new(Args::parse());
+    let target = target(&args).await?;
+    let operator = Client::connect(&target.endpoint, &target.operator).await?;
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let run = &run[run.len() - 6..];
+
+    let recorder = Arc::new(Mutex::new(Recorder::default()));
+    let stop = CancellationToken::new();
+    let mut clients = Vec::new();
+    for t in 0..args.tenants {
+        let tenant = format!("load-{run}-{t}");
+        let (_, user) = operator
+            .create_tenant_with_key(
+                &tenant,
+                &tenant,
+                &[Scope::Admin],
+                Duration::from_secs(86_400),
+            )
+            .await
+            .with_context(|| format!("creating tenant {tenant}"))?;
+        for c in 0..args.clients {
+            clients.push(tokio::spawn(client_loop(
+                user.clone(),
+                Arc::clone(&args),
+                Arc::clone(&recorder),
+                stop.clone(),
+                (t * 1000 + c + 1) as u64,
+            )));
+        }
+    }
+    let started = Instant::now();
+    let deadline = tokio::time::sleep(Duration::from_secs(args.duration_secs));
+    let all = futures::future::join_all(clients);
+    tokio::pin!(all);
+    tokio::select! {
+        () = deadline => {
+            stop.cancel();
+            all.await;
+        }
+        _ = &mut all => {}
+    }
+    let elapsed = started.elapsed();
+
+    let figures = figures(&args, &recorder.lock().expect("recorder lock"), elapsed);
+    print(&figures);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some((stop, running)) = target.running {
+        stop.cancel();
+        running.await??;
+    }
+    anyhow::ensure!(figures.jobs_lost == 0, "{} jobs lost", figures.jobs_lost);
+    Ok(())
+}
