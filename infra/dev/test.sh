@@ -16,6 +16,8 @@ cargo fmt --all -- --check
 bash infra/k8s/validate.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
+# Bounded fuzzing of the upload parser and the crypto envelope (fuzz/README.md).
+bash fuzz/run.sh
 # The Python client (sdk/python), built from proto/ into a venv under the dev home, tested against a
 # standalone mesh its tests start (the binary built here).
 VENV=${TRUSTMESH_DEV_HOME:-$HOME/.trustmesh-dev}/venv
