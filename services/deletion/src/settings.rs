@@ -52,13 +52,14 @@ impl Validate for Settings {
     }
 }
 
-/// Who may call: API keys from `tm_auth`, and the operator if its credential is set.
+/// Who may call: API keys from `tm_auth`, and the operator (whose credential's digest tenancy
+/// publishes to `tm_auth`, or this setting).
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// The operator credential (the same secret as `tenancy`'s): `authorization: Bearer <it>` may
-    /// delete a tenant and fetch its certificates. Optional: without it only API keys are accepted.
-    /// At least 32 printable characters.
+    /// delete a tenant and fetch its certificates. Optional: without it the operator is recognised
+    /// from the digest tenancy publishes to `tm_auth`. At least 32 printable characters.
     pub operator_credential: Option<SecretString>,
     /// Seconds the key cache may be cut off from `tm_auth` before it refuses every key. Default 10.
     pub max_key_cache_staleness_secs: u64,
