@@ -9,9 +9,12 @@
 //! - [`consumers`]: one [`ConsumerSpec`] per durable consumer of each service, [`ALL_CONSUMERS`].
 //! - [`headers`]: header names and the deterministic `Nats-Msg-Id` ([`msg_id`]).
 //! - [`Service`]: the services of the mesh.
+//! - [`permissions`]: each service's NATS user and permissions, and the nats-server config generated
+//!   from them (`infra/nats/permissions.conf`).
 
 pub mod consumers;
 pub mod headers;
+pub mod permissions;
 mod service;
 pub mod streams;
 pub mod subject;
@@ -24,10 +27,11 @@ pub use consumers::{
     TRUST_SCORING_DELETION, consumer_by_name,
 };
 pub use headers::msg_id;
+pub use permissions::{NatsPermissions, nats_authorization_config};
 pub use service::Service;
 pub use streams::{
     ALL_STREAMS, AUTH_KV_BUCKET, StreamSpec, TM_ANALYSIS, TM_AUDIT, TM_DATASET, TM_DELETION,
-    TM_DLQ, TM_JOB, TM_SCORES,
+    TM_DLQ, TM_JOB, TM_SCORES, tenant_purged_streams,
 };
 pub use subject::{Domain, EventKind, Subject, SubjectError, SubjectFilter, filter_matches};
 pub use tenant::{TenantId, TenantIdError};

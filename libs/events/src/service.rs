@@ -86,8 +86,9 @@ impl Service {
                 EventKind::JobUpdated,
                 EventKind::Audit(Self::Deletion),
             ],
-            // The audit service writes its own accesses straight into its chain.
-            Self::Audit => &[EventKind::DeletionReceipt],
+            // Reads of the audit log are themselves audited (services/audit/src/grpc.rs), through
+            // the same subject as every other service's events.
+            Self::Audit => &[EventKind::DeletionReceipt, EventKind::Audit(Self::Audit)],
             Self::Notifier => &[EventKind::DeletionReceipt, EventKind::Audit(Self::Notifier)],
         }
     }

@@ -114,5 +114,14 @@ pub const ALL_STREAMS: &[&StreamSpec] = &[
     &TM_DLQ,
 ];
 
+/// The streams a tenant's deletion purges of `tm.<tenant>.>`: all but `TM_AUDIT`, whose events are
+/// retained on a legal-obligation basis (see `AUDIT_DELETION`).
+pub fn tenant_purged_streams() -> impl Iterator<Item = &'static StreamSpec> {
+    ALL_STREAMS
+        .iter()
+        .copied()
+        .filter(|spec| spec.name != TM_AUDIT.name)
+}
+
 /// NATS KV bucket through which tenancy replicates API-key digests and tenant state to every service.
 pub const AUTH_KV_BUCKET: &str = "tm_auth";

@@ -60,3 +60,45 @@ proptest! {
         prop_assert!(!SubjectFilter::tenant(&b).matches(Subject::new(&a, kind).as_str()));
     }
 }
+
+/// No tenant id from a hostile corpus yields a subject outside `tm.<tenant>.`: none of them is a
+/// tenant id, and a subject is built only from a [`TenantId`].
+#[test]
+fn hostile_tenant_ids_never_reach_a_subject() {
+    let hostile = [
+        "",
+        ".",
+        "..",
+        "*",
+        ">",
+        "/",
+        "acme.>",
+        "acme.*",
+        "acme.audit",
+        "*.acme",
+        "../acme",
+        "acme/..",
+        "acme\0",
+        "\0acme",
+        "ac me",
+        " acme",
+        "acme ",
+        "acme\t",
+        "acme\n",
+        "acme\r\n",
+        "ACME",
+        "acmé",
+        "ａｃｍｅ",
+        "аcme",
+        "acme\u{200b}",
+        "acme\u{202e}",
+        "acme\u{ff0e}x",
+        "acme\u{2024}x",
+        "-acme",
+        "ac",
+        &"a".repeat(64),
+    ];
+    for id in hostile {
+        assert!(TenantId::parse(id).is_err(), "{id:?} was accepted");
+    }
+}

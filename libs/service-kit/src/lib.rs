@@ -95,8 +95,7 @@ pub async fn connect(
     ensure_schema(&pool, &bus_schema).await?;
     postgres_ready.set_ready();
 
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("trustmesh-{service}"))
+    let client = nats_options(service, nats)
         .connect(nats.url.as_str())
         .await?;
     let jetstream = jetstream::new(client);
@@ -112,6 +111,26 @@ pub async fn connect(
         background,
         stop_background,
     })
+}
+
+/// The NATS client options of `service`: named `trustmesh-<service>`, with the service's own inbox
+/// prefix (the only inboxes its NATS user may subscribe to, `infra/nats`) and, when configured, its
+/// user and password.
+#[must_use]
+pub fn nats_options(service: &str, nats: &NatsSettings) -> async_nats::ConnectOptions {
+    let mut options = async_nats::ConnectOptions::new().name(format!("trustmesh-{service}"));
+    if let Some(known) = trustmesh_events::Service::from_name(service) {
+        options = options.custom_inbox_prefix(known.nats_inbox_prefix());
+    }
+    if let Some(user) = &nats.user {
+        let password = nats
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret().to_owned())
+            .unwrap_or_default();
+        options = options.user_and_password(user.clone(), password);
+    }
+    options
 }
 
 impl Foundations {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
 use trustmesh_bus::{ConsumerRunner, Publisher, ensure_consumer, ensure_streams_with_replicas};
-use trustmesh_events::{AUDIT_DELETION, AUDIT_EVENTS};
+use trustmesh_events::{AUDIT_DELETION, AUDIT_EVENTS, Service};
 use trustmesh_proto::v1::audit_service_server::AuditServiceServer;
 use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
 use trustmesh_store::{PgSettings, SchemaName};
@@ -124,8 +124,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     trustmesh_store::migrate(&pool, &schema, &[&MIGRATOR]).await?;
     postgres_ready.set_ready();
 
-    let client = async_nats::ConnectOptions::new()
-        .name("trustmesh-audit")
+    let client = trustmesh_service_kit::nats_options(Service::Audit.as_str(), &settings.nats)
         .connect(settings.nats.url.as_str())
         .await?;
     let jetstream = async_nats::jetstream::new(client);

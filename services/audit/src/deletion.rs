@@ -81,15 +81,6 @@ mod tests {
 
     use super::*;
 
-    fn request(scope: DeletionScope, target: &str, deletion: &str) -> DeletionRequested {
-        DeletionRequested {
-            deletion: deletion.to_owned(),
-            scope: scope.into(),
-            target: target.to_owned(),
-            ..DeletionRequested::default()
-        }
-    }
-
     #[test]
     fn the_receipt_id_is_stable_per_deletion() {
         let a = receipt_event_id("tenants/acme/deletions/1");
@@ -101,11 +92,12 @@ mod tests {
     #[test]
     fn the_receipt_deletes_nothing() {
         let acme = TenantId::parse("acme").unwrap();
-        let r = request(
-            DeletionScope::Tenant,
-            "tenants/acme",
-            "tenants/acme/deletions/x",
-        );
+        let r = DeletionRequested {
+            deletion: "tenants/acme/deletions/x".to_owned(),
+            scope: DeletionScope::Tenant.into(),
+            target: "tenants/acme".to_owned(),
+            ..DeletionRequested::default()
+        };
         let checked = CheckedDeletion::new(acme, r).unwrap();
         let id = receipt_event_id(&checked.request.deletion);
         let receipt = checked.receipt(Service::Audit, id, Answer::default());

@@ -47,6 +47,11 @@ pub struct NatsSettings {
     /// Replicas of each JetStream stream the service ensures: 1 on a single server (the default),
     /// 3 on a production cluster (R3, so losing one node loses no acknowledged message).
     pub stream_replicas: usize,
+    /// The service's NATS user (`infra/nats`: one per service, named after it, allowed exactly its
+    /// subjects); unset connects without credentials, to a dev server without authorization.
+    pub user: Option<String>,
+    /// The user's password (`TRUSTMESH_NATS__PASSWORD`).
+    pub password: Option<SecretString>,
 }
 
 impl NatsSettings {
@@ -65,6 +70,8 @@ impl Default for NatsSettings {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
             stream_replicas: 1,
+            user: None,
+            password: None,
         }
     }
 }
