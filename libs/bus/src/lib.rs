@@ -21,13 +21,9 @@
 //! [`ensure_consumer`] and `tokio::spawn(ConsumerRunner::new(..).run(shutdown))` (its `Err` fails
 //! readiness), and `tokio::spawn(OutboxRelay::new(..).run(shutdown))`.
 //!
-//! NATS permissions a service's user needs beyond publishing its own subjects (for `infra/nats`):
-//! publish `tm.*.dlq.<consumer>` for each consumer it runs (dead letters), publish
-//! `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>` and `$JS.ACK.<stream>.<consumer>.>` (pull, ack),
-//! `$JS.API.STREAM.MSG.GET.<stream>` and subscribe
-//! `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>` (dead-lettering messages whose last
-//! delivery was lost), plus `_INBOX.>` for replies; [`ensure_streams`] and [`ensure_consumer`] need the
-//! `$JS.API.STREAM.{INFO,CREATE,UPDATE}` and `$JS.API.CONSUMER.{INFO,CREATE,DURABLE.CREATE}` APIs.
+//! The NATS permissions a service's user needs for all this (its subjects, dead letters, pull, ack,
+//! advisories, the stream and consumer APIs, its own inbox) are generated from the registries by
+//! `trustmesh_events::permissions` into `infra/nats/permissions.conf`, and tested there.
 
 pub mod audit;
 pub mod consumer;

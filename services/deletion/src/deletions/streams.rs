@@ -9,17 +9,9 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream;
 use futures::TryStreamExt as _;
-use trustmesh_events::{ALL_STREAMS, StreamSpec, SubjectFilter, TM_AUDIT, TenantId};
+use trustmesh_events::{SubjectFilter, TenantId, tenant_purged_streams};
 
 use crate::error::DeletionError;
-
-/// The streams a tenant deletion purges: every stream but `TM_AUDIT`.
-fn purged_streams() -> impl Iterator<Item = &'static StreamSpec> {
-    ALL_STREAMS
-        .iter()
-        .copied()
-        .filter(|spec| spec.name != TM_AUDIT.name)
-}
 
 /// The receipt key of `stream`: `stream:<NAME>`.
 fn key(stream: &str) -> String {
@@ -54,7 +46,7 @@ pub(crate) async fn purge_tenant(
 ) -> Result<Purged, DeletionError> {
     let filter = SubjectFilter::tenant(tenant);
     let mut outcome = Purged::default();
-    for spec in purged_streams() {
+    for spec in tenant_purged_streams() {
         let stream = jetstream
             .get_stream(spec.name)
             .await
