@@ -1,6 +1,6 @@
-//! The ingest service: dataset uploads (CSV for now), validation with row/column errors, schema
-//! inference, encrypted storage of the raw upload and the parsed columns, `dataset.ingested`, audited
-//! `ReadRows` for other services, and its share of deletions.
+//! The ingest service: dataset uploads (CSV, JSONL, Parquet), validation with row/column errors,
+//! schema inference, encrypted storage of the raw upload and the parsed columns, `dataset.ingested`,
+//! audited `ReadRows` for other services, and its share of deletions.
 //!
 //! Layout:
 //! - [`Application`] (`app.rs`): build (connect, migrate schema `ingest`, ensure streams and the

@@ -16,11 +16,17 @@
 //!   it should have closed); the row count in the answer shows it;
 //! - `size_bytes` is checked against the upload limit before any byte arrives; the file's own
 //!   length is what is stored (integrity is `sha256`'s job: a mismatch is `DATA_LOSS`);
-//! - another tenant's dataset is `NOT_FOUND`, exactly as one that does not exist.
+//! - another tenant's dataset is `NOT_FOUND`, exactly as one that does not exist;
+//! - JSONL: blank lines are skipped, a field missing from a line (or `null`) is an empty cell, and
+//!   integers and floats may share a field; Parquet: values are read as the CSV would spell them.
 
 mod common;
 
-use common::spawn_app;
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, Int64Array, StringArray};
+use common::{parquet_file, spawn_app};
 use tonic::Code;
 use trustmesh_proto::v1::{
     CreateDatasetRequest, CsvOptions, Dataset, DatasetFormat, DatasetState, GetDatasetRequest,
@@ -56,16 +62,35 @@ fn accepted(rows: u64, columns: usize) -> Expect {
 struct Case {
     name: String,
     bytes: Vec<u8>,
+    format: DatasetFormat,
     csv: Option<CsvOptions>,
     expect: Expect,
 }
 
+/// A CSV upload.
 fn case(name: impl Into<String>, bytes: impl Into<Vec<u8>>, expect: Expect) -> Case {
     Case {
         name: name.into(),
         bytes: bytes.into(),
+        format: DatasetFormat::Csv,
         csv: None,
         expect,
+    }
+}
+
+/// A JSONL upload.
+fn jsonl(name: &str, bytes: impl Into<Vec<u8>>, expect: Expect) -> Case {
+    Case {
+        format: DatasetFormat::Jsonl,
+        ..case(format!("JSONL: {name}"), bytes, expect)
+    }
+}
+
+/// A Parquet upload.
+fn parquet(name: &str, bytes: Vec<u8>, expect: Expect) -> Case {
+    Case {
+        format: DatasetFormat::Parquet,
+        ..case(format!("Parquet: {name}"), bytes, expect)
     }
 }
 
@@ -321,20 +346,90 @@ fn file_cases() -> Vec<Case> {
             fragments: vec!["10000".to_owned(), "2048".to_owned()],
         },
     ));
+    cases.extend(columnar_cases());
     cases
 }
 
-/// Uploads `bytes` as `dataset`'s file, `csv` options in the metadata.
+/// JSONL and Parquet uploads.
+fn columnar_cases() -> Vec<Case> {
+    let ints = |values: Vec<i64>| Arc::new(Int64Array::from(values)) as ArrayRef;
+    let mut tags = ListBuilder::new(StringBuilder::new());
+    tags.values().append_value("x");
+    tags.append(true);
+    let good = parquet_file(vec![
+        ("a", ints(vec![1, 2, 3])),
+        ("b", Arc::new(StringArray::from(vec!["x", "y", "z"]))),
+    ]);
+    let wide: Vec<String> = (0..10_000).map(|c| format!("\"c{c}\": 1")).collect();
+    vec![
+        jsonl(
+            "fields missing from some lines, nulls, blank lines and CRLF",
+            "{\"a\": 1, \"b\": \"x\"}\r\n\r\n{\"b\": null}\r\n{\"c\": true, \"a\": 2.5}\r\n",
+            accepted(3, 3),
+        ),
+        jsonl(
+            "a line cut short",
+            "{\"a\": 1}\n{\"a\": 2}\n{\"a\": \n",
+            refused("JSONL_INVALID_LINE", &["line 3"]),
+        ),
+        jsonl(
+            "a line that is a string",
+            "{\"a\": 1}\n\"hello\"\n",
+            refused("JSONL_INVALID_LINE", &["line 2", "not a JSON object"]),
+        ),
+        jsonl(
+            "a number and a string in one field",
+            "{\"a\": 1}\n{\"a\": \"1\"}\n",
+            refused("JSONL_MIXED_TYPES", &["line 2", "field \"a\""]),
+        ),
+        jsonl(
+            "a nested object",
+            "{\"a\": 1, \"o\": {\"k\": [1]}}\n",
+            refused("JSONL_UNSUPPORTED_TYPE", &["line 1", "field \"o\""]),
+        ),
+        jsonl(
+            "10,000 fields",
+            format!("{{{}}}\n", wide.join(", ")),
+            Expect::Refused {
+                code: Code::ResourceExhausted,
+                prefix: "TOO_MANY_COLUMNS",
+                fragments: vec!["line 1".to_owned(), "2048".to_owned()],
+            },
+        ),
+        parquet("a good file", good.clone(), accepted(3, 2)),
+        parquet(
+            "CSV bytes",
+            b"a,b\n1,2\n".to_vec(),
+            refused("PARQUET_CORRUPT", &["Parquet"]),
+        ),
+        parquet(
+            "cut short",
+            good[..good.len() - 16].to_vec(),
+            refused("PARQUET_CORRUPT", &["Parquet"]),
+        ),
+        parquet(
+            "a list column",
+            parquet_file(vec![
+                ("a", ints(vec![1])),
+                ("tags", Arc::new(tags.finish())),
+            ]),
+            refused("PARQUET_UNSUPPORTED_TYPE", &["column \"tags\""]),
+        ),
+    ]
+}
+
+/// Uploads `bytes` as `dataset`'s file, its `format` and `csv` options in the metadata.
 async fn upload(
     client: &mut common::Client,
     dataset: &str,
+    format: DatasetFormat,
     bytes: &[u8],
     csv: Option<CsvOptions>,
 ) -> Result<Dataset, tonic::Status> {
     let metadata = UploadMetadata {
         dataset: dataset.to_owned(),
-        format: DatasetFormat::Csv.into(),
-        filename: "corpus.csv".to_owned(),
+        format: format.into(),
+        filename: "corpus".to_owned(),
         size_bytes: bytes.len() as u64,
         csv,
         ..UploadMetadata::default()
@@ -422,9 +517,15 @@ fn mismatch(outcome: &Result<Dataset, tonic::Status>, expect: &Expect) -> Option
 /// Tenant `beta`'s good upload, which every step of the corpus must leave working.
 async fn beta_still_works(beta: &mut common::Client) {
     let dataset = create(beta, "beta").await;
-    let done = upload(beta, &dataset.name, grid(20).as_bytes(), None)
-        .await
-        .expect("beta's upload");
+    let done = upload(
+        beta,
+        &dataset.name,
+        DatasetFormat::Csv,
+        grid(20).as_bytes(),
+        None,
+    )
+    .await
+    .expect("beta's upload");
     assert_eq!(done.row_count, 20);
 }
 
@@ -442,6 +543,7 @@ async fn every_bad_input_gets_a_clear_error_or_its_documented_handling() {
             upload(
                 &mut app.client,
                 &dataset.name,
+                case.format,
                 &case.bytes,
                 case.csv.clone()
             ),
@@ -603,11 +705,26 @@ async fn every_bad_input_gets_a_clear_error_or_its_documented_handling() {
         count += 1;
     }
     // That dataset still waits for its upload, and takes a good one once.
-    match upload(&mut app.client, &dataset.name, &good, None).await {
+    match upload(
+        &mut app.client,
+        &dataset.name,
+        DatasetFormat::Csv,
+        &good,
+        None,
+    )
+    .await
+    {
         Ok(done) => assert_eq!(done.row_count, 3),
         Err(status) => wrong.push(format!("the good upload after bad streams: {status:?}")),
     }
-    let again = upload(&mut app.client, &dataset.name, &good, None).await;
+    let again = upload(
+        &mut app.client,
+        &dataset.name,
+        DatasetFormat::Csv,
+        &good,
+        None,
+    )
+    .await;
     if again.as_ref().map_err(tonic::Status::code).err() != Some(Code::FailedPrecondition) {
         wrong.push(format!("a second upload: {again:?}"));
     }

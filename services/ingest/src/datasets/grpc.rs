@@ -43,6 +43,7 @@ use uuid::Uuid;
 use super::csv::{self, CsvOptions};
 use super::repo::{DatasetRepo, DatasetRow, FinishedUpload, state};
 use super::{DatasetName, SealedMeta, SealedUpload, StoredRows, parse_parent, schema};
+use super::{jsonl, parquet};
 use crate::error::IngestError;
 use crate::settings::Limits;
 
@@ -214,7 +215,7 @@ impl DatasetsHandler {
         *resource = Some(metadata.dataset.clone());
         principal.require(Scope::DatasetsWrite, "metadata.dataset", &metadata.dataset)?;
         let dataset = DatasetName::parse(&metadata.dataset)?;
-        let options = self.check_metadata(&metadata)?;
+        let format = self.check_metadata(&metadata)?;
         let scope = TenantScope::new(dataset.tenant.clone());
         let row = self
             .repo
@@ -249,10 +250,16 @@ impl DatasetsHandler {
         let limits = self.limits;
         let overrides = metadata.column_overrides.clone();
         let id_column = metadata.id_column.clone();
+        let bytes = Bytes::from(bytes);
         let (bytes, inferred) = tokio::task::spawn_blocking(move || {
-            csv::parse(&bytes, options, limits.max_rows, limits.max_columns)
-                .and_then(|table| schema::infer(table, &overrides, &id_column))
-                .map(|inferred| (bytes, inferred))
+            let (rows, columns) = (limits.max_rows, limits.max_columns);
+            match format {
+                Format::Csv(options) => csv::parse(&bytes, options, rows, columns),
+                Format::Jsonl => jsonl::parse(&bytes, rows, columns),
+                Format::Parquet => parquet::parse(bytes.clone(), rows, columns),
+            }
+            .and_then(|table| schema::infer(table, &overrides, &id_column))
+            .map(|inferred| (bytes, inferred))
         })
         .await?
         .map_err(|rejection| match rejection.code {
@@ -271,9 +278,7 @@ impl DatasetsHandler {
             columns: inferred.columns,
         };
         let (raw_key, rows_key) = (dataset.raw_key()?, dataset.rows_key()?);
-        self.objects
-            .put(&scope, &raw_key, "upload", Bytes::from(bytes))
-            .await?;
+        self.objects.put(&scope, &raw_key, "upload", bytes).await?;
         let stored = async {
             self.objects
                 .put(
@@ -293,7 +298,7 @@ impl DatasetsHandler {
             );
             entry.records_affected = row_count;
             let upload = FinishedUpload {
-                format: i32::from(DatasetFormat::Csv),
+                format: i32::from(metadata.format()),
                 size_bytes,
                 row_count,
                 column_count,
@@ -329,22 +334,23 @@ impl DatasetsHandler {
         ))
     }
 
-    fn check_metadata(&self, metadata: &UploadMetadata) -> Result<CsvOptions, IngestError> {
-        let format = metadata.format();
-        match format {
-            DatasetFormat::Csv => {}
+    fn check_metadata(&self, metadata: &UploadMetadata) -> Result<Format, IngestError> {
+        let format = match metadata.format() {
+            DatasetFormat::Csv => Format::Csv(csv_options(metadata)?),
+            DatasetFormat::Jsonl => Format::Jsonl,
+            DatasetFormat::Parquet => Format::Parquet,
             DatasetFormat::Unspecified => {
                 return Err(IngestError::InvalidArgument(
                     "metadata.format is required".to_owned(),
                 ));
             }
-            DatasetFormat::Jsonl | DatasetFormat::Parquet | DatasetFormat::ImageZip => {
+            format @ DatasetFormat::ImageZip => {
                 return Err(IngestError::InvalidArgument(format!(
-                    "format {} is not supported yet; upload CSV",
+                    "format {} is not supported yet; upload CSV, JSONL or Parquet",
                     format.as_str_name()
                 )));
             }
-        }
+        };
         let filename = metadata.filename.as_str();
         if filename.len() > 255
             || filename.contains(['/', '\\'])
@@ -359,21 +365,7 @@ impl DatasetsHandler {
         if metadata.size_bytes > self.limits.max_upload_bytes {
             return Err(self.too_large());
         }
-        let csv = metadata.csv.clone().unwrap_or_default();
-        let delimiter = match csv.delimiter.as_bytes() {
-            [] => b',',
-            [d] if d.is_ascii() && !matches!(d, b'"' | b'\n' | b'\r') => *d,
-            _ => {
-                return Err(IngestError::InvalidArgument(
-                    "csv.delimiter must be one ASCII character other than a quote or newline"
-                        .to_owned(),
-                ));
-            }
-        };
-        Ok(CsvOptions {
-            delimiter,
-            has_header: csv.has_header.unwrap_or(true),
-        })
+        Ok(format)
     }
 
     async fn read_rows(
@@ -444,6 +436,32 @@ impl DatasetsHandler {
         }
         Ok((responses, end - req.start_row))
     }
+}
+
+/// How to parse an upload.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Csv(CsvOptions),
+    Jsonl,
+    Parquet,
+}
+
+fn csv_options(metadata: &UploadMetadata) -> Result<CsvOptions, IngestError> {
+    let csv = metadata.csv.clone().unwrap_or_default();
+    let delimiter = match csv.delimiter.as_bytes() {
+        [] => b',',
+        [d] if d.is_ascii() && !matches!(d, b'"' | b'\n' | b'\r') => *d,
+        _ => {
+            return Err(IngestError::InvalidArgument(
+                "csv.delimiter must be one ASCII character other than a quote or newline"
+                    .to_owned(),
+            ));
+        }
+    };
+    Ok(CsvOptions {
+        delimiter,
+        has_header: csv.has_header.unwrap_or(true),
+    })
 }
 
 fn value_count(column: &ColumnData) -> usize {

@@ -1,8 +1,11 @@
-//! Datasets: the `DatasetService` handler ([`grpc`]), its Postgres repository ([`repo`]), CSV parsing
-//! ([`csv`]) and schema inference ([`schema`]); plus resource names and the sealed payloads here.
+//! Datasets: the `DatasetService` handler ([`grpc`]), its Postgres repository ([`repo`]), CSV, JSONL
+//! and Parquet parsing ([`csv`], [`jsonl`], [`parquet`]) and schema inference ([`schema`]); plus
+//! resource names and the sealed payloads here.
 
 pub mod csv;
 pub(crate) mod grpc;
+pub(crate) mod jsonl;
+pub(crate) mod parquet;
 pub(crate) mod repo;
 pub(crate) mod schema;
 

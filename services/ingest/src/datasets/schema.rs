@@ -62,7 +62,7 @@ pub(crate) fn infer(
             | ColumnType::StringList => {
                 return Err(Rejection::new(
                     "UNSUPPORTED_OVERRIDE",
-                    format!("column \"{name}\": CSV columns can be overridden to STRING, INTEGER, FLOAT or BOOLEAN only"),
+                    format!("column \"{name}\": columns can be overridden to STRING, INTEGER, FLOAT or BOOLEAN only"),
                 )
                 .at(None, Some(name)));
             }

@@ -1,0 +1,220 @@
+//! Parquet validation and parsing into columns of strings, like a CSV file's: each value as the
+//! text a CSV file would hold (numbers, booleans, strings, decimals, dates and timestamps in ISO
+//! 8601), a null an empty cell. A row's "line" is its 1-based row number. Every rejection names its
+//! column, never a value.
+
+// NOTE: values go to text rather than keeping their Parquet types: the schema inference of
+// `schema.rs` runs on text cells for every format, so a Parquet upload and the equivalent CSV one
+// get the same schema and rows.
+
+use std::collections::HashSet;
+
+use arrow_array::RecordBatch;
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::DataType;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::errors::ParquetError;
+
+use super::csv::{Rejection, Table};
+
+/// Parses `bytes` as a Parquet file into a [`Table`]: flat columns of supported types with unique,
+/// non-empty names, at most `max_rows` rows and `max_columns` columns. Compression: none or Snappy.
+pub(crate) fn parse(bytes: Bytes, max_rows: u64, max_columns: usize) -> Result<Table, Rejection> {
+    if bytes.is_empty() {
+        return Err(Rejection::new("EMPTY_FILE", "the file is empty"));
+    }
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?;
+    let schema = builder.schema().clone();
+    let fields = schema.fields();
+    if fields.len() > max_columns {
+        return Err(Rejection::new(
+            "TOO_MANY_COLUMNS",
+            format!(
+                "the file has {} columns; at most {max_columns} are allowed",
+                fields.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (index, field) in fields.iter().enumerate() {
+        let name = field.name();
+        if name.trim().is_empty() {
+            return Err(Rejection::new(
+                "PARQUET_EMPTY_COLUMN_NAME",
+                format!("column {} has no name", index + 1),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(Rejection::new(
+                "PARQUET_DUPLICATE_COLUMN",
+                format!("column \"{name}\" appears twice"),
+            )
+            .at(None, Some(name)));
+        }
+        if !supported(field.data_type()) {
+            return Err(Rejection::new(
+                "PARQUET_UNSUPPORTED_TYPE",
+                format!(
+                    "column \"{name}\" has type {}; only numbers, booleans, strings, decimals, \
+                     dates and timestamps are supported (no nested or binary columns)",
+                    field.data_type()
+                ),
+            )
+            .at(None, Some(name)));
+        }
+    }
+    let rows = builder.metadata().file_metadata().num_rows();
+    if u64::try_from(rows).unwrap_or(u64::MAX) > max_rows {
+        return Err(Rejection::new(
+            "TOO_MANY_ROWS",
+            format!("the file has {rows} rows; at most {max_rows} are allowed"),
+        ));
+    }
+    let batches = builder
+        .build()
+        .map_err(corrupt)?
+        .collect::<Result<Vec<RecordBatch>, _>>()
+        .map_err(|e| corrupt(ParquetError::from(e)))?;
+    let options = FormatOptions::default().with_null("");
+    let mut table = Table {
+        names: fields.iter().map(|f| f.name().clone()).collect(),
+        columns: vec![Vec::new(); fields.len()],
+        lines: Vec::new(),
+    };
+    for batch in &batches {
+        for ((array, values), name) in batch
+            .columns()
+            .iter()
+            .zip(&mut table.columns)
+            .zip(&table.names)
+        {
+            let formatter = ArrayFormatter::try_new(array.as_ref(), &options).map_err(|e| {
+                Rejection::new(
+                    "PARQUET_UNSUPPORTED_TYPE",
+                    format!("column \"{name}\" cannot be read as text: {e}"),
+                )
+                .at(None, Some(name))
+            })?;
+            values.extend((0..array.len()).map(|i| formatter.value(i).to_string()));
+        }
+    }
+    let count = table.columns.first().map_or(0, Vec::len);
+    table.lines = (1..=count as u64).collect();
+    if count == 0 {
+        return Err(Rejection::new("NO_ROWS", "the file has no rows"));
+    }
+    Ok(table)
+}
+
+/// Whether values of `data_type` have a text form that schema inference reads.
+fn supported(data_type: &DataType) -> bool {
+    if let DataType::Dictionary(_, values) = data_type {
+        return supported(values);
+    }
+    data_type.is_numeric()
+        || matches!(
+            data_type,
+            DataType::Null
+                | DataType::Boolean
+                | DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Date32
+                | DataType::Date64
+                | DataType::Timestamp(_, _)
+        )
+}
+
+fn corrupt(error: ParquetError) -> Rejection {
+    // NOTE: the reader's errors describe the file's structure (footer, pages, codecs), not values.
+    Rejection::new(
+        "PARQUET_CORRUPT",
+        format!("the file is not a readable Parquet file: {error}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+
+    fn file(columns: Vec<(&str, ArrayRef)>) -> Bytes {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn parses_values_as_csv_text() {
+        let bytes = file(vec![
+            (
+                "n",
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+            ),
+            ("x", Arc::new(Float64Array::from(vec![2.5, 1.0]))),
+            ("b", Arc::new(BooleanArray::from(vec![true, false]))),
+            ("s", Arc::new(StringArray::from(vec!["a", "b c"]))),
+        ]);
+        let table = parse(bytes, 100, 100).unwrap();
+        assert_eq!(table.names, ["n", "x", "b", "s"]);
+        assert_eq!(
+            table.columns,
+            [
+                vec!["1", ""],
+                vec!["2.5", "1.0"],
+                vec!["true", "false"],
+                vec!["a", "b c"]
+            ]
+        );
+        assert_eq!(table.lines, [1, 2]);
+    }
+
+    #[test]
+    fn rejections_name_the_column() {
+        let mut list = ListBuilder::new(StringBuilder::new());
+        list.values().append_value("x");
+        list.append(true);
+        let bytes = file(vec![
+            ("ok", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("tags", Arc::new(list.finish())),
+        ]);
+        let nested = parse(bytes, 100, 100).unwrap_err();
+        assert_eq!(nested.code, "PARQUET_UNSUPPORTED_TYPE");
+        assert_eq!(nested.column.as_deref(), Some("tags"));
+        assert!(nested.message.contains("\"tags\""), "{nested}");
+
+        let bytes = file(vec![(
+            "a",
+            Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+        )]);
+        assert_eq!(
+            parse(bytes.clone(), 2, 100).unwrap_err().code,
+            "TOO_MANY_ROWS"
+        );
+        assert_eq!(
+            parse(bytes.slice(..bytes.len() - 10), 100, 100)
+                .unwrap_err()
+                .code,
+            "PARQUET_CORRUPT"
+        );
+        assert_eq!(
+            parse(Bytes::from_static(b"a,b\n1,2\n"), 100, 100)
+                .unwrap_err()
+                .code,
+            "PARQUET_CORRUPT"
+        );
+        assert_eq!(
+            parse(Bytes::new(), 100, 100).unwrap_err().code,
+            "EMPTY_FILE"
+        );
+    }
+}
