@@ -55,20 +55,7 @@ impl S3Server {
                 .tempdir()
                 .unwrap_or_else(|e| panic!("cannot create a temp dir for s3s-fs: {e}"));
             let port = free_port();
-            let child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", &access_key, "--secret-key", &secret_key])
-                .arg(root.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot start s3s-fs at {} (set ${S3S_FS_BIN_ENV}): {e}",
-                        bin.display()
-                    )
-                });
+            let child = spawn(&bin, port, &access_key, &secret_key, root.path());
             let mut server = Self {
                 child,
                 port,
@@ -86,6 +73,41 @@ impl S3Server {
 
     async fn wait_ready(&mut self) -> Result<(), String> {
         wait_accepting(&mut self.child, self.port, "s3s-fs").await
+    }
+
+    /// Kills the server (SIGKILL, like a crash or an outage) and waits for it to exit; its objects stay
+    /// for [`S3Server::restart`]. Does nothing if it is already stopped.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server if it runs and starts it again on the same port, credentials and root
+    /// directory (every object kept), then waits until it accepts connections.
+    ///
+    /// # Panics
+    ///
+    /// If it does not come back.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let bin = s3s_fs_bin();
+        let mut last_error = String::new();
+        // NOTE: the port was just released; a few attempts ride out a rebind refused meanwhile.
+        for _ in 0..5 {
+            self.child = spawn(
+                &bin,
+                self.port,
+                &self.access_key,
+                &self.secret_key,
+                self.root.path(),
+            );
+            match self.wait_ready().await {
+                Ok(()) => return,
+                Err(e) => last_error = e,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("s3s-fs did not restart on port {}: {last_error}", self.port);
     }
 
     /// The server's endpoint URL, e.g. `http://127.0.0.1:41234`.
@@ -132,6 +154,24 @@ impl Drop for S3Server {
     }
 }
 
+/// Spawns `s3s-fs` on loopback `port`, serving `root` to the given credentials.
+fn spawn(bin: &Path, port: u16, access_key: &str, secret_key: &str, root: &Path) -> Child {
+    Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", access_key, "--secret-key", secret_key])
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start s3s-fs at {} (set ${S3S_FS_BIN_ENV}): {e}",
+                bin.display()
+            )
+        })
+}
+
 /// Waits until `child`, a server starting on loopback `port`, accepts connections (20 s at most).
 pub(crate) async fn wait_accepting(child: &mut Child, port: u16, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -173,5 +213,18 @@ mod tests {
         drop(server);
         assert!(!root.exists(), "the root directory should be removed");
         assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
+    }
+
+    #[tokio::test]
+    async fn restarts_on_the_same_port_keeping_its_objects() {
+        let mut server = S3Server::start().await;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
+        let kept = server.root_dir().join("bucket");
+        std::fs::create_dir(&kept).unwrap();
+        server.stop();
+        assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
+        server.restart().await;
+        assert!(TcpStream::connect(addr).is_ok());
+        assert!(kept.is_dir());
     }
 }

@@ -80,7 +80,14 @@ impl IngestError {
                 status.code()
             }
             Self::StreamBroken(_) => Code::Aborted,
-            Self::Database(_) | Self::Outbox(_) => Code::Unavailable,
+            // The object store down (S3 unreachable, its metadata database down) is an outage like
+            // Postgres down: the client should retry.
+            Self::Database(_)
+            | Self::Outbox(_)
+            | Self::Objects(
+                trustmesh_store::EncryptedError::Store(_)
+                | trustmesh_store::EncryptedError::Database(_),
+            ) => Code::Unavailable,
             Self::Objects(_) | Self::Crypto(_) | Self::Corrupt(_) | Self::Task(_) => Code::Internal,
         }
     }
@@ -154,5 +161,15 @@ mod tests {
             (missing.code(), missing.message()),
             (foreign.code(), foreign.message())
         );
+    }
+
+    #[test]
+    fn an_object_store_outage_is_retryable_and_corruption_is_not() {
+        let refused = trustmesh_store::ObjectError::Io(std::io::Error::other("connection refused"));
+        let outage = Status::from(IngestError::Objects(refused.into()));
+        assert_eq!(outage.code(), Code::Unavailable);
+        assert!(outage.message().contains("retry later"), "{outage:?}");
+        let corrupt = IngestError::Objects(trustmesh_crypto::Error::Decrypt.into());
+        assert_eq!(corrupt.code(), Code::Internal);
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::dead_letter::{DeadLetter, Origin};
 use crate::publisher::Publisher;
 use trustmesh_events::ConsumerSpec;
+use trustmesh_telemetry::ConsumerMetrics;
 
 /// The advisory subject for `spec`'s consumer.
 pub(super) fn subject(spec: &ConsumerSpec) -> String {
@@ -29,11 +30,13 @@ struct MaxDeliveries {
     deliveries: i64,
 }
 
-/// Dead-letters the message of every advisory on `subscriber` until `stop` is cancelled.
+/// Dead-letters the message of every advisory on `subscriber` until `stop` is cancelled, counting
+/// each in `metrics`.
 pub(super) async fn watch(
     mut subscriber: Subscriber,
     spec: &'static ConsumerSpec,
     publisher: Publisher,
+    metrics: ConsumerMetrics,
     stop: CancellationToken,
 ) {
     loop {
@@ -51,7 +54,7 @@ pub(super) async fn watch(
                 continue;
             }
         };
-        if let Err(e) = dead_letter(spec, &publisher, &advisory).await {
+        if let Err(e) = dead_letter(spec, &publisher, &metrics, &advisory).await {
             tracing::error!(
                 messaging.consumer.group.name = spec.durable_name,
                 stream_sequence = advisory.stream_seq,
@@ -66,6 +69,7 @@ pub(super) async fn watch(
 async fn dead_letter(
     spec: &'static ConsumerSpec,
     publisher: &Publisher,
+    metrics: &ConsumerMetrics,
     advisory: &MaxDeliveries,
 ) -> Result<(), async_nats::Error> {
     let stream = publisher
@@ -85,9 +89,13 @@ async fn dead_letter(
         advisory.deliveries
     );
     let dead = DeadLetter::new(&origin, spec, &reason);
-    publisher
+    let ack = publisher
         .publish_raw(&dead.subject, dead.headers, stored.payload, &dead.msg_id)
         .await?;
+    // Every replica hears the advisory; only the one whose dead letter was not a duplicate counts it.
+    if !ack.duplicate {
+        metrics.dead_lettered();
+    }
     tracing::warn!(
         messaging.consumer.group.name = spec.durable_name,
         dead_letter.subject = dead.subject,

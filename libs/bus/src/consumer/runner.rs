@@ -161,6 +161,7 @@ impl<H: Handler> ConsumerRunner<H> {
                     subscriber,
                     self.spec,
                     shared.publisher.clone(),
+                    metrics.clone(),
                     stop.clone(),
                 ));
             }

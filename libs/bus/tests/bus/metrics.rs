@@ -108,3 +108,65 @@ async fn redeliveries_dead_letters_and_lag_are_counted() {
     shutdown.cancel();
     running.await.expect("task").expect("clean stop");
 }
+
+/// A consumer of its own whose handler never settles (it panics), given up by the server.
+static CRASHING: ConsumerSpec = ConsumerSpec {
+    durable_name: "test-metered-crash",
+    service: Service::Notifier,
+    stream: &TM_DATASET,
+    filter_subject: "tm.*.dataset.>",
+    max_deliver: 2,
+    ack_wait: Duration::from_secs(30),
+    max_ack_pending: 64,
+    description: "bus metrics test: crashing handler",
+    audit: ConsumerAudit::Nothing("a test consumer of no tenant's data."),
+};
+
+#[tokio::test]
+async fn a_dead_letter_from_the_server_advisory_is_counted() {
+    let (_nats, jetstream) = nats_with_streams().await;
+    let publisher = Publisher::new(jetstream.clone());
+    publisher
+        .publish_bytes(
+            &Subject::dataset_ingested(&acme()),
+            Bytes::from_static(b"crashes the handler"),
+            "m-crashy",
+        )
+        .await
+        .expect("publish");
+    let metrics = Metrics::new("bus-test");
+    let consumer = ensure_consumer(&jetstream, &CRASHING)
+        .await
+        .expect("consumer");
+    let runner = ConsumerRunner::new(
+        consumer,
+        &CRASHING,
+        publisher,
+        |delivery: Delivery| async move {
+            // Never settled: the guard naks as the task unwinds, like a crash mid-handler, so only
+            // the server's MAX_DELIVERIES advisory tells the runner to dead-letter it.
+            assert!(
+                delivery.delivered() == 0,
+                "handler bug (expected in this test)"
+            );
+            Ok::<(), HandlerError>(())
+        },
+    )
+    .with_options(fast_options());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(runner.run(shutdown.clone()));
+
+    let prefix = "trustmesh_dead_letters_total{service=\"bus-test\",stream=\"TM_DATASET\",\
+                  consumer=\"test-metered-crash\"} ";
+    eventually("the dead letter is counted", || async {
+        let text = metrics.render();
+        let dead = text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.parse::<f64>().ok());
+        (dead == Some(1.0)).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    running.await.expect("task").expect("clean stop");
+}
