@@ -58,6 +58,8 @@ pub struct Foundations {
     pub bus_schema: trustmesh_bus::SchemaName,
     /// JetStream on the service's own NATS connection; every stream exists.
     pub jetstream: jetstream::Context,
+    /// Replicas of every stream, and of the `tm_auth` bucket (`nats.stream_replicas`).
+    pub stream_replicas: usize,
     /// Cancels the background work; hand it to `Component::cancel_on_exit`.
     pub background: CancellationToken,
     /// Cancels [`Self::background`] when dropped, so the key cache's watch stops if the service
@@ -108,6 +110,7 @@ pub async fn connect(
         pool,
         bus_schema,
         jetstream,
+        stream_replicas: nats.stream_replicas,
         background,
         stop_background,
     })
@@ -149,6 +152,12 @@ impl Foundations {
         readiness: &Readiness,
     ) -> Result<KeyCache, StartError> {
         let keys_ready = readiness.register("tm_auth key cache");
+        // NOTE: the bucket as replicated as the streams: on a cluster, losing its one node would
+        // otherwise refuse every key once the cache goes stale.
+        let options = CacheOptions {
+            replicas: self.stream_replicas,
+            ..options
+        };
         let cache = KeyCache::start(&self.jetstream, options, self.background.clone()).await?;
         keys_ready.set_ready();
         Ok(cache)

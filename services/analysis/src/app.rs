@@ -145,6 +145,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         jetstream,
         background,
         stop_background,
+        ..
     } = foundations;
     let publisher = Publisher::new(jetstream);
 

@@ -136,6 +136,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     let background = CancellationToken::new();
     let options = CacheOptions {
         max_staleness: std::time::Duration::from_secs(settings.auth.max_key_cache_staleness_secs),
+        replicas: settings.nats.stream_replicas,
         ..CacheOptions::default()
     };
     let cache = KeyCache::start(&jetstream, options, background.clone()).await?;

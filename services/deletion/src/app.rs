@@ -136,6 +136,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         jetstream,
         background,
         stop_background,
+        ..
     } = foundations;
     let authenticator = match operator {
         Some(operator) => Authenticator::new(cache).with_operator(operator),

@@ -154,6 +154,7 @@ async fn parts(
         jetstream,
         background,
         stop_background,
+        ..
     } = foundations;
     let publisher = Publisher::new(jetstream.clone());
     let outbox = Outbox::new(&bus_schema);

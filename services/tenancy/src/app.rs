@@ -132,6 +132,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
 
     let options = CacheOptions {
         max_staleness: std::time::Duration::from_secs(settings.auth.max_key_cache_staleness_secs),
+        replicas: settings.nats.stream_replicas,
         ..CacheOptions::default()
     };
     let bucket = AuthBucket::open(&foundations.jetstream, options.replicas).await?;
@@ -152,6 +153,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         jetstream,
         background,
         stop_background,
+        ..
     } = foundations;
     let publisher = Publisher::new(jetstream);
 

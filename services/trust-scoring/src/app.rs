@@ -140,6 +140,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         jetstream,
         background,
         stop_background,
+        ..
     } = foundations;
     let publisher = Publisher::new(jetstream);
 
