@@ -13,6 +13,8 @@
 //!   trust score.
 //! - [`model`]: out-of-sample predicted probabilities from features (standardized multinomial
 //!   logistic regression, L-BFGS, stratified K-fold).
+//! - [`modality`]: image checks (CleanVision semantics) and text checks (PII, language, length,
+//!   near duplicates) on raw cells.
 //! - [`automl`]: from a table of raw columns to out-of-sample predictions: schema inference,
 //!   featurization, a suite of models (logistic regression, gradient-boosted trees, kNN), their
 //!   ensemble and its summary.
@@ -23,6 +25,7 @@ pub mod error;
 pub mod knn;
 pub mod label;
 pub mod matrix;
+pub mod modality;
 pub mod model;
 
 pub use error::QualityError;

@@ -1,32 +1,43 @@
-//! `trustmesh check`: the quality engine on a CSV file, without the mesh.
+//! `trustmesh check`: the quality engine on a CSV file or a folder-per-class image archive, without
+//! the mesh.
 //!
-//! Reads the data (`input.rs`), takes the given pred_probs or trains AutoML's models for them
-//! ([`trustmesh_quality::automl::train`]: every column featurized by its role, logistic regression,
-//! gradient-boosted trees and kNN cross-validated and ensembled), runs
-//! [`trustmesh_quality::detectors::find_issues`], writes the per-row report and the JSON summary
-//! (`output.rs`).
+//! A CSV file: reads the data (`input.rs`), takes the given pred_probs or trains AutoML's models for
+//! them ([`trustmesh_quality::automl::train`]: every column featurized by its role, logistic
+//! regression, gradient-boosted trees and kNN cross-validated and ensembled), runs
+//! [`trustmesh_quality::detectors::find_issues`] and, on every column whose inferred role is text,
+//! the text checks ([`trustmesh_quality::modality::check_texts`]), and writes the per-row report and
+//! the JSON summary (`output.rs`).
+//!
+//! A zip archive with one folder per class (`archive.rs`): runs the image checks
+//! ([`trustmesh_quality::modality::check_images`]) and writes one row per image.
 
+mod archive;
 mod input;
 mod output;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use trustmesh_quality::QualityError;
-use trustmesh_quality::automl::{AutoMlOptions, ColumnRole, Task, train};
+use trustmesh_quality::automl::{AutoMlOptions, ColumnRole, Task, infer_schema, train};
 use trustmesh_quality::detectors::{Compat, DetectorConfig, DetectorInput, IssueType, find_issues};
+use trustmesh_quality::modality::{
+    ImageOptions, TextOptions, TextReport, check_images, check_texts,
+};
 
 /// Arguments of `trustmesh check`.
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
-    /// The data: a CSV file with a header row.
-    #[arg(long, value_name = "FILE.csv")]
+    /// The data: a CSV file with a header row, or a zip archive of images with one folder per
+    /// class (the folder names are the labels).
+    #[arg(long, value_name = "FILE.csv|IMAGES.zip")]
     data: PathBuf,
-    /// The column holding the given labels.
+    /// The column holding the given labels (a CSV file; an archive's labels are its folder names).
     #[arg(long, value_name = "COLUMN")]
-    label: String,
+    label: Option<String>,
     /// A column identifying rows: never used as a feature, copied to the report.
     #[arg(long, value_name = "COLUMN")]
     id_column: Option<String>,
@@ -52,6 +63,15 @@ pub(crate) struct CheckArgs {
     /// Where to write the per-type counts and scores, label health and per-stage timings.
     #[arg(long, value_name = "SUMMARY.json")]
     summary: Option<PathBuf>,
+    /// An image archive may hold at most this many files.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_archive_files: usize,
+    /// An image archive's files may expand to at most this many bytes in all.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
+    max_archive_bytes: u64,
+    /// Images with more pixels are not analyzed (their row says why).
+    #[arg(long, value_name = "PIXELS", default_value_t = 100_000_000)]
+    max_image_pixels: u64,
 }
 
 /// Whose rules to follow.
@@ -74,6 +94,19 @@ fn ms_since(start: Instant) -> f64 {
 /// Unreadable or malformed input (naming the file, row and column), invalid options, or an engine
 /// error.
 pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
+    let is_zip = args
+        .data
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+    if is_zip {
+        return run_images(args);
+    }
+    let Some(label) = args.label.as_deref() else {
+        bail!(
+            "{}: --label is required for a CSV file (the column holding the given labels)",
+            args.data.display()
+        );
+    };
     let compat = match args.compat {
         CompatArg::Trustmesh => Compat::Trustmesh,
         CompatArg::Cleanlab => Compat::Cleanlab,
@@ -95,8 +128,12 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
     }
     let mut timings = Vec::new();
     let start = Instant::now();
-    let mut data = input::read_data(&args.data, &args.label, args.id_column.as_deref())?;
+    let mut data = input::read_data(&args.data, label, args.id_column.as_deref())?;
     timings.push(("read_data", ms_since(start)));
+    let roles = column_roles(args)?;
+    let start = Instant::now();
+    let texts = text_checks(args, label, &data, &roles);
+    timings.push(("text_checks", ms_since(start)));
     let start = Instant::now();
     let (pred_probs, model) = match &args.pred_probs {
         Some(path) => {
@@ -105,7 +142,7 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
             (pred_probs, None)
         }
         None => {
-            let automl = train_models(args, &data)?;
+            let automl = train_models(args, label, &roles, &data)?;
             timings.push(("cross_val_pred_probs", ms_since(start)));
             output::print_model_summary(&automl.summary);
             for warning in &automl.summary.warnings {
@@ -134,28 +171,63 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
 
     let start = Instant::now();
     if let Some(path) = &args.out {
-        output::write_rows(path, &data, &report)?;
+        output::write_rows(path, &data, &report, &texts)?;
     }
     timings.push(("write_rows", ms_since(start)));
     if let Some(path) = &args.summary {
-        output::write_summary(path, &data, &report, compat, model.as_ref(), &timings)?;
+        let run = output::Run {
+            compat,
+            model: model.as_ref(),
+            texts: &texts,
+            timings: &timings,
+        };
+        output::write_summary(path, &data, &report, &run)?;
     }
     output::print_overview(&report);
+    output::print_text_overview(&texts);
     Ok(())
 }
 
-/// Trains AutoML's models on every column of the data (classification, the CLI's class order).
+/// The image checks on a folder-per-class archive: one row per file.
 ///
 /// # Errors
-/// A bad `--column-role`, a column whose values do not fit its role (naming the row and column),
-/// no column to learn from, or an engine error.
-fn train_models(
-    args: &CheckArgs,
-    data: &input::Data,
-) -> anyhow::Result<trustmesh_quality::automl::AutoMlResult> {
-    let mut options = AutoMlOptions::new(&args.label);
-    options.task = Some(Task::Classification);
-    options.id_columns = args.id_column.iter().cloned().collect();
+/// An unreadable archive or one over the limits; unwritable outputs.
+fn run_images(args: &CheckArgs) -> anyhow::Result<()> {
+    if args.pred_probs.is_some() || args.issues.is_some() {
+        bail!("--pred-probs and --issues apply to CSV data, not to an image archive");
+    }
+    let mut timings = Vec::new();
+    let start = Instant::now();
+    let limits = archive::ArchiveLimits {
+        max_files: args.max_archive_files,
+        max_bytes: args.max_archive_bytes,
+    };
+    let files = archive::read_archive(&args.data, limits)?;
+    timings.push(("read_archive", ms_since(start)));
+    let start = Instant::now();
+    let options = ImageOptions {
+        max_pixels: args.max_image_pixels,
+        ..ImageOptions::default()
+    };
+    let bytes: Vec<&[u8]> = files.iter().map(|f| f.bytes.as_slice()).collect();
+    let report = check_images(&bytes, &options);
+    timings.push(("image_checks", ms_since(start)));
+    if let Some(path) = &args.out {
+        output::write_image_rows(path, &files, &report)?;
+    }
+    if let Some(path) = &args.summary {
+        output::write_image_summary(path, &files, &report, &timings)?;
+    }
+    output::print_image_overview(&report);
+    Ok(())
+}
+
+/// The `--column-role` overrides.
+///
+/// # Errors
+/// A malformed override or an unknown role.
+fn column_roles(args: &CheckArgs) -> anyhow::Result<BTreeMap<String, ColumnRole>> {
+    let mut roles = BTreeMap::new();
     for given in &args.column_role {
         let (name, role) = given
             .split_once('=')
@@ -166,8 +238,56 @@ fn train_models(
                  boolean, datetime, text, embedding, ignored)"
             )
         })?;
-        options.roles.insert(name.trim().to_owned(), role);
+        roles.insert(name.trim().to_owned(), role);
     }
+    Ok(roles)
+}
+
+/// The text checks on every column whose role (inferred, or given) is text. A schema that cannot be
+/// inferred skips them with a warning: the models report the same problem when they train.
+fn text_checks(
+    args: &CheckArgs,
+    label: &str,
+    data: &input::Data,
+    roles: &BTreeMap<String, ColumnRole>,
+) -> Vec<(String, TextReport)> {
+    let ids: Vec<String> = args.id_column.iter().cloned().collect();
+    let plans = match infer_schema(&data.table, label, &ids, roles) {
+        Ok(plans) => plans,
+        Err(err) => {
+            eprintln!("warning: no text checks: {err}");
+            return Vec::new();
+        }
+    };
+    plans
+        .iter()
+        .filter(|p| p.role == ColumnRole::Text)
+        .filter_map(|p| data.table.column(&p.name))
+        .map(|column| {
+            let cells: Vec<&str> = (0..column.len())
+                .map(|i| column.get(i).unwrap_or(""))
+                .collect();
+            let report = check_texts(&cells, &TextOptions::default());
+            (column.name().to_owned(), report)
+        })
+        .collect()
+}
+
+/// Trains AutoML's models on every column of the data (classification, the CLI's class order).
+///
+/// # Errors
+/// A `--column-role` naming no column, a column whose values do not fit its role (naming the row
+/// and column), no column to learn from, or an engine error.
+fn train_models(
+    args: &CheckArgs,
+    label: &str,
+    roles: &BTreeMap<String, ColumnRole>,
+    data: &input::Data,
+) -> anyhow::Result<trustmesh_quality::automl::AutoMlResult> {
+    let mut options = AutoMlOptions::new(label);
+    options.task = Some(Task::Classification);
+    options.id_columns = args.id_column.iter().cloned().collect();
+    options.roles.clone_from(roles);
     let automl = match train(&data.table, &options) {
         Ok(automl) => automl,
         Err(QualityError::Empty) => bail!(

@@ -1,4 +1,5 @@
-//! `trustmesh check` end to end: the built binary on the iris reference fixture.
+//! `trustmesh check` end to end: the built binary on the iris reference fixture, and on the
+//! quality engine's image archive and text fixtures with planted issues.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -260,4 +261,298 @@ fn check_without_pred_probs_cross_validates_a_model() {
         .count();
     // 15 labels were flipped; cleanlab flags 20 with the fixture's pred_probs.
     assert!((10..=30).contains(&flagged), "{flagged}");
+}
+
+/// The quality engine's image and text fixtures with planted issues.
+fn modality_fixture(name: &str) -> PathBuf {
+    [
+        env!("CARGO_MANIFEST_DIR"),
+        "../../libs/quality/fixtures/modality",
+        name,
+    ]
+    .iter()
+    .collect()
+}
+
+/// Zips the image fixtures (one folder per class) into `to`, plus `extra` files.
+fn zip_images(to: &Path, extra: &[(&str, &[u8])]) -> usize {
+    let root = modality_fixture("images");
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(to).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    let mut files = 0;
+    for class in std::fs::read_dir(&root).unwrap() {
+        let class = class.unwrap();
+        let name = class.file_name().into_string().unwrap();
+        writer.add_directory(format!("{name}/"), options).unwrap();
+        for file in std::fs::read_dir(class.path()).unwrap() {
+            let file = file.unwrap();
+            let inner = format!("{name}/{}", file.file_name().into_string().unwrap());
+            writer.start_file(inner, options).unwrap();
+            std::io::Write::write_all(&mut writer, &std::fs::read(file.path()).unwrap()).unwrap();
+            files += 1;
+        }
+    }
+    for (inner, bytes) in extra {
+        writer.start_file(*inner, options).unwrap();
+        std::io::Write::write_all(&mut writer, bytes).unwrap();
+    }
+    writer.finish().unwrap();
+    files
+}
+
+fn read_rows(path: &Path) -> (Vec<String>, Vec<csv::StringRecord>) {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    (header, reader.records().map(Result::unwrap).collect())
+}
+
+#[test]
+fn check_on_an_image_archive_writes_one_row_per_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("images.zip");
+    let files = zip_images(&archive, &[("__MACOSX/cat/._000_clean.png", b"fork")]);
+    let (rows, summary) = (dir.path().join("rows.csv"), dir.path().join("summary.json"));
+    let out = trustmesh(&[
+        "check",
+        "--data",
+        path(&archive),
+        "--out",
+        path(&rows),
+        "--summary",
+        path(&summary),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (header, records) = read_rows(&rows);
+    assert_eq!(records.len(), files);
+    assert_eq!(header[..2], ["path", "given_label"]);
+    assert_eq!(
+        header[header.len() - 2..],
+        ["is_not_analyzed", "not_analyzed_reason"]
+    );
+    let checks = &header[2..header.len() - 2];
+    assert_eq!(checks.len(), 18);
+    for pair in checks.chunks(2) {
+        let name = pair[1].strip_suffix("_score").expect("a score column");
+        assert_eq!(pair[0], format!("is_{name}_issue"));
+    }
+    // Labels are the folder names; the planted issues are flagged; bad files are not analyzed.
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let truth: std::collections::HashMap<String, String> =
+        csv::Reader::from_path(modality_fixture("images.csv"))
+            .unwrap()
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[0].to_owned(), r[1].to_owned())
+            })
+            .collect();
+    for r in &records {
+        assert_eq!(&r[1], r[0].split('/').next().unwrap());
+        let planted = &truth[&r[0]];
+        if planted == "dark" {
+            assert_eq!(&r[col("is_dark_issue")], "True", "{}", &r[0]);
+        }
+        let not_analyzed = &r[col("is_not_analyzed")] == "True";
+        assert_eq!(not_analyzed, planted == "not_analyzed", "{}", &r[0]);
+        if not_analyzed {
+            assert!(!r[col("not_analyzed_reason")].is_empty());
+            assert_eq!(&r[col("dark_score")], "");
+        }
+    }
+    // The summary counts what the rows flag.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(summary["rows"], files);
+    assert_eq!(summary["classes"], serde_json::json!(["cat", "dog"]));
+    for issue in summary["issues"].as_array().unwrap() {
+        let name = issue["issue_type"].as_str().unwrap();
+        let flag = col(&format!("is_{name}_issue"));
+        let flagged = records.iter().filter(|r| &r[flag] == "True").count();
+        assert_eq!(issue["num_issues"], flagged, "{name}");
+        assert!(flagged > 0, "{name}");
+    }
+    assert_eq!(summary["not_analyzed"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn image_archives_over_the_limits_are_refused_or_their_images_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("images.zip");
+    zip_images(&archive, &[]);
+    for (flag, value, expected) in [
+        (
+            "--max-archive-files",
+            "10",
+            "over the limit (--max-archive-files)",
+        ),
+        (
+            "--max-archive-bytes",
+            "50000",
+            "over the limit (--max-archive-bytes)",
+        ),
+    ] {
+        let out = trustmesh(&["check", "--data", path(&archive), flag, value]);
+        assert!(!out.status.success(), "{flag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{flag}: {stderr}");
+    }
+    // A deflated run of zeros: tiny in the archive, over the limit once expanded.
+    let bomb = dir.path().join("bomb.zip");
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(&bomb).unwrap());
+    writer
+        .start_file("cat/zeros.png", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut writer, &vec![0u8; 10_000_000]).unwrap();
+    writer.finish().unwrap();
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 100_000);
+    let out = trustmesh(&[
+        "check",
+        "--data",
+        path(&bomb),
+        "--max-archive-bytes",
+        "1000000",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-archive-bytes"));
+    // Files at the root have no class.
+    let flat = dir.path().join("flat.zip");
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(&flat).unwrap());
+    writer
+        .start_file("a.png", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    writer.finish().unwrap();
+    let out = trustmesh(&["check", "--data", path(&flat)]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected one folder per class"));
+    // Images over the pixel limit are not analyzed; the others are.
+    let rows = dir.path().join("rows.csv");
+    let out = trustmesh(&[
+        "check",
+        "--data",
+        path(&archive),
+        "--max-image-pixels",
+        "2500",
+        "--out",
+        path(&rows),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (header, records) = read_rows(&rows);
+    let reason = header
+        .iter()
+        .position(|h| h == "not_analyzed_reason")
+        .unwrap();
+    let over = records
+        .iter()
+        .filter(|r| r[reason].contains("over the limit of 2500"))
+        .count();
+    assert!(over > 10 && over < records.len() - 10, "{over}");
+}
+
+#[test]
+fn check_on_a_csv_with_a_text_column_runs_the_text_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, rows, summary) = (
+        dir.path().join("texts.csv"),
+        dir.path().join("rows.csv"),
+        dir.path().join("summary.json"),
+    );
+    // The fixture's texts with a label; the planted issues are left out of the data.
+    let mut writer = csv::Writer::from_path(&data).unwrap();
+    writer.write_record(["review", "label"]).unwrap();
+    let texts: Vec<csv::StringRecord> = csv::Reader::from_path(modality_fixture("texts.csv"))
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    for (i, r) in texts.iter().enumerate() {
+        writer
+            .write_record([&r[0], ["good", "bad"][i % 2]])
+            .unwrap();
+    }
+    writer.flush().unwrap();
+    let out = trustmesh(&[
+        "check",
+        "--data",
+        path(&data),
+        "--label",
+        "label",
+        "--out",
+        path(&rows),
+        "--summary",
+        path(&summary),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (header, records) = read_rows(&rows);
+    assert_eq!(records.len(), texts.len());
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    for (r, truth) in records.iter().zip(&texts) {
+        let planted: Vec<&str> = truth[1].split(';').collect();
+        assert_eq!(
+            &r[col("review.is_PII_issue")] == "True",
+            planted.contains(&"PII"),
+            "{}",
+            &truth[0]
+        );
+        if planted.contains(&"PII") {
+            assert_eq!(&r[col("review.PII_types")], &truth[2]);
+            assert!(!r[col("review.PII_items")].is_empty());
+        }
+        assert_eq!(
+            &r[col("review.is_empty_text_issue")] == "True",
+            planted.contains(&"empty_text")
+        );
+        let _ = col("review.non_english_score");
+        let _ = col("review.is_near_duplicate_issue");
+        let _ = col("review.text_length_score");
+        // A whitespace-only cell is a missing value: no characters.
+        let characters = if truth[0].trim().is_empty() {
+            0
+        } else {
+            truth[0].chars().count()
+        };
+        assert_eq!(
+            r[col("review.text_num_characters")]
+                .parse::<usize>()
+                .unwrap(),
+            characters
+        );
+    }
+    let french = texts
+        .iter()
+        .position(|t| t[0].starts_with("Le petit chat"))
+        .unwrap();
+    assert_eq!(&records[french][col("review.predicted_language")], "French");
+    assert_eq!(&records[french][col("review.is_non_english_issue")], "True");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let text = &summary["text_issues"][0];
+    assert_eq!(text["column"], "review");
+    let pii = text["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["issue_type"] == "PII")
+        .unwrap();
+    assert_eq!(pii["num_issues"], 28);
 }

@@ -8,6 +8,7 @@
 //!
 //! Layout:
 //! - `table.rs`: [`Table`], named columns of text or binary cells (our own small columnar type).
+//! - `arrow.rs`: [`Table`]s from Arrow record batches, Parquet and JSONL files.
 //! - `parse.rs`: numbers, booleans, dates and float lists in cells.
 //! - `schema.rs`: [`infer_schema`], each column's [`ColumnRole`] and why.
 //! - `featurize.rs`: [`featurize`] into a [`Design`] (dense standardized block, sparse text block).
@@ -19,6 +20,7 @@
 //! - `metrics.rs`: [`ModelMetrics`] (accuracy, log loss, per-class precision/recall/F1; RMSE, R²).
 //! - `suite.rs`: [`train`], folds, models, ensemble and [`ModelSummary`].
 
+mod arrow;
 mod featurize;
 mod gbt;
 mod image;
@@ -31,6 +33,7 @@ mod suite;
 mod table;
 mod text;
 
+pub use arrow::{ReadError, read_jsonl, read_parquet, table_from_batches};
 pub use featurize::{Csr, Design, ONE_HOT_MAX, featurize};
 pub use gbt::{EARLY_STOP_MIN_ROWS, GbtOptions};
 pub use metrics::{ClassMetrics, ModelMetrics};

@@ -7,12 +7,73 @@ use serde_json::{Value, json};
 use trustmesh_quality::automl::ModelSummary;
 use trustmesh_quality::detectors::{Compat, IssueReport};
 use trustmesh_quality::label::HealthSummary;
+use trustmesh_quality::modality::{ImageReport, ModalityColumn, TextReport};
 
+use super::archive::ArchiveFile;
 use super::input::Data;
 
+/// What the summary says about the run besides the report.
+pub(super) struct Run<'a> {
+    /// Whose rules were followed.
+    pub(super) compat: Compat,
+    /// The models' summary, when they were trained for the pred_probs.
+    pub(super) model: Option<&'a ModelSummary>,
+    /// The text checks per text column.
+    pub(super) texts: &'a [(String, TextReport)],
+    /// The command's stages and their milliseconds.
+    pub(super) timings: &'a [(&'a str, f64)],
+}
+
+/// A score cell: empty for a row that was not analyzed.
+fn score_cell(score: f64) -> String {
+    if score.is_nan() {
+        String::new()
+    } else {
+        score.to_string()
+    }
+}
+
+fn flag_cell(flag: bool) -> String {
+    if flag { "True" } else { "False" }.to_owned()
+}
+
+/// `is_<type>_issue` / `<type>_score` header pairs, each name after `prefix`.
+fn pair_headers(columns: &[ModalityColumn], prefix: &str) -> Vec<String> {
+    columns
+        .iter()
+        .flat_map(|c| {
+            [
+                format!("{prefix}{}", c.flag_column()),
+                format!("{prefix}{}", c.score_column()),
+            ]
+        })
+        .collect()
+}
+
+/// Per-type counts and mean scores, as the detectors' `issues`.
+fn modality_issues(columns: &[ModalityColumn]) -> Vec<Value> {
+    columns
+        .iter()
+        .map(|c| {
+            json!({
+                "issue_type": c.name,
+                "score": c.mean_score(),
+                "num_issues": c.num_issues(),
+            })
+        })
+        .collect()
+}
+
 /// Writes one row per input row: the id (if any), `is_<type>_issue` and `<type>_score` per check,
-/// `given_label`, `predicted_label`, `suggested_label` (class names) and `trust_score`.
-pub(super) fn write_rows(path: &Path, data: &Data, report: &IssueReport) -> anyhow::Result<()> {
+/// `given_label`, `predicted_label`, `suggested_label` (class names) and `trust_score`; then, per
+/// text column `c`, `c.is_<type>_issue` and `c.<type>_score` per text check, `c.text_num_characters`,
+/// `c.PII_types`, `c.PII_items` (`;`-separated) and `c.predicted_language`.
+pub(super) fn write_rows(
+    path: &Path,
+    data: &Data,
+    report: &IssueReport,
+    texts: &[(String, TextReport)],
+) -> anyhow::Result<()> {
     let mut writer = csv::Writer::from_path(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     let mut header: Vec<String> = Vec::new();
@@ -32,6 +93,18 @@ pub(super) fn write_rows(path: &Path, data: &Data, report: &IssueReport) -> anyh
         ]
         .map(String::from),
     );
+    for (name, text) in texts {
+        header.extend(pair_headers(&text.columns, &format!("{name}.")));
+        header.extend(
+            [
+                "text_num_characters",
+                "PII_types",
+                "PII_items",
+                "predicted_language",
+            ]
+            .map(|c| format!("{name}.{c}")),
+        );
+    }
     writer.write_record(&header)?;
     let class = |labels: Option<&Vec<usize>>, i: usize| {
         labels.map_or_else(String::new, |l| data.classes[l[i]].clone())
@@ -50,6 +123,25 @@ pub(super) fn write_rows(path: &Path, data: &Data, report: &IssueReport) -> anyh
         record.push(class(report.predicted_label.as_ref(), i));
         record.push(class(report.suggested_label.as_ref(), i));
         record.push(report.trust_score[i].to_string());
+        for (_, text) in texts {
+            for column in &text.columns {
+                record.push(flag_cell(column.is_issue[i]));
+                record.push(score_cell(column.score[i]));
+            }
+            let pii = &text.pii[i];
+            let mut kinds: Vec<&str> = pii.iter().map(|m| m.pii_type.name()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            record.push(text.text_num_characters[i].to_string());
+            record.push(kinds.join(";"));
+            record.push(
+                pii.iter()
+                    .map(|m| m.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            );
+            record.push(text.predicted_language[i].unwrap_or_default().to_owned());
+        }
         writer.write_record(&record)?;
     }
     writer
@@ -81,16 +173,21 @@ fn health_json(health: &HealthSummary, classes: &[String]) -> Value {
     })
 }
 
-/// Writes the summary: rows, classes, where the pred_probs came from, per-type counts and scores, skipped checks, label health and
-/// per-stage timings in milliseconds (the engine's stages, then the command's).
+/// Writes the summary: rows, classes, where the pred_probs came from, per-type counts and scores,
+/// skipped checks, the text checks' counts and scores per text column, label health and per-stage
+/// timings in milliseconds (the engine's stages, then the command's).
 pub(super) fn write_summary(
     path: &Path,
     data: &Data,
     report: &IssueReport,
-    compat: Compat,
-    model: Option<&ModelSummary>,
-    timings: &[(&str, f64)],
+    run: &Run<'_>,
 ) -> anyhow::Result<()> {
+    let Run {
+        compat,
+        model,
+        texts,
+        timings,
+    } = *run;
     let timings_ms: serde_json::Map<String, Value> = report
         .timings
         .iter()
@@ -127,6 +224,10 @@ pub(super) fn write_summary(
                 }))
             },
         )?,
+        "text_issues": texts.iter().map(|(name, text)| json!({
+            "column": name,
+            "issues": modality_issues(&text.columns),
+        })).collect::<Vec<_>>(),
         "health_score": report.health_score,
         "non_iid_p_value": report.non_iid_p_value,
         "label_health": report.label_health.as_ref().map(|h| health_json(h, &data.classes)),
@@ -175,4 +276,88 @@ pub(super) fn print_overview(report: &IssueReport) {
     for s in &report.skipped {
         println!("{:<22} skipped: {}", s.issue_type.name(), s.reason);
     }
+}
+
+/// The text checks' overview on stdout: one line per text column and check.
+pub(super) fn print_text_overview(texts: &[(String, TextReport)]) {
+    for (name, text) in texts {
+        for c in &text.columns {
+            println!(
+                "{:<22} {:>8} issues  score {:.4}",
+                format!("{name}.{}", c.name),
+                c.num_issues(),
+                c.mean_score()
+            );
+        }
+    }
+}
+
+/// Writes one row per archive file: `path`, `given_label` (its folder), `is_<type>_issue` and
+/// `<type>_score` per image check (empty scores for files not analyzed), `is_not_analyzed` and
+/// `not_analyzed_reason`.
+pub(super) fn write_image_rows(
+    path: &Path,
+    files: &[ArchiveFile],
+    report: &ImageReport,
+) -> anyhow::Result<()> {
+    let mut writer = csv::Writer::from_path(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut header = vec!["path".to_owned(), "given_label".to_owned()];
+    header.extend(pair_headers(&report.columns, ""));
+    header.extend(["is_not_analyzed", "not_analyzed_reason"].map(String::from));
+    writer.write_record(&header)?;
+    for (i, file) in files.iter().enumerate() {
+        let mut record = vec![file.path.clone(), file.label.clone()];
+        for column in &report.columns {
+            record.push(flag_cell(column.is_issue[i]));
+            record.push(score_cell(column.score[i]));
+        }
+        record.push(flag_cell(report.not_analyzed[i].is_some()));
+        record.push(report.not_analyzed[i].clone().unwrap_or_default());
+        writer.write_record(&record)?;
+    }
+    writer
+        .flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes the image summary: rows, classes (folder names), per-type counts and mean scores, the
+/// files not analyzed with their reasons, and per-stage timings in milliseconds.
+pub(super) fn write_image_summary(
+    path: &Path,
+    files: &[ArchiveFile],
+    report: &ImageReport,
+    timings: &[(&str, f64)],
+) -> anyhow::Result<()> {
+    let mut classes: Vec<&str> = files.iter().map(|f| f.label.as_str()).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let summary = json!({
+        "rows": report.n,
+        "classes": classes,
+        "issues": modality_issues(&report.columns),
+        "not_analyzed": files.iter().zip(&report.not_analyzed).filter_map(|(f, r)| {
+            r.as_ref().map(|reason| json!({ "path": f.path, "reason": reason }))
+        }).collect::<Vec<_>>(),
+        "timings_ms": timings.iter().map(|(stage, ms)| ((*stage).to_owned(), json!(ms)))
+            .collect::<serde_json::Map<String, Value>>(),
+    });
+    let text = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The image checks' overview on stdout: one line per check, then the files not analyzed.
+pub(super) fn print_image_overview(report: &ImageReport) {
+    println!("{} images checked", report.n);
+    for c in &report.columns {
+        println!(
+            "{:<22} {:>8} issues  score {:.4}",
+            c.name,
+            c.num_issues(),
+            c.mean_score()
+        );
+    }
+    let not_analyzed = report.not_analyzed.iter().flatten().count();
+    println!("{:<22} {not_analyzed:>8}", "not analyzed");
 }
