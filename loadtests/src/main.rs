@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_sdk::proto::{DeletionState, JobState, Scope};
 use trustmesh_sdk::{Client, Error, RowQuery, SecretString};
+use trustmesh_testkit::data::synthetic_csv;
 
 /// Load generator for a trustmesh mesh on loopback.
 #[derive(Debug, Parser)]
@@ -39,7 +40,7 @@ struct Args {
     /// Stop each client after this many loops instead (0: no limit).
     #[arg(long, default_value_t = 0)]
     loops: u64,
-    /// Rows of each uploaded dataset (4 numeric features, 3 classes, 10% labels flipped).
+    /// Rows of each uploaded dataset (4 numeric features, 3 classes).
     #[arg(long, default_value_t = 500)]
     rows: usize,
     /// How long a job may take before it counts as lost.
@@ -134,34 +135,6 @@ async fn timed<T>(
     }
 }
 
-/// `rows` rows of 4 numeric features and one of three labels, 10% of them flipped.
-fn dataset(rows: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut csv = String::from("row_id,f0,f1,f2,f3,label\n");
-    for row in 0..rows {
-        let class = row % 3;
-        csv.push_str(&row.to_string());
-        for feature in 0..4 {
-            let noise = (next() % 10_000) as f64 / 5_000.0 - 1.0;
-            let centre = if feature == class { 3.0 } else { 0.0 };
-            csv.push_str(&format!(",{:.4}", centre + noise));
-        }
-        let label = if next() % 10 == 0 {
-            (class + 1) % 3
-        } else {
-            class
-        };
-        csv.push_str(&format!(",c{label}\n"));
-    }
-    csv.into_bytes()
-}
-
 /// One client's loops until `stop` or its loop limit.
 async fn client_loop(
     client: Client,
@@ -174,7 +147,7 @@ async fn client_loop(
     let mut done = 0;
     while !stop.is_cancelled() && (args.loops == 0 || done < args.loops) {
         done += 1;
-        let csv = dataset(args.rows, seed.wrapping_mul(done + 1));
+        let csv = synthetic_csv(args.rows, 4, seed.wrapping_mul(done + 1));
         let Some(uploaded) = timed(
             &recorder,
             "upload",

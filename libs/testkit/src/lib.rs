@@ -2,6 +2,7 @@
 //! versioning S3 server (moto), and canary scanners.
 
 pub mod canary;
+pub mod data;
 pub mod moto;
 pub mod nats;
 pub mod nats_auth;

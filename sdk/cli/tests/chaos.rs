@@ -34,6 +34,7 @@ use trustmesh_proto::v1::{
 use trustmesh_runtime::SecretString;
 use trustmesh_sdk::{Client, is_final, once_known};
 use trustmesh_store::ObjectStoreSettings;
+use trustmesh_testkit::data::synthetic_csv;
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::pg_cluster::PgCluster;
 use trustmesh_testkit::postgres::TestDatabase;
@@ -153,29 +154,6 @@ impl Mesh {
     }
 }
 
-/// `rows` rows of 4 noisy numeric features and one of three labels; `seed` makes each dataset
-/// different.
-fn synthetic_csv(rows: usize, seed: u64) -> Vec<u8> {
-    let mut csv = String::from("row_id,f0,f1,f2,f3,label\n");
-    let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut noise = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 10_000) as f64 / 5_000.0 - 1.0
-    };
-    for row in 0..rows {
-        let class = row % 3;
-        csv.push_str(&row.to_string());
-        for feature in 0..4 {
-            let center = if feature % 3 == class { 1.5 } else { 0.0 };
-            csv.push_str(&format!(",{:.4}", center + noise()));
-        }
-        csv.push_str(&format!(",c{class}\n"));
-    }
-    csv.into_bytes()
-}
-
 /// The failures the client saw during a flow, by call and code (`TRANSPORT` when no server
 /// answered).
 #[derive(Debug, Default, Clone)]
@@ -240,7 +218,7 @@ async fn one_job(
     failures: Failures,
     started: Arc<AtomicUsize>,
 ) -> (Dataset, Job) {
-    let csv = synthetic_csv(ROWS, index as u64);
+    let csv = synthetic_csv(ROWS, 4, index as u64);
     let name = format!("chaos-{index}");
     let dataset = retrying("upload", &failures, || async {
         let dataset = user.upload_csv(&name, csv.clone(), "row_id").await?;

@@ -33,6 +33,7 @@ use trustmesh_proto::v1::{
 };
 use trustmesh_runtime::SecretString;
 use trustmesh_sdk::{Client, once_known};
+use trustmesh_testkit::data::synthetic_csv;
 use trustmesh_testkit::nats::{CLUSTER_SIZE, NatsCluster, free_loopback_ports};
 use trustmesh_testkit::postgres::TestDatabase;
 
@@ -441,28 +442,6 @@ struct Clients {
     audit: Client,
 }
 
-/// `rows` rows of 8 noisy numeric features and one of three labels.
-fn synthetic_csv(rows: usize) -> Vec<u8> {
-    let mut csv = String::from("row_id,f0,f1,f2,f3,f4,f5,f6,f7,label\n");
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut noise = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 10_000) as f64 / 5_000.0 - 1.0
-    };
-    for row in 0..rows {
-        let class = row % 3;
-        csv.push_str(&row.to_string());
-        for feature in 0..8 {
-            let center = if feature % 3 == class { 1.5 } else { 0.0 };
-            csv.push_str(&format!(",{:.4}", center + noise()));
-        }
-        csv.push_str(&format!(",c{class}\n"));
-    }
-    csv.into_bytes()
-}
-
 /// A classification analysis of `dataset`'s `label`, with [`JOB_FOLDS`] folds.
 fn analysis_request(dataset: &str) -> StartAnalysisRequest {
     StartAnalysisRequest {
@@ -544,7 +523,7 @@ async fn the_flow_survives_a_killed_nats_node_and_a_killed_analysis_replica() {
     let user = layout.tenant("acme").await;
     let dataset = once_known(|| {
         user.ingest
-            .upload_csv("synthetic", synthetic_csv(JOB_ROWS), "row_id")
+            .upload_csv("synthetic", synthetic_csv(JOB_ROWS, 8, 0), "row_id")
     })
     .await
     .unwrap();
@@ -761,7 +740,7 @@ async fn jobs_per_second_with_one_and_two_analysis_replicas() {
     let user = layout.tenant("bench").await;
     let dataset = once_known(|| {
         user.ingest
-            .upload_csv("bench", synthetic_csv(rows), "row_id")
+            .upload_csv("bench", synthetic_csv(rows, 8, 0), "row_id")
     })
     .await
     .unwrap();

@@ -30,32 +30,11 @@ use trustmesh_proto::v1::{
 use trustmesh_runtime::SecretString;
 use trustmesh_sdk::{Client, once_known};
 use trustmesh_telemetry::{LogFormat, TRACEPARENT, TelemetrySettings};
+use trustmesh_testkit::data::synthetic_csv;
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 
 const DASHBOARD: &str = include_str!("../../../infra/grafana/trustmesh-overview.json");
-
-/// `rows` rows of 4 numeric features and one of three labels.
-fn synthetic_csv(rows: usize) -> Vec<u8> {
-    let mut csv = String::from("row_id,f0,f1,f2,f3,label\n");
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut noise = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 10_000) as f64 / 5_000.0 - 1.0
-    };
-    for row in 0..rows {
-        let class = row % 3;
-        csv.push_str(&row.to_string());
-        for feature in 0..4 {
-            let center = if feature % 3 == class { 1.5 } else { 0.0 };
-            csv.push_str(&format!(",{:.4}", center + noise()));
-        }
-        csv.push_str(&format!(",c{class}\n"));
-    }
-    csv.into_bytes()
-}
 
 /// `message` as a request carrying `traceparent`, as a traced client sends it.
 fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
@@ -337,7 +316,7 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
     .await
     .unwrap()
     .into_inner();
-    let csv = synthetic_csv(600);
+    let csv = synthetic_csv(600, 4, 0);
     let messages = vec![
         UploadDatasetRequest {
             payload: Some(Payload::Metadata(UploadMetadata {

@@ -13,6 +13,7 @@ use trustmesh_proto::v1::{
 };
 use trustmesh_runtime::SecretString;
 use trustmesh_sdk::{Client, once_known};
+use trustmesh_testkit::data::synthetic_csv;
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 
@@ -69,28 +70,6 @@ async fn spawn(data_dir: &Path, db: &TestDatabase, nats: &NatsServer) -> Process
     }
 }
 
-/// `rows` rows of 8 noisy numeric features and one of three labels.
-fn synthetic_csv(rows: usize) -> Vec<u8> {
-    let mut csv = String::from("row_id,f0,f1,f2,f3,f4,f5,f6,f7,label\n");
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut noise = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 10_000) as f64 / 5_000.0 - 1.0
-    };
-    for row in 0..rows {
-        let class = row % 3;
-        csv.push_str(&row.to_string());
-        for feature in 0..8 {
-            let center = if feature % 3 == class { 1.5 } else { 0.0 };
-            csv.push_str(&format!(",{:.4}", center + noise()));
-        }
-        csv.push_str(&format!(",c{class}\n"));
-    }
-    csv.into_bytes()
-}
-
 /// How many messages of every stream have subject `subject`.
 async fn messages_on(nats: &NatsServer, subject: &str) -> usize {
     let js = nats.jetstream().await;
@@ -122,7 +101,7 @@ async fn a_job_survives_a_killed_mesh_and_completes_exactly_once() {
         .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
         .await
         .unwrap();
-    let dataset = once_known(|| user.upload_csv("synthetic", synthetic_csv(6000), "row_id"))
+    let dataset = once_known(|| user.upload_csv("synthetic", synthetic_csv(6000, 8, 0), "row_id"))
         .await
         .unwrap();
     let job = user
