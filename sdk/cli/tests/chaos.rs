@@ -596,15 +596,22 @@ async fn a_poison_message_is_dead_lettered_counted_and_blocks_nothing() {
     let info = consumer.info().await.unwrap();
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
 
-    // NOTE: libs/bus emits no audit event for a dead letter (only the log line and the metric), so
-    // there is none to look for here; the audit log holds the normal job's events only.
+    // The dead letter is in the tenant's audit log: analysis gave up on a message, now on the
+    // dead-letter subject.
     let events = audit_events(&user, |events| {
         events.iter().any(|e| e.action == "reports.create")
+            && events.iter().any(|e| e.action == "messages.deadLetter")
     })
     .await;
-    assert!(
-        events.iter().all(|e| !e.action.contains("dlq")),
-        "{events:?}"
+    let dead: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "messages.deadLetter")
+        .collect();
+    assert_eq!(dead.len(), 1, "{events:?}");
+    assert_eq!(
+        dead[0].resource, "tm.acme.dlq.analysis-requested",
+        "{dead:?}"
     );
+    assert_eq!(dead[0].service, "analysis", "{dead:?}");
     mesh.stop().await;
 }

@@ -595,13 +595,27 @@ async fn deletions_are_answered_once_with_an_empty_receipt_and_the_log_is_kept()
     assert_eq!(meta.request_id, "req-deletion");
     assert!(meta.occurred_at.is_some(), "the completion time");
 
-    // Audit events are retained, not shredded: the tenant's log is intact.
-    let (records, _) = app
-        .list("tenants/ccc", &key, AuditFilter::default(), 0, "")
-        .await?;
+    // Audit events are retained, not shredded: the tenant's log is intact, and holds the poison
+    // request's dead letter (it travels through the bus, so wait for it).
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = app
+            .list("tenants/ccc", &key, AuditFilter::default(), 0, "")
+            .await?
+            .0;
+        if records.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(
         records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4]
+    );
+    assert_eq!(records[3].action, "messages.deadLetter", "{records:?}");
+    assert_eq!(
+        records[3].resource, "tm.ccc.dlq.audit-deletion",
+        "{records:?}"
     );
     let verified = app
         .client()
@@ -616,7 +630,7 @@ async fn deletions_are_answered_once_with_an_empty_receipt_and_the_log_is_kept()
         .await?
         .into_inner();
     assert!(verified.valid);
-    assert_eq!(verified.verified_count, 3);
+    assert_eq!(verified.verified_count, 4);
     Ok(())
 }
 

@@ -90,11 +90,17 @@ async fn dead_letter(
     );
     let dead = DeadLetter::new(&origin, spec, &reason);
     let ack = publisher
-        .publish_raw(&dead.subject, dead.headers, stored.payload, &dead.msg_id)
+        .publish_raw(
+            &dead.subject,
+            dead.headers.clone(),
+            stored.payload,
+            &dead.msg_id,
+        )
         .await?;
     // Every replica hears the advisory; only the one whose dead letter was not a duplicate counts it.
     if !ack.duplicate {
         metrics.dead_lettered();
+        dead.audit(publisher, spec).await;
     }
     tracing::warn!(
         messaging.consumer.group.name = spec.durable_name,

@@ -4,6 +4,13 @@
 use async_nats::HeaderMap;
 use trustmesh_events::headers::NATS_MSG_ID;
 use trustmesh_events::{ConsumerSpec, Subject, TenantId};
+use trustmesh_proto::events::v1::{ActorType, Outcome};
+
+use crate::audit::{self, AuditEntry};
+use crate::publisher::Publisher;
+
+/// The audit action of a dead letter: the consumer's service gave up on one of the tenant's messages.
+pub const AUDIT_ACTION: &str = "messages.deadLetter";
 
 /// Why the consumer gave up (poison reason, or the last retryable reason after `max_deliver`).
 pub const REASON: &str = "Trustmesh-Dlq-Reason";
@@ -30,6 +37,8 @@ const MAX_REASON_BYTES: usize = 1024;
 /// Where and how a message is dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DeadLetter {
+    /// The tenant of the original subject, if it names a valid one.
+    pub(crate) tenant: Option<TenantId>,
     pub(crate) subject: String,
     pub(crate) msg_id: String,
     pub(crate) headers: HeaderMap,
@@ -53,8 +62,8 @@ impl DeadLetter {
             .split('.')
             .nth(1)
             .and_then(|t| TenantId::parse(t).ok());
-        let subject = match tenant {
-            Some(tenant) => Subject::dead_letter(&tenant, consumer).as_str().to_owned(),
+        let subject = match &tenant {
+            Some(tenant) => Subject::dead_letter(tenant, consumer).as_str().to_owned(),
             None => format!("tm.{UNKNOWN_TENANT}.dlq.{}", consumer.durable_name),
         };
         let mut headers = origin.headers.clone().unwrap_or_default();
@@ -78,9 +87,27 @@ impl DeadLetter {
             origin.stream, origin.sequence, consumer.durable_name
         );
         Self {
+            tenant,
             subject,
             msg_id,
             headers,
+        }
+    }
+
+    /// Records in the tenant's audit log that `consumer`'s service gave up on the message (the
+    /// resource is the dead-letter subject, where it now is). A message of no valid tenant has no
+    /// log to go to: the dead letter itself and the log line are its record. Best effort: the dead
+    /// letter is already stored, so a failed publish is logged, not retried.
+    pub(crate) async fn audit(&self, publisher: &Publisher, consumer: &'static ConsumerSpec) {
+        let Some(tenant) = self.tenant.clone() else {
+            return;
+        };
+        let mut entry = AuditEntry::new(consumer.service, tenant, AUDIT_ACTION, &self.subject);
+        entry.actor_type = ActorType::Service;
+        consumer.service.as_str().clone_into(&mut entry.actor_id);
+        entry.outcome = Outcome::Error;
+        if let Err(error) = audit::publish(publisher, entry).await {
+            tracing::error!(%error, dead_letter.subject = self.subject, "Could not audit a dead letter.");
         }
     }
 }

@@ -435,11 +435,12 @@ async fn dead_letter<H>(
     let dead = DeadLetter::new(origin, shared.spec, reason);
     match shared
         .publisher
-        .publish_raw(&dead.subject, dead.headers, payload, &dead.msg_id)
+        .publish_raw(&dead.subject, dead.headers.clone(), payload, &dead.msg_id)
         .await
     {
         Ok(_) => {
             shared.metrics.dead_lettered();
+            dead.audit(&shared.publisher, shared.spec).await;
             tracing::warn!(
                 reason,
                 dead_letter.subject = dead.subject,
