@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 
-use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
 use bytes::Bytes;
@@ -39,6 +38,7 @@ fn read(bytes: Bytes, max_rows: u64, max_columns: usize) -> Result<Table, Reject
     if bytes.is_empty() {
         return Err(Rejection::new("EMPTY_FILE", "the file is empty"));
     }
+    let bytes_len = bytes.len();
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?;
     let schema = builder.schema().clone();
     let fields = schema.fields();
@@ -86,18 +86,27 @@ fn read(bytes: Bytes, max_rows: u64, max_columns: usize) -> Result<Table, Reject
             format!("the file has {rows} rows; at most {max_rows} are allowed"),
         ));
     }
-    let batches = builder
-        .build()
-        .map_err(corrupt)?
-        .collect::<Result<Vec<RecordBatch>, _>>()
-        .map_err(|e| corrupt(ParquetError::from(e)))?;
+    // Parquet compresses runs (all-null columns, one repeated dictionary value) to almost nothing,
+    // so a small file can claim billions of cells: the text it decodes to is budgeted by the
+    // file's size, before decoding (the rows it claims) and while decoding (what it holds).
+    let budget = decode_budget(bytes_len);
+    let claimed = usize::try_from(rows)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(fields.len())
+        .saturating_mul(CELL_OVERHEAD);
+    if claimed > budget {
+        return Err(too_large(budget));
+    }
     let options = FormatOptions::default().with_null("");
     let mut table = Table {
         names: fields.iter().map(|f| f.name().clone()).collect(),
         columns: vec![Vec::new(); fields.len()],
         lines: Vec::new(),
     };
-    for batch in &batches {
+    let mut decoded = 0_usize;
+    // One batch at a time: the decoded arrays of the whole file are never held at once.
+    for batch in builder.build().map_err(corrupt)? {
+        let batch = batch.map_err(|e| corrupt(ParquetError::from(e)))?;
         for ((array, values), name) in batch
             .columns()
             .iter()
@@ -111,7 +120,20 @@ fn read(bytes: Bytes, max_rows: u64, max_columns: usize) -> Result<Table, Reject
                 )
                 .at(None, Some(name))
             })?;
-            values.extend((0..array.len()).map(|i| formatter.value(i).to_string()));
+            for i in 0..array.len() {
+                let value = formatter.value(i).to_string();
+                decoded = decoded.saturating_add(CELL_OVERHEAD + value.len());
+                if decoded > budget {
+                    return Err(too_large(budget));
+                }
+                values.push(value);
+            }
+        }
+        if table.columns.first().map_or(0, Vec::len) as u64 > max_rows {
+            return Err(Rejection::new(
+                "TOO_MANY_ROWS",
+                format!("the file has more than {max_rows} rows, the most allowed"),
+            ));
         }
     }
     let count = table.columns.first().map_or(0, Vec::len);
@@ -120,6 +142,30 @@ fn read(bytes: Bytes, max_rows: u64, max_columns: usize) -> Result<Table, Reject
         return Err(Rejection::new("NO_ROWS", "the file has no rows"));
     }
     Ok(table)
+}
+
+/// What one cell costs in the table besides its text (a `String`).
+const CELL_OVERHEAD: usize = std::mem::size_of::<String>();
+/// Every file may decode to this much, however small.
+const MIN_DECODE_BUDGET: usize = 64 << 20;
+/// And a larger file to this many times its size (text of well-compressed real data stays far below).
+const MAX_EXPANSION: usize = 64;
+
+/// How much a file of `len` bytes may decode to.
+fn decode_budget(len: usize) -> usize {
+    len.saturating_mul(MAX_EXPANSION).max(MIN_DECODE_BUDGET)
+}
+
+fn too_large(budget: usize) -> Rejection {
+    Rejection::new(
+        "PARQUET_TOO_LARGE",
+        format!(
+            "the file decodes to more than {} MiB of values ({MAX_EXPANSION} times its size, at \
+             least {} MiB); split it or upload it as CSV",
+            budget >> 20,
+            MIN_DECODE_BUDGET >> 20
+        ),
+    )
 }
 
 /// Whether values of `data_type` have a text form that schema inference reads.
@@ -154,7 +200,7 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_array::builder::{ListBuilder, StringBuilder};
-    use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
     use parquet::arrow::ArrowWriter;
 
     use super::*;
@@ -191,6 +237,16 @@ mod tests {
             ]
         );
         assert_eq!(table.lines, [1, 2]);
+    }
+
+    #[test]
+    fn a_small_file_decoding_to_too_much_is_refused() {
+        // 4 M nulls compress to a few KiB but would be 4 M cells in the table.
+        let nulls = Int64Array::from(vec![None; 4_000_000]);
+        let bytes = file(vec![("n", Arc::new(nulls) as ArrayRef)]);
+        assert!(bytes.len() < 1 << 20, "{}", bytes.len());
+        let rejection = parse(bytes, 10_000_000, 100).unwrap_err();
+        assert_eq!(rejection.code, "PARQUET_TOO_LARGE");
     }
 
     #[test]
