@@ -119,5 +119,9 @@ pub(super) fn featurize(column: &Column) -> Result<Vec<Option<Vec<f32>>>, Qualit
                 })
                 .transpose()
         })
+        .collect::<Vec<_>>()
+        // NOTE: in row order, so the error names the first bad row whatever the thread timing
+        // (rayon's collect into a Result keeps whichever error a thread hit first).
+        .into_iter()
         .collect()
 }
