@@ -11,6 +11,7 @@ TRUSTMESH_DEV_START=0 bash infra/dev/up.sh
 # Incremental caches only grow the build directory in CI-style runs.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TRUSTMESH_DEV_HOME:-$HOME/.trustmesh-dev}/target}
+bash infra/dev/prune-target.sh "$CARGO_TARGET_DIR"
 cargo fmt --all -- --check
 # The deployment artefacts (Kubernetes overlays, compose file, NATS configs), validated offline.
 bash infra/k8s/validate.sh

@@ -1,8 +1,9 @@
 """Checks a rendered overlay (`kubectl kustomize` output) for the rules of infra/k8s beyond what the
 Kubernetes schemas say: probes on the admin port, resources, PodDisruptionBudgets and NetworkPolicies
 for every workload, default deny with egress beyond the cluster for notifier only, a 3-node NATS
-JetStream cluster with `sync_interval: always`, an Ingress path per public service, and every
-ConfigMap key a container reads present.
+JetStream cluster with `sync_interval: always`, an Ingress path per public service, every
+ConfigMap (and key) a container reads present, and the postgres-roles Job (each service's Postgres
+role) run as non-root with resources, reaching Postgres (and DNS) only.
 
 With SECRETS.yaml (dev-secrets.sh output) it also checks that every Secret and key the workloads
 reference is there, so the dev overlay starts with what dev-secrets.sh creates.
@@ -12,6 +13,7 @@ Prints one line per failed rule; exits 1 if any. Needs PyYAML (kubernetes-valida
 """
 
 import ipaddress
+import re
 import sys
 
 import yaml
@@ -27,6 +29,10 @@ PUBLIC = {
 }
 SERVICES = set(PUBLIC) | {"notifier"}
 ADMIN_PORT = "admin"
+# The schemas whose roles the postgres-roles Job provisions (one password each in its Secret).
+SCHEMAS = {service.replace("-", "_") for service in SERVICES}
+POSTGRES_PORT = 5432
+DNS_PORT = 53
 
 
 def selects(selector, labels):
@@ -72,21 +78,26 @@ def check(docs):
         errors.append("no default-deny NetworkPolicy (empty podSelector, Ingress and Egress, no rules)")
 
     workloads = by_kind.get("Deployment", []) + by_kind.get("StatefulSet", [])
+    jobs = by_kind.get("Job", [])
     deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
     if set(deployments) != SERVICES:
         errors.append(f"Deployments {sorted(deployments)} are not the seven services {sorted(SERVICES)}")
 
-    for workload in workloads:
+    for workload in workloads + jobs:
         name = f'{workload["kind"]}/{workload["metadata"]["name"]}'
         template = workload["spec"]["template"]
         labels = template["metadata"].get("labels", {})
         pod = template["spec"]
+        long_running = workload["kind"] != "Job"
         if not pod.get("securityContext", {}).get("runAsNonRoot"):
             errors.append(f"{name}: pod does not set runAsNonRoot")
-        if not any(selects(p["spec"]["selector"], labels) for p in pdbs):
+        if long_running and not any(selects(p["spec"]["selector"], labels) for p in pdbs):
             errors.append(f"{name}: no PodDisruptionBudget selects its pods")
         if not any(selects(p["spec"]["podSelector"], labels) and p["spec"]["podSelector"] for p in policies):
             errors.append(f"{name}: no NetworkPolicy of its own selects its pods")
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume and volume["configMap"]["name"] not in config_maps:
+                errors.append(f'{name}: volume {volume["name"]} mounts missing ConfigMap {volume["configMap"]["name"]}')
         for container in pod["containers"]:
             cname = f'{name} container {container["name"]}'
             resources = container.get("resources", {})
@@ -94,7 +105,7 @@ def check(docs):
                 if not {"cpu", "memory"} <= set(resources.get(part, {})):
                     errors.append(f"{cname}: {part} must set cpu and memory")
             for probe in ("readinessProbe", "livenessProbe"):
-                if probe not in container:
+                if long_running and probe not in container:
                     errors.append(f"{cname}: no {probe}")
             if workload["kind"] == "Deployment":
                 for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
@@ -122,6 +133,8 @@ def check(docs):
                 errors.append(f'NetworkPolicy/{policy["metadata"]["name"]}: egress to {public} for {selected}; '
                               "only notifier may leave the cluster")
 
+    errors += check_postgres_roles(jobs, policies, config_maps)
+
     nats = [s for s in by_kind.get("StatefulSet", []) if s["metadata"]["name"] == "nats"]
     if not nats or nats[0]["spec"].get("replicas") != 3:
         errors.append("StatefulSet/nats must run 3 replicas")
@@ -146,16 +159,55 @@ def check(docs):
     return errors
 
 
+def check_postgres_roles(jobs, policies, config_maps):
+    """The postgres-roles Job: it runs provision-roles.sql for every service's schema, and its pods
+    reach Postgres and DNS only."""
+    errors = []
+    job = next((j for j in jobs if j["metadata"]["name"] == "postgres-roles"), None)
+    if job is None:
+        return ["no Job/postgres-roles provisioning the services' Postgres roles"]
+    pod = job["spec"]["template"]["spec"]
+    labels = job["spec"]["template"]["metadata"].get("labels", {})
+    scripts = [cm for volume in pod.get("volumes", []) if "configMap" in volume
+               for cm in [config_maps.get(volume["configMap"]["name"], {})] if "provision-roles.sql" in cm]
+    if not scripts:
+        errors.append("Job/postgres-roles mounts no ConfigMap with provision-roles.sql")
+    script = " ".join(" ".join(c.get("command", []) + c.get("args", [])) for c in pod["containers"])
+    missing = sorted(SCHEMAS - set(re.findall(r"[a-z_]+", script)))
+    if missing:
+        errors.append(f"Job/postgres-roles does not provision {missing}")
+    for policy in policies:
+        if not selects(policy["spec"]["podSelector"], labels) or "Egress" not in policy["spec"].get("policyTypes", []):
+            continue
+        for rule in policy["spec"].get("egress") or []:
+            ports = {port.get("port") for port in rule.get("ports") or [{}]}
+            if not ports <= {POSTGRES_PORT, DNS_PORT}:
+                errors.append(f'NetworkPolicy/{policy["metadata"]["name"]}: Job/postgres-roles may reach ports '
+                              f"{sorted(map(str, ports))}; Postgres ({POSTGRES_PORT}) and DNS only")
+    if not any(selects(p["spec"]["podSelector"], labels) and POSTGRES_PORT in
+               {port.get("port") for rule in p["spec"].get("egress") or [] for port in rule.get("ports") or []}
+               for p in policies):
+        errors.append("Job/postgres-roles: no NetworkPolicy lets it reach Postgres")
+    return errors
+
+
 def check_secrets(docs, secrets):
     """Every Secret (and key) a workload or the Ingress references is among `secrets`."""
     have = {s["metadata"]["name"]: set(s.get("data", {})) for s in secrets if s["kind"] == "Secret"}
     errors = []
-    for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet")):
+    for workload in (d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")):
         name = f'{workload["kind"]}/{workload["metadata"]["name"]}'
         pod = workload["spec"]["template"]["spec"]
         for volume in pod.get("volumes", []):
-            if "secret" in volume and volume["secret"]["secretName"] not in have:
-                errors.append(f'{name}: volume {volume["name"]} needs Secret {volume["secret"]["secretName"]}')
+            if "secret" not in volume:
+                continue
+            secret = volume["secret"]["secretName"]
+            if secret not in have:
+                errors.append(f'{name}: volume {volume["name"]} needs Secret {secret}')
+                continue
+            for item in volume["secret"].get("items", []):
+                if item["key"] not in have[secret]:
+                    errors.append(f'{name}: volume {volume["name"]} needs Secret key {secret}/{item["key"]}')
         for container in pod["containers"]:
             for env in container.get("env", []):
                 ref = (env.get("valueFrom") or {}).get("secretKeyRef")

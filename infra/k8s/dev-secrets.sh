@@ -6,7 +6,8 @@
 #   TRUSTMESH_S3_ACCESS_KEY_ID=... TRUSTMESH_S3_SECRET_ACCESS_KEY=... \
 #     bash infra/k8s/dev-secrets.sh [namespace] > secrets.yaml && kubectl apply -f secrets.yaml && shred -u secrets.yaml
 #
-# A throwaway CA signs one certificate per service (SANs <service>, <service>.<ns>.svc) and one for
+# A throwaway CA signs one certificate per service (SANs <service>, <service>.<ns>.svc: its gRPC server
+# certificate and the client certificate it presents to other services and NATS) and one for
 # NATS (nats, *.nats-headless, ...); a datastore of yours can use ca.crt/ca.key kept in $OUT_DIR
 # (default: a temporary directory, deleted). Key files are new random KEKs (`kek 1 <hex>`) and
 # Ed25519 seeds (`ed25519 <hex>`); the credentials are random. Running it again makes new keys:
@@ -17,7 +18,7 @@ set -euo pipefail
 
 NS=${1:-trustmesh-dev}
 KUBECTL=${KUBECTL:-kubectl}
-: "${TRUSTMESH_DATABASE_URL:?set TRUSTMESH_DATABASE_URL (one postgres:// URL, used by every service in dev)}"
+: "${TRUSTMESH_DATABASE_URL:?set TRUSTMESH_DATABASE_URL (the administrator's postgres:// URL: the postgres-roles Job provisions the services' roles with it)}"
 : "${TRUSTMESH_S3_ACCESS_KEY_ID:?set TRUSTMESH_S3_ACCESS_KEY_ID}"
 : "${TRUSTMESH_S3_SECRET_ACCESS_KEY:?set TRUSTMESH_S3_SECRET_ACCESS_KEY}"
 SERVICES="tenancy ingest analysis trust-scoring deletion audit notifier"
@@ -71,9 +72,30 @@ for svc in audit deletion; do
   emit generic "trustmesh-$svc-keys" --from-file=signing-key="$work/$svc.signing-key"
 done
 
+# Each service connects as its own role tm_<schema> (infra/postgres/provision-roles.sql): the
+# administrator's URL with the role and a fresh password as credentials. The passwords also go to
+# trustmesh-database-roles (key = schema), and the administrator's URL, with the dev CA (which
+# signs your dev Postgres's certificate), to trustmesh-database-admin: the postgres-roles Job
+# (base/postgres-roles) reads both and provisions the roles; no service reads them.
+db_scheme=${TRUSTMESH_DATABASE_URL%%://*}
+db_rest=${TRUSTMESH_DATABASE_URL#*://}
+db_rest=${db_rest#*@}
 db_args=()
-for svc in $SERVICES; do db_args+=("--from-literal=$svc=$TRUSTMESH_DATABASE_URL"); done
+role_args=()
+for svc in $SERVICES; do
+  schema=${svc//-/_}
+  password=$(secret)
+  db_args+=("--from-literal=$svc=$db_scheme://tm_$schema:$password@$db_rest")
+  role_args+=("--from-literal=$schema=$password")
+done
 emit generic trustmesh-database "${db_args[@]}"
+emit generic trustmesh-database-roles "${role_args[@]}"
+emit generic trustmesh-database-admin --from-literal=url="$TRUSTMESH_DATABASE_URL" \
+  --from-file=ca.crt="$work/ca.crt"
+# One NATS password per service user (infra/nats permissions.conf): nats and that service read it.
+nats_args=()
+for svc in $SERVICES; do nats_args+=("--from-literal=$svc=$(secret)"); done
+emit generic trustmesh-nats-users "${nats_args[@]}"
 emit generic trustmesh-credentials \
   --from-literal=operator-credential="$(secret)" --from-literal=service-credential="$(secret)"
 emit generic trustmesh-s3 \

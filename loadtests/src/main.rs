@@ -1,12 +1,19 @@
 //! `trustmesh-loadtest`: N tenants × M concurrent clients, each running the user's loop through
 //! the SDK — upload a CSV, analyse it, read the report and its rows, delete the dataset and wait
 //! for the certificate — for a fixed time or a fixed number of loops, against a mesh on loopback:
-//! a standalone mesh it starts (the default) or one at `--endpoint`.
+//! a standalone mesh it starts (`--layout standalone`, the default), the multi-process layout it
+//! starts (`--layout multi-process`: every service its own process from the binaries next to this
+//! one, over a 3-node NATS cluster at R3; the same harness as `sdk/cli/tests/multiprocess.rs`), or
+//! a mesh at `--endpoint`.
 //!
 //! It reports, per operation, the count, errors by gRPC code and latency percentiles (HDR
 //! histograms, milliseconds), the sustained loops and jobs per second, and the jobs lost: every
 //! analysis and deletion started must reach a final state before the run ends (a job still
 //! running when the drain deadline passes is lost). `--json FILE` writes the same as JSON.
+
+#[path = "../../sdk/cli/tests/common/layout.rs"]
+mod layout;
+mod quota;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,14 +21,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use futures::StreamExt as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_sdk::proto::{DeletionState, JobState, Scope};
-use trustmesh_sdk::{Client, Error, RowQuery, SecretString};
+use trustmesh_sdk::{Client, Error, RowQuery, SecretString, once_known};
 use trustmesh_testkit::data::synthetic_csv;
 
 /// Load generator for a trustmesh mesh on loopback.
@@ -46,7 +53,13 @@ struct Args {
     /// How long a job may take before it counts as lost.
     #[arg(long, default_value_t = 300)]
     job_timeout_secs: u64,
-    /// A running mesh's gRPC endpoint (loopback only); a standalone mesh is started otherwise.
+    /// The mesh to start when no `--endpoint` is given.
+    #[arg(long, value_enum, default_value_t = LayoutKind::Standalone)]
+    layout: LayoutKind,
+    /// `analysis` replicas of the multi-process layout.
+    #[arg(long, default_value_t = 1)]
+    analysis_replicas: usize,
+    /// A running mesh's gRPC endpoint (loopback only; every service behind it); no mesh is started.
     #[arg(long, requires = "operator_credential_file")]
     endpoint: Option<String>,
     /// The operator credential of `--endpoint`.
@@ -65,6 +78,21 @@ struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of the user's loop: one tenant floods past its request-rate quota while another
+    /// keeps its pace (`quota.rs`).
+    #[arg(long)]
+    quota_flood: bool,
+}
+
+/// The mesh the generator starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum LayoutKind {
+    /// `trustmesh standalone`'s mesh in this process (all services, one gRPC port).
+    Standalone,
+    /// Every service its own process, over a 3-node NATS cluster (streams at R3) and a fresh
+    /// database on `TRUSTMESH_TEST_DATABASE_URL`'s server.
+    MultiProcess,
 }
 
 /// The operations of one loop, in order.
@@ -137,7 +165,7 @@ async fn timed<T>(
 
 /// One client's loops until `stop` or its loop limit.
 async fn client_loop(
-    client: Client,
+    client: layout::Clients,
     args: Arc<Args>,
     recorder: Arc<Mutex<Recorder>>,
     stop: CancellationToken,
@@ -151,7 +179,7 @@ async fn client_loop(
         let Some(uploaded) = timed(
             &recorder,
             "upload",
-            client.upload_csv("load", csv, "row_id"),
+            client.ingest.upload_csv("load", csv, "row_id"),
         )
         .await
         else {
@@ -160,7 +188,7 @@ async fn client_loop(
         let Some(analysis) = timed(
             &recorder,
             "start_analysis",
-            client.analyze(&uploaded.name, "label"),
+            client.analysis.analyze(&uploaded.name, "label"),
         )
         .await
         else {
@@ -185,9 +213,9 @@ async fn client_loop(
         recorder.lock().expect("recorder lock").jobs_finished += 1;
         if job.state() == JobState::Succeeded {
             let report = job.output.clone();
-            timed(&recorder, "get_report", client.get_report(&report)).await;
+            timed(&recorder, "get_report", client.trust.get_report(&report)).await;
             timed(&recorder, "list_rows", async {
-                let rows = client.list_rows(&report, RowQuery::default());
+                let rows = client.trust.list_rows(&report, RowQuery::default());
                 let first: Vec<_> = rows.take(1).collect().await;
                 first.into_iter().next().transpose()
             })
@@ -196,7 +224,7 @@ async fn client_loop(
         let Some(deletion) = timed(
             &recorder,
             "delete_dataset",
-            client.delete_dataset(&uploaded.name, "load test"),
+            client.deletion.delete_dataset(&uploaded.name, "load test"),
         )
         .await
         else {
@@ -206,7 +234,7 @@ async fn client_loop(
         let deleted = timed(
             &recorder,
             "deletion_job",
-            client.wait_deletion(&deletion.output, job_timeout),
+            client.deletion.wait_deletion(&deletion.output, job_timeout),
         )
         .await;
         let mut recorder = recorder.lock().expect("recorder lock");
@@ -231,6 +259,12 @@ struct OperationFigures {
 
 #[derive(Debug, Serialize)]
 struct Figures {
+    /// `standalone`, `multi-process` or `endpoint`.
+    layout: String,
+    /// Whether the generator (and the services it started) are an optimized build.
+    release_build: bool,
+    /// CPUs the machine offers (all processes, the generator's included, share them).
+    cpus: usize,
     tenants: usize,
     clients_per_tenant: usize,
     rows_per_dataset: usize,
@@ -244,7 +278,7 @@ struct Figures {
     operations: Vec<OperationFigures>,
 }
 
-fn figures(args: &Args, recorder: &Recorder, elapsed: Duration) -> Figures {
+fn figures(args: &Args, layout: &str, recorder: &Recorder, elapsed: Duration) -> Figures {
     let secs = elapsed.as_secs_f64();
     let ms = |micros: u64| micros as f64 / 1000.0;
     let operations = OPERATIONS
@@ -274,6 +308,9 @@ fn figures(args: &Args, recorder: &Recorder, elapsed: Duration) -> Figures {
         })
         .collect();
     Figures {
+        layout: layout.to_owned(),
+        release_build: !cfg!(debug_assertions),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
         tenants: args.tenants,
         clients_per_tenant: args.clients,
         rows_per_dataset: args.rows,
@@ -290,7 +327,14 @@ fn figures(args: &Args, recorder: &Recorder, elapsed: Duration) -> Figures {
 
 fn print(figures: &Figures) {
     println!(
-        "{} tenants x {} clients, {} rows per dataset, {:.1} s: {} loops ({:.2}/s), {} jobs finished ({:.2}/s), {} lost",
+        "{} layout ({} build, {} CPUs), {} tenants x {} clients, {} rows per dataset, {:.1} s: {} loops ({:.2}/s), {} jobs finished ({:.2}/s), {} lost",
+        figures.layout,
+        if figures.release_build {
+            "release"
+        } else {
+            "debug"
+        },
+        figures.cpus,
         figures.tenants,
         figures.clients_per_tenant,
         figures.rows_per_dataset,
@@ -315,13 +359,45 @@ fn print(figures: &Figures) {
 
 /// The mesh under load: one the generator started (stopped at the end), or one at an endpoint.
 struct Target {
+    /// `standalone`, `multi-process` or `endpoint`.
+    kind: &'static str,
+    /// Where the operator manages tenants (tenancy).
     endpoint: String,
     operator: SecretString,
     running: Option<(
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<()>>,
     )>,
+    /// The multi-process layout, its processes killed on drop.
+    layout: Option<layout::Layout>,
     _data_dir: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    /// `user`'s clients on each service: the one endpoint of a standalone mesh, or each service's
+    /// own process in the multi-process layout. Waits until every service knows the user's key.
+    async fn clients(&self, user: &Client) -> anyhow::Result<layout::Clients> {
+        let clients = match &self.layout {
+            Some(layout) => layout.clients(user).await,
+            None => layout::Clients {
+                tenancy: user.clone(),
+                ingest: user.clone(),
+                analysis: user.clone(),
+                trust: user.clone(),
+                deletion: user.clone(),
+                audit: user.clone(),
+            },
+        };
+        // A new key reaches each service's cache through the `tm_auth` watch, not instantly: a
+        // lookup of something missing answers NOT_FOUND once the key is known (anything but
+        // UNAUTHENTICATED will do; the run reports later failures).
+        let missing = "00000000-0000-0000-0000-000000000000";
+        let _ = once_known(|| clients.ingest.get_dataset(missing)).await;
+        let _ = once_known(|| clients.analysis.get_job(missing)).await;
+        let _ = once_known(|| clients.trust.get_report(missing)).await;
+        let _ = once_known(|| clients.deletion.get_deletion(missing)).await;
+        Ok(clients)
+    }
 }
 
 async fn target(args: &Args) -> anyhow::Result<Target> {
@@ -329,9 +405,22 @@ async fn target(args: &Args) -> anyhow::Result<Target> {
         let credential =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         return Ok(Target {
+            kind: "endpoint",
             endpoint: endpoint.clone(),
             operator: SecretString::from(credential.trim().to_owned()),
             running: None,
+            layout: None,
+            _data_dir: None,
+        });
+    }
+    if args.layout == LayoutKind::MultiProcess {
+        let layout = layout::Layout::start(args.analysis_replicas).await;
+        return Ok(Target {
+            kind: "multi-process",
+            endpoint: layout.service("tenancy").endpoint(),
+            operator: SecretString::from(layout::OPERATOR),
+            running: None,
+            layout: Some(layout),
             _data_dir: None,
         });
     }
@@ -355,9 +444,11 @@ async fn target(args: &Args) -> anyhow::Result<Target> {
     let stop = CancellationToken::new();
     let running = tokio::spawn(mesh.run_until_stopped(stop.clone()));
     Ok(Target {
+        kind: "standalone",
         endpoint,
         operator,
         running: Some((stop, running)),
+        layout: None,
         _data_dir: Some(dir),
     })
 }
@@ -368,6 +459,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     let target = target(&args).await?;
     let operator = Client::connect(&target.endpoint, &target.operator).await?;
+    if args.quota_flood {
+        let outcome = quota::run(&args, &target, &operator).await;
+        if let Some((stop, running)) = target.running {
+            stop.cancel();
+            running.await??;
+        }
+        return outcome;
+    }
     let run = uuid::Uuid::now_v7().simple().to_string();
     let run = &run[run.len() - 6..];
 
@@ -386,8 +485,9 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("creating tenant {tenant}"))?;
         for c in 0..args.clients {
+            let user = target.clients(&user).await?;
             clients.push(tokio::spawn(client_loop(
-                user.clone(),
+                user,
                 Arc::clone(&args),
                 Arc::clone(&recorder),
                 stop.clone(),
@@ -408,7 +508,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
 
-    let figures = figures(&args, &recorder.lock().expect("recorder lock"), elapsed);
+    let figures = figures(
+        &args,
+        target.kind,
+        &recorder.lock().expect("recorder lock"),
+        elapsed,
+    );
     print(&figures);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&figures)?)

@@ -12,8 +12,13 @@
 //! Support grants replicate through the same bucket and watch, so a revoked grant stops working
 //! within the same bound.
 //!
-//! The cache also holds what the rest of `tm_auth` says: the operator credential's digest, and the
-//! per-tenant request-rate limit with its buckets ([`KeyCache::admit`]).
+//! The cache also holds what the rest of `tm_auth` says: the operator credential's digest, the
+//! per-tenant request-rate limit with its buckets ([`KeyCache::admit`]), and the tenants' quotas
+//! ([`KeyCache::quota`], [`crate::quota`]); quota changes reach every service within the same bound
+//! as revocations.
+//!
+//! With [`CacheOptions::audit_denials_as`] set, it also audits the auth layer's refusals
+//! ([`crate::denials`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -25,15 +30,18 @@ use futures::StreamExt as _;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use trustmesh_events::TenantId;
+use trustmesh_events::{Service, TenantId};
 
+use crate::denials::{Denial, DenialAudit};
 use crate::error::{AuthError, KeyStoreError};
 use crate::grant::SupportPrincipal;
 use crate::key::{KeyId, PresentedKey, SecretDigest};
 use crate::limit::{RateLimit, TenantLimiter};
 use crate::principal::KeyPrincipal;
+use crate::quota::{EffectiveQuota, QuotaDefaults, TenantQuota};
 use crate::record::{
     AuthBucket, GRANTS_PREFIX, GrantRecord, KEYS_PREFIX, KeyRecord, LIMITS_KEY, OPERATOR_KEY,
+    QUOTA_DEFAULTS_KEY, QUOTAS_PREFIX,
 };
 
 /// How often the cache checks that it is still connected.
@@ -48,15 +56,19 @@ pub struct CacheOptions {
     pub max_staleness: Duration,
     /// Replicas of the bucket if the cache has to create it.
     pub replicas: usize,
+    /// The service whose audit log (`tm.<tenant>.audit.<service>`) records the auth layer's
+    /// refusals; `None` logs them only.
+    pub audit_denials_as: Option<Service>,
 }
 
 impl Default for CacheOptions {
-    /// 30 s to load, 10 s of staleness, one replica.
+    /// 30 s to load, 10 s of staleness, one replica, refusals logged only.
     fn default() -> Self {
         Self {
             load_timeout: Duration::from_secs(30),
             max_staleness: Duration::from_secs(10),
             replicas: 1,
+            audit_denials_as: None,
         }
     }
 }
@@ -74,6 +86,11 @@ struct Inner {
     /// The operator credential's digest, once `tenancy` has published it.
     operator: RwLock<Option<SecretDigest>>,
     limiter: RwLock<TenantLimiter>,
+    /// Tenants' quota overrides, and the defaults.
+    quotas: RwLock<HashMap<TenantId, TenantQuota>>,
+    quota_defaults: RwLock<QuotaDefaults>,
+    /// Where the auth layer's refusals are audited, if anywhere.
+    denials: Option<Arc<DenialAudit>>,
     /// When the cache lost the bucket, if it has.
     cut_off_since: Mutex<Option<Instant>>,
     max_staleness: Duration,
@@ -97,9 +114,17 @@ impl KeyCache {
             grants: RwLock::new(HashMap::new()),
             operator: RwLock::new(None),
             limiter: RwLock::new(TenantLimiter::new(RateLimit::default())),
+            quotas: RwLock::new(HashMap::new()),
+            quota_defaults: RwLock::new(QuotaDefaults::default()),
+            denials: options
+                .audit_denials_as
+                .map(|service| DenialAudit::new(service, jetstream.clone())),
             cut_off_since: Mutex::new(None),
             max_staleness: options.max_staleness,
         });
+        if let Some(denials) = &inner.denials {
+            tokio::spawn(Arc::clone(denials).run(shutdown.clone()));
+        }
         let empty = bucket
             .store()
             .status()
@@ -224,6 +249,38 @@ impl KeyCache {
             .admit(tenant)
     }
 
+    /// The quota that applies to `tenant` now: its overrides over the deployment's defaults.
+    #[must_use]
+    pub fn quota(&self, tenant: &TenantId) -> EffectiveQuota {
+        let overrides = self
+            .inner
+            .quotas
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .copied()
+            .unwrap_or_default();
+        let defaults = *self
+            .inner
+            .quota_defaults
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let rate = self
+            .inner
+            .limiter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .limit();
+        EffectiveQuota::resolve(tenant.clone(), overrides, defaults, rate)
+    }
+
+    /// Audits a refusal of the auth layer, if the cache audits them ([`crate::denials`]).
+    pub(crate) fn record_denial(&self, denial: Denial) {
+        if let Some(denials) = &self.inner.denials {
+            denials.record(denial);
+        }
+    }
+
     /// The record of `key_id` as the cache holds it.
     #[must_use]
     pub fn get(&self, key_id: &KeyId) -> Option<KeyRecord> {
@@ -296,10 +353,51 @@ impl Inner {
                     rate_limit.burst = limit.burst.get(),
                     "The per-tenant request-rate limit changed."
                 );
-                *limiter = TenantLimiter::new(limit);
+                limiter.set_default(limit);
             }
+        } else if entry.key == QUOTA_DEFAULTS_KEY {
+            let defaults = put
+                .then(|| serde_json::from_slice(&entry.value).ok())
+                .flatten()
+                .unwrap_or_default();
+            *self
+                .quota_defaults
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = defaults;
+        } else if let Some(id) = entry.key.strip_prefix(QUOTAS_PREFIX) {
+            self.apply_quota(id, put.then_some(&entry.value[..]));
         } else if let Some(id) = entry.key.strip_prefix(KEYS_PREFIX) {
             self.apply_key(id, entry);
+        }
+    }
+
+    /// A tenant's quota overrides changed (or were deleted, `value` `None`): the tenant's rate
+    /// bucket follows. An undecodable record leaves the defaults.
+    fn apply_quota(&self, id: &str, value: Option<&[u8]>) {
+        let Ok(tenant) = TenantId::parse(id) else {
+            tracing::warn!(kv.key = %id, "Ignoring a tm_auth quota with an invalid tenant id.");
+            return;
+        };
+        let quota: TenantQuota = match value.map(serde_json::from_slice) {
+            Some(Ok(quota)) => quota,
+            Some(Err(_)) => {
+                tracing::warn!(tenant.id = %tenant, "Dropping an undecodable tm_auth quota.");
+                TenantQuota::default()
+            }
+            None => TenantQuota::default(),
+        };
+        self.limiter
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_tenant(
+                &tenant,
+                std::num::NonZeroU32::new(quota.max_requests_per_minute),
+            );
+        let mut quotas = self.quotas.write().unwrap_or_else(PoisonError::into_inner);
+        if quota == TenantQuota::default() {
+            quotas.remove(&tenant);
+        } else {
+            quotas.insert(tenant, quota);
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
+use crate::quota::QuotaKind;
 use crate::scope::Scope;
 
 /// Why a request is refused by the auth layer. Messages sent to clients never say which check failed
@@ -69,8 +70,22 @@ pub enum AuthError {
     /// The caller's tenant is over its request-rate quota.
     #[error("the tenant's request rate is over quota")]
     RateLimited {
+        /// The tenant.
+        tenant: String,
         /// How long until the tenant's next request is allowed.
         retry_after: Duration,
+    },
+    /// The tenant is at its quota of concurrent jobs or stored bytes ([`crate::quota`]).
+    #[error("the tenant is over its {} quota ({used} of {limit})", quota.field())]
+    QuotaExceeded {
+        /// The tenant.
+        tenant: String,
+        /// Which quota.
+        quota: QuotaKind,
+        /// The limit.
+        limit: u64,
+        /// What the tenant uses now.
+        used: u64,
     },
     /// The resource name does not start with `tenants/{tenant}`.
     #[error("invalid resource name")]
@@ -99,6 +114,7 @@ impl AuthError {
             Self::OperatorDenied { .. } => "OPERATOR_DENIED",
             Self::ServiceDenied { .. } => "SERVICE_DENIED",
             Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Self::InvalidResourceName { .. } => "INVALID_RESOURCE_NAME",
         }
     }
@@ -134,14 +150,43 @@ impl From<AuthError> for Status {
             AuthError::ServiceDenied { resource } => Status::permission_denied(format!(
                 "the service credential may not call this method on `{resource}`"
             )),
-            AuthError::RateLimited { retry_after } => Status::with_error_details(
-                Code::ResourceExhausted,
-                format!(
-                    "the tenant's request rate is over quota; retry in {} ms",
-                    retry_after.as_millis().max(1)
-                ),
-                ErrorDetails::with_retry_info(Some(retry_after.max(Duration::from_millis(1)))),
-            ),
+            AuthError::RateLimited {
+                tenant,
+                retry_after,
+            } => {
+                let mut details =
+                    ErrorDetails::with_retry_info(Some(retry_after.max(Duration::from_millis(1))));
+                details.add_quota_failure_violation(
+                    format!("tenants/{tenant}"),
+                    "max_requests_per_minute: the tenant's request rate is over quota",
+                );
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the tenant's request rate is over quota; retry in {} ms",
+                        retry_after.as_millis().max(1)
+                    ),
+                    details,
+                )
+            }
+            AuthError::QuotaExceeded {
+                tenant,
+                quota,
+                limit,
+                used,
+            } => {
+                let description = format!("{}: {used} of {limit} used", quota.field());
+                let mut details = match quota.retry_after() {
+                    Some(delay) => ErrorDetails::with_retry_info(Some(delay)),
+                    None => ErrorDetails::new(),
+                };
+                details.add_quota_failure_violation(format!("tenants/{tenant}"), &description);
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!("the tenant is over quota: {description}"),
+                    details,
+                )
+            }
             AuthError::InvalidResourceName { field } => Status::invalid_argument(format!(
                 "`{field}` must be a resource name starting with `tenants/{{tenant}}`"
             )),
@@ -170,6 +215,10 @@ pub enum KeyStoreError {
     /// The cache did not load the bucket within its start timeout.
     #[error("the key cache did not load tm_auth within {0:?}")]
     LoadTimeout(std::time::Duration),
+    /// The `tm_usage` bucket (tenants' usage, [`crate::quota::UsageBucket`]) could not be opened,
+    /// read or written.
+    #[error("cannot open, read or write the tm_usage key-value bucket")]
+    Usage(#[source] async_nats::Error),
 }
 
 #[cfg(test)]
@@ -199,11 +248,14 @@ mod tests {
     #[test]
     fn over_quota_says_when_to_retry() {
         let status = Status::from(AuthError::RateLimited {
+            tenant: "acme".to_owned(),
             retry_after: Duration::from_millis(250),
         });
         assert_eq!(status.code(), Code::ResourceExhausted);
         let retry = status.get_details_retry_info().expect("a RetryInfo detail");
         assert_eq!(retry.retry_delay, Some(Duration::from_millis(250)));
+        let failure = status.get_details_quota_failure().expect("a QuotaFailure");
+        assert_eq!(failure.violations[0].subject, "tenants/acme");
     }
 
     #[test]

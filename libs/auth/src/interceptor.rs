@@ -1,6 +1,11 @@
 //! The tonic interceptor every service puts in front of its API: `authorization: Bearer <credential>`
 //! → a [`Principal`] in the request's extensions, or UNAUTHENTICATED; an API key's tenant over its
-//! request-rate quota → RESOURCE_EXHAUSTED with a `RetryInfo` (see [`crate::limit`]).
+//! request-rate quota → RESOURCE_EXHAUSTED with a `RetryInfo` and a `QuotaFailure` (see
+//! [`crate::limit`]). An admitted request also carries its tenant's [`EffectiveQuota`] (for the
+//! handlers that enforce concurrent jobs and stored bytes).
+//!
+//! Every refusal is logged; one whose key names a tenant (revoked, expired, wrong secret, over the
+//! rate) is also audited in that tenant's log, aggregated per second ([`crate::denials`]).
 //!
 //! The operator credential is recognized by every service (its digest is in `tm_auth`), and with
 //! [`GRANT_HEADER`] naming a valid support grant it becomes [`Principal::Support`].
@@ -15,10 +20,12 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::cache::KeyCache;
+use crate::denials::Denial;
 use crate::error::AuthError;
 use crate::grant::GRANT_HEADER;
 use crate::key::{KEY_PREFIX, PresentedKey, SecretDigest};
 use crate::principal::Principal;
+use crate::quota::EffectiveQuota;
 
 /// Shortest shared-secret credential accepted, in characters.
 pub const CREDENTIAL_MIN_LEN: usize = 32;
@@ -202,31 +209,93 @@ impl Authenticator {
     /// [`AuthError::RateLimited`] when the tenant is over its rate.
     pub fn admit(&self, principal: &Principal) -> Result<(), AuthError> {
         match principal {
-            Principal::ApiKey(key) => self
-                .cache
-                .admit(&key.tenant)
-                .map_err(|retry_after| AuthError::RateLimited { retry_after }),
+            Principal::ApiKey(key) => {
+                self.cache
+                    .admit(&key.tenant)
+                    .map_err(|retry_after| AuthError::RateLimited {
+                        tenant: key.tenant.as_str().to_owned(),
+                        retry_after,
+                    })
+            }
             Principal::Operator | Principal::Support(_) | Principal::Service => Ok(()),
         }
+    }
+
+    /// The quota of the tenant `principal` acts for (an API key's, or a support grant's).
+    #[must_use]
+    pub fn quota(&self, principal: &Principal) -> Option<EffectiveQuota> {
+        match principal {
+            Principal::ApiKey(key) => Some(self.cache.quota(&key.tenant)),
+            Principal::Support(grant) => Some(self.cache.quota(&grant.tenant)),
+            Principal::Operator | Principal::Service => None,
+        }
+    }
+
+    /// The tenant and actor a refusal is audited under: the key's, when the credential is an API
+    /// key the cache knows (even revoked, expired or with a wrong secret).
+    fn refused(
+        &self,
+        metadata: &MetadataMap,
+        error: &AuthError,
+        code: tonic::Code,
+    ) -> Option<Denial> {
+        let credential = metadata
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .split_once(' ')?
+            .1
+            .trim();
+        let presented = PresentedKey::parse(&SecretString::from(credential)).ok()?;
+        let record = self.cache.get(presented.key_id())?;
+        let tenant = record.tenant_id().ok()?;
+        Some(Denial {
+            actor_id: format!("tenants/{tenant}/apiKeys/{}", record.key_id),
+            tenant,
+            reason: error.reason(),
+            grpc_code: code as i32,
+        })
     }
 }
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let admitted = self
-            .authenticate(request.metadata(), OffsetDateTime::now_utc())
+        // The mesh's services by their client certificates first (`crate::peer`), then the bearer.
+        let admitted = crate::peer::mesh_caller(&request)
+            .and_then(|mesh| match mesh {
+                Some(principal) => Ok(principal),
+                None => self
+                    .authenticate(request.metadata(), OffsetDateTime::now_utc())
+                    .and_then(|principal| crate::peer::check_bearer(&request, principal)),
+            })
             .and_then(|principal| self.admit(&principal).map(|()| principal));
         match admitted {
             Ok(principal) => {
+                if let Some(quota) = self.quota(&principal) {
+                    request.extensions_mut().insert(quota);
+                }
                 request.extensions_mut().insert(principal);
                 Ok(request)
             }
             Err(error) => {
-                tracing::info!(
-                    auth.reason = error.reason(),
-                    "A request was refused: {error}."
-                );
-                Err(error.into())
+                // NOTE: a flood of rate refusals is audited aggregated; logging each at info
+                // would cost more than refusing it.
+                if matches!(error, AuthError::RateLimited { .. }) {
+                    tracing::debug!(
+                        auth.reason = error.reason(),
+                        "A request was refused: {error}."
+                    );
+                } else {
+                    tracing::info!(
+                        auth.reason = error.reason(),
+                        "A request was refused: {error}."
+                    );
+                }
+                let status = Status::from(error.clone());
+                if let Some(denial) = self.refused(request.metadata(), &error, status.code()) {
+                    self.cache.record_denial(denial);
+                }
+                Err(status)
             }
         }
     }

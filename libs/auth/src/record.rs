@@ -4,8 +4,9 @@
 //! the tenant, the scopes, the expiry and the revocation flag; `grants.<grant id>` → a JSON
 //! [`GrantRecord`] (a tenant's support grant to the operator); `operator` → the digest of the
 //! operator credential, so every service recognizes the operator (who reads no tenant data without a
-//! grant); `limits` → the deployment's per-tenant [`RateLimit`]. `tenancy` writes them; every
-//! service's [`crate::KeyCache`] reads them.
+//! grant); `limits` → the deployment's per-tenant [`RateLimit`]; `quotas.<tenant>` → a tenant's
+//! [`TenantQuota`] overrides and `quota_defaults` → the deployment's [`QuotaDefaults`]
+//! ([`crate::quota`]). `tenancy` writes them; every service's [`crate::KeyCache`] reads them.
 
 use std::collections::BTreeSet;
 
@@ -18,6 +19,7 @@ use trustmesh_events::{AUTH_KV_BUCKET, TenantId};
 use crate::error::KeyStoreError;
 use crate::key::{KeyId, SecretDigest};
 use crate::limit::RateLimit;
+use crate::quota::{QuotaDefaults, TenantQuota};
 use crate::scope::Scope;
 
 /// Prefix of key records in the bucket.
@@ -28,6 +30,17 @@ pub(crate) const GRANTS_PREFIX: &str = "grants.";
 pub(crate) const OPERATOR_KEY: &str = "operator";
 /// Bucket key of the per-tenant request-rate limit.
 pub(crate) const LIMITS_KEY: &str = "limits";
+/// Prefix of tenants' quota overrides in the bucket.
+pub(crate) const QUOTAS_PREFIX: &str = "quotas.";
+/// Bucket key of the deployment's default quotas.
+pub(crate) const QUOTA_DEFAULTS_KEY: &str = "quota_defaults";
+
+/// The bucket key of `tenant`'s quota overrides: `quotas.<tenant>` (purged when the tenant is
+/// deleted: every service then applies the defaults).
+#[must_use]
+pub fn quota_bucket_key(tenant: &TenantId) -> String {
+    format!("{QUOTAS_PREFIX}{tenant}")
+}
 
 /// Values kept per bucket key: the last few, so a revocation's history is visible to operators.
 const HISTORY: i64 = 5;
@@ -112,6 +125,23 @@ impl GrantRecord {
     }
 }
 
+/// Opens the key-value bucket `config` names, creating it from `config` (on file storage, at least
+/// one replica) if it is missing.
+pub(crate) async fn open_bucket(
+    jetstream: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, async_nats::Error> {
+    if let Ok(store) = jetstream.get_key_value(&config.bucket).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: config.num_replicas.max(1),
+        ..config
+    };
+    Ok(jetstream.create_or_update_key_value(config).await?)
+}
+
 /// The `tm_auth` key-value bucket.
 #[derive(Debug, Clone)]
 pub struct AuthBucket {
@@ -127,20 +157,18 @@ impl AuthBucket {
         jetstream: &jetstream::Context,
         replicas: usize,
     ) -> Result<Self, KeyStoreError> {
-        let store = match jetstream.get_key_value(AUTH_KV_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => jetstream
-                .create_or_update_key_value(kv::Config {
-                    bucket: AUTH_KV_BUCKET.to_owned(),
-                    description: "API-key digests, tenants, scopes, expiry and revocation, support grants and rate limits, replicated to every service.".to_owned(),
-                    history: HISTORY,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| KeyStoreError::Bucket(e.into()))?,
-        };
+        let store = open_bucket(
+            jetstream,
+            kv::Config {
+                bucket: AUTH_KV_BUCKET.to_owned(),
+                description: "API-key digests, tenants, scopes, expiry and revocation, support grants and rate limits, replicated to every service.".to_owned(),
+                history: HISTORY,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(KeyStoreError::Bucket)?;
         Ok(Self { store })
     }
 
@@ -214,6 +242,26 @@ impl AuthBucket {
     /// [`KeyStoreError::Put`] if the server does not accept it.
     pub async fn put_limits(&self, limit: &RateLimit) -> Result<u64, KeyStoreError> {
         self.put_json(LIMITS_KEY.to_owned(), limit).await
+    }
+
+    /// Publishes `tenant`'s quota overrides to every service.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Put`] if the server does not accept it.
+    pub async fn put_quota(
+        &self,
+        tenant: &TenantId,
+        quota: &TenantQuota,
+    ) -> Result<u64, KeyStoreError> {
+        self.put_json(quota_bucket_key(tenant), quota).await
+    }
+
+    /// Publishes the deployment's default quotas to every service.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Put`] if the server does not accept it.
+    pub async fn put_quota_defaults(&self, defaults: &QuotaDefaults) -> Result<u64, KeyStoreError> {
+        self.put_json(QUOTA_DEFAULTS_KEY.to_owned(), defaults).await
     }
 
     async fn put_json(&self, key: String, value: &impl Serialize) -> Result<u64, KeyStoreError> {

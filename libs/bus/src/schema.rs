@@ -1,8 +1,36 @@
-//! The bus tables (`processed_messages`, `outbox`) in a service's own Postgres schema.
+//! The bus tables (`processed_messages`, `outbox`) in a service's own Postgres schema, the
+//! service's own role ([`roles`]) and row-level security on its tenant tables ([`rls`]).
+
+pub mod rls;
+pub mod roles;
 
 use std::fmt;
 
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// Waits for, then holds until its transaction ends, the advisory lock named `key` on the open
+/// transaction of `conn`: exclusive, or shared with the other `shared` holders. Advisory locks are
+/// database-wide, so a key starts with what it protects (`<schema>.<table>/…`).
+///
+/// # Errors
+///
+/// The database error.
+pub async fn xact_lock(
+    conn: &mut PgConnection,
+    key: &str,
+    shared: bool,
+) -> Result<(), sqlx::Error> {
+    let function = if shared {
+        "pg_advisory_xact_lock_shared"
+    } else {
+        "pg_advisory_xact_lock"
+    };
+    sqlx::query(&format!("SELECT {function}(hashtextextended($1, 0))"))
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Why the bus tables could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +40,9 @@ pub enum SchemaError {
         "invalid schema name {0:?}: expected 1 to 63 characters of [a-z0-9_], starting with a letter or '_'"
     )]
     InvalidName(String),
+    /// A database URL is not `postgres://…` (to provision a role from it).
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
     /// Postgres refused a statement or could not be reached.
     #[error("cannot create the bus tables")]
     Database(#[from] sqlx::Error),
@@ -77,7 +108,6 @@ pub async fn ensure_schema(pool: &PgPool, schema: &SchemaName) -> Result<(), Sch
     let processed = schema.table("processed_messages");
     let outbox = schema.table("outbox");
     let statements = [
-        format!(r#"CREATE SCHEMA IF NOT EXISTS "{schema}""#),
         format!(
             "CREATE TABLE IF NOT EXISTS {processed} (
                 consumer text NOT NULL,
@@ -108,10 +138,19 @@ pub async fn ensure_schema(pool: &PgPool, schema: &SchemaName) -> Result<(), Sch
     let mut tx = conn.begin().await?;
     // NOTE: concurrent `CREATE ... IF NOT EXISTS` can still fail on the catalog's unique indexes, so
     // replicas starting together take turns on a transaction-scoped advisory lock.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("trustmesh-bus:{schema}"))
-        .execute(&mut *tx)
-        .await?;
+    xact_lock(&mut tx, &format!("trustmesh-bus:{schema}"), false).await?;
+    // NOTE: `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even when the schema exists,
+    // which the service's own role ([`roles`]) does not have: it only owns its provisioned schema.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+    if !exists {
+        sqlx::query(&format!(r#"CREATE SCHEMA IF NOT EXISTS "{schema}""#))
+            .execute(&mut *tx)
+            .await?;
+    }
     for statement in statements {
         sqlx::query(&statement).execute(&mut *tx).await?;
     }

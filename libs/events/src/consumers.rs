@@ -128,6 +128,24 @@ pub const ANALYSIS_REQUESTED: ConsumerSpec = ConsumerSpec {
     },
 };
 
+/// analysis: trains one cross-validation fold of a large job on `analysis.fold.requested`. Every
+/// replica binds it, so a job's folds spread over the replicas; a fold cut off by a crash is
+/// redelivered after the ack wait.
+pub const ANALYSIS_FOLDS: ConsumerSpec = ConsumerSpec {
+    durable_name: "analysis-folds",
+    service: Service::Analysis,
+    stream: &TM_ANALYSIS,
+    filter_subject: "tm.*.analysis.fold.requested",
+    max_deliver: MAX_DELIVER,
+    ack_wait: ACK_WAIT,
+    max_ack_pending: MAX_ACK_PENDING,
+    description: "analysis trains one fold of a large job and stores its encrypted out-of-fold predictions.",
+    audit: ConsumerAudit::Each {
+        on: "analysis.fold.requested",
+        actions: &["analysis.fold"],
+    },
+};
+
 /// analysis: marks the job SUCCEEDED on `scores.ready`.
 pub const ANALYSIS_SCORES: ConsumerSpec = ConsumerSpec {
     durable_name: "analysis-scores",
@@ -283,6 +301,7 @@ pub const ALL_CONSUMERS: &[&ConsumerSpec] = &[
     &TENANCY_DELETION,
     &INGEST_DELETION,
     &ANALYSIS_REQUESTED,
+    &ANALYSIS_FOLDS,
     &ANALYSIS_SCORES,
     &ANALYSIS_DELETION,
     &TRUST_SCORING_ANALYSIS,

@@ -17,12 +17,26 @@
 //! - every service opens and watches the `tm_auth` bucket (`trustmesh_auth::KeyCache`), so each may
 //!   create it and read it; only tenancy may write it.
 //!
+//! The `tm_usage` bucket ([`USAGE_KV_BUCKET`]): ingest and analysis write their own key of each
+//! tenant (`<tenant>.ingest`, `<tenant>.analysis`; a dedicated analysis deployment only its
+//! tenant's), tenancy reads by key; these three may open (create) it, no other service touches it.
+//!
 //! The deletion service alone purges tenants from the streams of [`tenant_purged_streams`].
+//!
+//! Dedicated profile (infra/README.md, "Deployment profiles"): a tenant's own analysis deployment
+//! binds durables of its own ([`dedicated_durable_name`], filtered on the tenant's namespace), which
+//! the shared `analysis` user may not use. [`dedicated_analysis_permissions`] is the user of such a
+//! deployment, `analysis-<tenant>`; [`nats_authorization_config_with_dedicated`] is the
+//! `authorization` block with one such user per dedicated tenant (the committed file has none).
 
 use std::fmt::Write as _;
 
-use crate::Service;
+use crate::consumers::{
+    ANALYSIS_DELETION, ANALYSIS_FOLDS, ANALYSIS_REQUESTED, ANALYSIS_SCORES, ConsumerSpec,
+};
 use crate::streams::{ALL_STREAMS, AUTH_KV_BUCKET, tenant_purged_streams};
+use crate::subject::SUBJECT_PREFIX;
+use crate::{EventKind, Service, TenantId};
 
 /// Where the generated [`nats_authorization_config`] is committed, relative to the workspace root.
 pub const NATS_PERMISSIONS_FILE: &str = "infra/nats/permissions.conf";
@@ -34,6 +48,16 @@ pub struct NatsPermissions {
     pub publish: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
+}
+
+/// NATS KV bucket of the tenants' usage: `<tenant>.ingest` (datasets, stored bytes) written by
+/// ingest, `<tenant>.analysis` (jobs QUEUED or RUNNING) written by analysis (a dedicated analysis
+/// deployment only its tenant's), each whenever it changes; tenancy reads them for GetQuota.
+pub const USAGE_KV_BUCKET: &str = "tm_usage";
+
+/// The JetStream stream behind the `tm_usage` key-value bucket.
+fn usage_kv_stream() -> String {
+    format!("KV_{USAGE_KV_BUCKET}")
 }
 
 /// The JetStream stream behind the `tm_auth` key-value bucket.
@@ -90,28 +114,12 @@ impl Service {
         }
 
         for consumer in self.consumers() {
-            let (stream, durable) = (consumer.stream.name, consumer.durable_name);
-            push(
+            durable_permissions(
                 &mut publish,
-                format!(
-                    "$JS.API.CONSUMER.CREATE.{stream}.{durable}.{}",
-                    consumer.filter_subject
-                ),
-            );
-            push(
-                &mut publish,
-                format!("$JS.API.CONSUMER.INFO.{stream}.{durable}"),
-            );
-            push(
-                &mut publish,
-                format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"),
-            );
-            push(&mut publish, format!("$JS.ACK.{stream}.{durable}.>"));
-            // A message whose last delivery was lost is fetched by sequence to dead-letter it.
-            push(&mut publish, format!("$JS.API.STREAM.MSG.GET.{stream}"));
-            push(
                 &mut subscribe,
-                format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"),
+                consumer.stream.name,
+                consumer.durable_name,
+                consumer.filter_subject,
             );
         }
 
@@ -137,28 +145,209 @@ impl Service {
             }
             Self::Ingest | Self::Analysis | Self::TrustScoring | Self::Audit | Self::Notifier => {}
         }
+        // tm_usage: ingest and analysis write their own key of each tenant, tenancy reads by key;
+        // each of them opens (or creates) the bucket.
+        let usage_stream = usage_kv_stream();
+        match self {
+            Self::Ingest | Self::Analysis | Self::Tenancy => {
+                for api in ["INFO", "CREATE", "UPDATE"] {
+                    push(&mut publish, format!("$JS.API.STREAM.{api}.{usage_stream}"));
+                }
+            }
+            Self::Deletion | Self::TrustScoring | Self::Audit | Self::Notifier => {}
+        }
+        match self {
+            Self::Ingest | Self::Analysis => {
+                push(
+                    &mut publish,
+                    format!("$KV.{USAGE_KV_BUCKET}.*.{}", self.as_str()),
+                );
+            }
+            Self::Tenancy => {
+                push(&mut publish, format!("$JS.API.DIRECT.GET.{usage_stream}.>"));
+            }
+            Self::Deletion | Self::TrustScoring | Self::Audit | Self::Notifier => {}
+        }
         NatsPermissions { publish, subscribe }
     }
+}
+
+/// The API subjects of durable `durable` on `stream` (filter `filter`): create with that filter,
+/// info, next, ack, fetch by sequence (to dead-letter), and its max-deliveries advisory.
+fn durable_permissions(
+    publish: &mut Vec<String>,
+    subscribe: &mut Vec<String>,
+    stream: &str,
+    durable: &str,
+    filter: &str,
+) {
+    push(
+        publish,
+        format!("$JS.API.CONSUMER.CREATE.{stream}.{durable}.{filter}"),
+    );
+    push(publish, format!("$JS.API.CONSUMER.INFO.{stream}.{durable}"));
+    push(
+        publish,
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"),
+    );
+    push(publish, format!("$JS.ACK.{stream}.{durable}.>"));
+    // A message whose last delivery was lost is fetched by sequence to dead-letter it.
+    push(publish, format!("$JS.API.STREAM.MSG.GET.{stream}"));
+    push(
+        subscribe,
+        format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"),
+    );
+}
+
+/// The analysis consumers a dedicated deployment binds for its tenant instead of the shared ones:
+/// every analysis consumer, since the tenant's jobs, objects and keys are only in that deployment's
+/// database and bucket (its jobs and folds run there, `scores.ready` completes its jobs there, and
+/// only it can delete them and scan its bucket for residue).
+pub const DEDICATED_CONSUMERS: [&ConsumerSpec; 4] = [
+    &ANALYSIS_REQUESTED,
+    &ANALYSIS_FOLDS,
+    &ANALYSIS_SCORES,
+    &ANALYSIS_DELETION,
+];
+
+/// The durable a dedicated deployment binds for `tenant` in place of `spec`: `<durable>-<tenant>`
+/// (filtered on [`ConsumerSpec::filter_for_tenant`]); also the last token of its dead letters'
+/// subject `tm.<tenant>.dlq.<durable>-<tenant>`.
+#[must_use]
+pub fn dedicated_durable_name(spec: &ConsumerSpec, tenant: &TenantId) -> String {
+    format!("{}-{tenant}", spec.durable_name)
+}
+
+/// The NATS user of `tenant`'s dedicated analysis deployment: `analysis-<tenant>`.
+#[must_use]
+pub fn dedicated_analysis_user(tenant: &TenantId) -> String {
+    format!("{}-{tenant}", Service::Analysis.nats_user())
+}
+
+/// The environment variable holding the password of [`dedicated_analysis_user`] for nats-server,
+/// e.g. `TRUSTMESH_NATS_PASSWORD_ANALYSIS_VIP`.
+#[must_use]
+pub fn dedicated_analysis_password_env(tenant: &TenantId) -> String {
+    format!(
+        "{}_{}",
+        Service::Analysis.nats_password_env(),
+        tenant.as_str().to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// What `tenant`'s dedicated analysis deployment may do: the shared `analysis` user's permissions
+/// with [`DEDICATED_CONSUMERS`] replaced by its own durables ([`dedicated_durable_name`], filtered
+/// on `tm.<tenant>.…`) and their dead letters (`tm.<tenant>.dlq.<durable>-<tenant>`). It cannot pull
+/// from the shared `analysis-requested`, `analysis-folds`, `analysis-scores` and
+/// `analysis-deletion`, nor from another tenant's durables.
+#[must_use]
+pub fn dedicated_analysis_permissions(tenant: &TenantId) -> NatsPermissions {
+    let shared = Service::Analysis.nats_permissions();
+    let replaced: Vec<String> = DEDICATED_CONSUMERS
+        .iter()
+        .flat_map(|spec| {
+            let mut publish = Vec::new();
+            let mut subscribe = Vec::new();
+            durable_permissions(
+                &mut publish,
+                &mut subscribe,
+                spec.stream.name,
+                spec.durable_name,
+                spec.filter_subject,
+            );
+            let dead_letters = format!("{SUBJECT_PREFIX}.*.{}", EventKind::DeadLetter(spec));
+            publish.into_iter().chain(subscribe).chain([dead_letters])
+        })
+        // Fetching by sequence is every consumer's of the stream, kept for the dedicated ones.
+        .filter(|subject| !subject.starts_with("$JS.API.STREAM.MSG.GET."))
+        .collect();
+    let keep = |list: Vec<String>| -> Vec<String> {
+        list.into_iter()
+            .filter(|subject| !replaced.contains(subject))
+            .collect()
+    };
+    // Its usage report is its tenant's only.
+    let shared_usage = format!("$KV.{USAGE_KV_BUCKET}.*.{}", Service::Analysis.as_str());
+    let mut publish: Vec<String> = keep(shared.publish)
+        .into_iter()
+        .map(|subject| {
+            if subject == shared_usage {
+                format!(
+                    "$KV.{USAGE_KV_BUCKET}.{tenant}.{}",
+                    Service::Analysis.as_str()
+                )
+            } else {
+                subject
+            }
+        })
+        .collect();
+    let mut subscribe = keep(shared.subscribe);
+    for spec in DEDICATED_CONSUMERS {
+        let durable = dedicated_durable_name(spec, tenant);
+        durable_permissions(
+            &mut publish,
+            &mut subscribe,
+            spec.stream.name,
+            &durable,
+            spec.filter_for_tenant(tenant).as_str(),
+        );
+        push(
+            &mut publish,
+            format!(
+                "{SUBJECT_PREFIX}.{tenant}.{}.{durable}",
+                EventKind::DeadLetter(spec).domain().as_str()
+            ),
+        );
+    }
+    NatsPermissions { publish, subscribe }
 }
 
 /// The nats-server `authorization` block: one user per service with its [`Service::nats_permissions`],
 /// its password read from [`Service::nats_password_env`] when the server starts.
 #[must_use]
 pub fn nats_authorization_config() -> String {
+    nats_authorization_config_with_dedicated(&[])
+}
+
+/// [`nats_authorization_config`] plus, for each tenant of `dedicated`, the user of its dedicated
+/// analysis deployment ([`dedicated_analysis_user`], [`dedicated_analysis_permissions`], password
+/// from [`dedicated_analysis_password_env`]). Printed by
+/// `cargo run -p trustmesh-events --example nats-permissions -- <tenant>...`.
+#[must_use]
+pub fn nats_authorization_config_with_dedicated(dedicated: &[TenantId]) -> String {
     let mut out = String::from(
         "# GENERATED from the registries of libs/events (permissions.rs); do not edit.\n\
          # Regenerate: UPDATE_NATS_CONFIG=1 cargo test -p trustmesh-events --lib permissions\n\
-         # Each password comes from the environment of nats-server (plain or a bcrypt hash).\n\
-         authorization {\n  users = [\n",
+         # Each password comes from the environment of nats-server (plain or a bcrypt hash).\n",
     );
-    for service in Service::ALL {
-        let permissions = service.nats_permissions();
+    if !dedicated.is_empty() {
+        out.push_str(
+            "# With dedicated analysis deployments: cargo run -p trustmesh-events --example \
+             nats-permissions -- <tenant>...\n",
+        );
+    }
+    out.push_str("authorization {\n  users = [\n");
+    let users = Service::ALL
+        .map(|service| {
+            (
+                service.nats_user().to_owned(),
+                service.nats_password_env(),
+                service.nats_permissions(),
+            )
+        })
+        .into_iter()
+        .chain(dedicated.iter().map(|tenant| {
+            (
+                dedicated_analysis_user(tenant),
+                dedicated_analysis_password_env(tenant),
+                dedicated_analysis_permissions(tenant),
+            )
+        }));
+    for (user, password_env, permissions) in users {
         // NOTE: writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "    {{\n      user: \"{}\"\n      password: ${}\n      permissions: {{",
-            service.nats_user(),
-            service.nats_password_env()
+            "    {{\n      user: \"{user}\"\n      password: ${password_env}\n      permissions: {{",
         );
         write_list(&mut out, "publish", &permissions.publish);
         write_list(&mut out, "subscribe", &permissions.subscribe);
@@ -253,6 +442,35 @@ mod tests {
                 "{service} purges"
             );
             assert!(!allows(&publish, "$JS.API.STREAM.PURGE.TM_AUDIT"));
+            // tm_usage: each of ingest and analysis writes only its own key of a tenant; tenancy
+            // reads them; nobody else touches the bucket.
+            for writer in [Service::Ingest, Service::Analysis] {
+                let key = format!("$KV.tm_usage.acme.{}", writer.as_str());
+                assert_eq!(
+                    allows(&publish, &key),
+                    service == writer,
+                    "{service}: {key}"
+                );
+            }
+            assert!(!allows(&publish, "$KV.tm_usage.acme.tenancy"), "{service}");
+            assert_eq!(
+                allows(
+                    &publish,
+                    "$JS.API.DIRECT.GET.KV_tm_usage.$KV.tm_usage.acme.ingest"
+                ),
+                service == Service::Tenancy,
+                "{service} reads tm_usage"
+            );
+            assert_eq!(
+                allows(&publish, "$JS.API.STREAM.INFO.KV_tm_usage"),
+                matches!(
+                    service,
+                    Service::Ingest | Service::Analysis | Service::Tenancy
+                ),
+                "{service} opens tm_usage"
+            );
+            assert!(!allows(&publish, "$JS.API.STREAM.PURGE.KV_tm_usage"));
+            assert!(!allows(&publish, "$JS.API.STREAM.DELETE.KV_tm_usage"));
         }
     }
 
@@ -270,6 +488,101 @@ mod tests {
             Service::TrustScoring.nats_password_env(),
             "TRUSTMESH_NATS_PASSWORD_TRUST_SCORING"
         );
+    }
+
+    #[test]
+    fn a_dedicated_deployment_uses_only_its_tenants_durables() {
+        let vip = TenantId::parse("vip").expect("valid");
+        let dedicated = dedicated_analysis_permissions(&vip);
+        let shared = Service::Analysis.nats_permissions();
+        for spec in DEDICATED_CONSUMERS {
+            let own = dedicated_durable_name(spec, &vip);
+            let stream = spec.stream.name;
+            let filter = spec.filter_for_tenant(&vip);
+            for (subject, dedicated_may, shared_may) in [
+                (
+                    format!("$JS.API.CONSUMER.CREATE.{stream}.{own}.{}", filter.as_str()),
+                    true,
+                    false,
+                ),
+                (
+                    format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{own}"),
+                    true,
+                    false,
+                ),
+                (format!("$JS.ACK.{stream}.{own}.1.2.3.4.5"), true, false),
+                (format!("tm.vip.dlq.{own}"), true, false),
+                // Its durable only with its tenant's filter, not every tenant's.
+                (
+                    format!(
+                        "$JS.API.CONSUMER.CREATE.{stream}.{own}.{}",
+                        spec.filter_subject
+                    ),
+                    false,
+                    false,
+                ),
+                (format!("tm.acme.dlq.{own}"), false, false),
+                // Not the shared durables, nor another tenant's.
+                (
+                    format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{}", spec.durable_name),
+                    false,
+                    true,
+                ),
+                (
+                    format!(
+                        "$JS.API.CONSUMER.MSG.NEXT.{stream}.{}-acme",
+                        spec.durable_name
+                    ),
+                    false,
+                    false,
+                ),
+                (format!("$JS.API.STREAM.MSG.GET.{stream}"), true, true),
+            ] {
+                assert_eq!(
+                    allows(&dedicated.publish, &subject),
+                    dedicated_may,
+                    "{subject}"
+                );
+                assert_eq!(allows(&shared.publish, &subject), shared_may, "{subject}");
+            }
+            let advisory = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{own}");
+            assert!(allows(&dedicated.subscribe, &advisory));
+        }
+        // Every analysis consumer has its dedicated twin.
+        let analysis: Vec<&str> = ALL_CONSUMERS
+            .iter()
+            .filter(|c| c.service == Service::Analysis)
+            .map(|c| c.durable_name)
+            .collect();
+        let twins: Vec<&str> = DEDICATED_CONSUMERS.iter().map(|c| c.durable_name).collect();
+        assert_eq!(analysis, twins);
+        // The rest is the shared user's: its events (receipts included) and the streams.
+        for subject in [
+            "tm.acme.analysis.completed",
+            "tm.vip.deletion.receipt",
+            "$JS.API.STREAM.INFO.TM_ANALYSIS",
+        ] {
+            assert!(allows(&dedicated.publish, subject), "{subject}");
+        }
+        for subject in [
+            "$JS.API.CONSUMER.MSG.NEXT.TM_SCORES.analysis-scores",
+            "$JS.API.CONSUMER.MSG.NEXT.TM_DELETION.analysis-deletion",
+            "tm.vip.dlq.analysis-deletion",
+        ] {
+            assert!(!allows(&dedicated.publish, subject), "{subject}");
+        }
+        // Its usage report only for its tenant.
+        assert!(allows(&dedicated.publish, "$KV.tm_usage.vip.analysis"));
+        assert!(!allows(&dedicated.publish, "$KV.tm_usage.acme.analysis"));
+        assert!(allows(&shared.publish, "$KV.tm_usage.acme.analysis"));
+        assert_eq!(dedicated_analysis_user(&vip), "analysis-vip");
+        assert_eq!(
+            dedicated_analysis_password_env(&TenantId::parse("big-co").expect("valid")),
+            "TRUSTMESH_NATS_PASSWORD_ANALYSIS_BIG_CO"
+        );
+        let config = nats_authorization_config_with_dedicated(&[vip]);
+        assert!(config.contains("user: \"analysis-vip\""));
+        assert!(config.contains("password: $TRUSTMESH_NATS_PASSWORD_ANALYSIS_VIP"));
     }
 
     /// `infra/nats/permissions.conf` is [`nats_authorization_config`]; with `UPDATE_NATS_CONFIG=1`

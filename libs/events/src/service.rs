@@ -69,6 +69,7 @@ impl Service {
             ],
             Self::Analysis => &[
                 EventKind::AnalysisRequested,
+                EventKind::AnalysisFoldRequested,
                 EventKind::AnalysisCompleted,
                 EventKind::AnalysisFailed,
                 EventKind::JobUpdated,

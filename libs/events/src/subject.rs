@@ -631,7 +631,7 @@ mod tests {
             );
         }
         assert_eq!(Service::Notifier.consumers().count(), 4);
-        assert_eq!(Service::Analysis.consumers().count(), 3);
+        assert_eq!(Service::Analysis.consumers().count(), 4);
         let mut names: Vec<_> = ALL_CONSUMERS.iter().map(|c| c.durable_name).collect();
         names.sort_unstable();
         names.dedup();

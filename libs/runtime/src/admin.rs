@@ -33,6 +33,16 @@ pub struct AdminSettings {
     pub bind: SocketAddr,
 }
 
+impl AdminSettings {
+    /// A free port on loopback (tests, examples).
+    #[must_use]
+    pub fn any_loopback_port() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
 impl Default for AdminSettings {
     fn default() -> Self {
         Self {

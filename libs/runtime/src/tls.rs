@@ -46,8 +46,14 @@ pub struct ServerTls {
     pub cert_file: Option<PathBuf>,
     /// PEM file with the server's private key (required for `tls`).
     pub key_file: Option<PathBuf>,
-    /// PEM file of the CA(s) client certificates must chain to; when set, clients must present one (mTLS).
+    /// PEM file of the mesh CA(s) client certificates must chain to (mTLS between services): a
+    /// client that presents a certificate this CA did not issue is refused at the handshake. Clients
+    /// without a certificate (tenants' SDKs, which send API keys) are served unless
+    /// `require_client_cert` is set; the mesh-internal methods need one (`trustmesh_auth::peer`).
     pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse clients without a certificate at the handshake (a listener only
+    /// services call). Default false.
+    pub require_client_cert: bool,
 }
 
 impl Validate for ServerTls {
@@ -64,6 +70,12 @@ impl Validate for ServerTls {
                     return Err(InvalidSetting::new(
                         "key_file",
                         "required when mode is `tls`",
+                    ));
+                }
+                if self.require_client_cert && self.client_ca_file.is_none() {
+                    return Err(InvalidSetting::new(
+                        "require_client_cert",
+                        "needs `client_ca_file`",
                     ));
                 }
                 Ok(())
@@ -203,8 +215,9 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// Builds a TLS 1.3-only server configuration (ALPN `h2`) from `tls`; with `client_ca_file`, client
-/// certificates are required and verified.
+/// Builds a TLS 1.3-only server configuration (ALPN `h2`) from `tls`; with `client_ca_file`, a client
+/// certificate is verified against it (one from another CA fails the handshake) and, with
+/// `require_client_cert`, required.
 ///
 /// # Errors
 ///
@@ -217,8 +230,14 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = match &tls.client_ca_file {
         Some(ca) => {
             let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
-                    .build()?;
+                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider());
+            let verifier = if tls.require_client_cert {
+                verifier.build()?
+            } else {
+                // NOTE: only the absence of a certificate is allowed: a presented one must still
+                // chain to the CA, or the handshake fails.
+                verifier.allow_unauthenticated().build()?
+            };
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -249,6 +268,33 @@ pub fn client_config(tls: &ClientTls) -> Result<Arc<ClientConfig>, TlsError> {
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Builds a TLS 1.3-only client configuration for NATS from `tls` (no ALPN), presenting a client
+/// certificate when `cert_file`/`key_file` are set; `None` when TLS is not configured (no
+/// `ca_file`).
+///
+/// # Errors
+///
+/// [`TlsError`] when a file is missing or unreadable or rustls rejects the material.
+pub fn nats_client_config(
+    tls: &crate::settings::common::NatsTls,
+) -> Result<Option<ClientConfig>, TlsError> {
+    let Some(ca) = &tls.ca_file else {
+        return Ok(None);
+    };
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(load_roots(ca)?);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        (Some(_), None) => return Err(TlsError::Missing("key_file")),
+        (None, Some(_)) => return Err(TlsError::Missing("cert_file")),
+    };
+    Ok(Some(config))
 }
 
 #[cfg(test)]

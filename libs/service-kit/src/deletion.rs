@@ -1,8 +1,8 @@
 //! [`ResourceDeletion`]: the `deletion.requested` handler of a service whose tenant data is one
-//! table of resources (analysis's `jobs`, trust-scoring's `reports`), each with one encrypted
-//! object, on a dataset. It deletes a dataset's resources and their objects (or a tenant's,
-//! crypto-shredding its DEKs first), scans for residue and answers with a `deletion.receipt`, once
-//! per deletion however often the request is delivered.
+//! table of resources (analysis's `jobs`, trust-scoring's `reports`), each with its encrypted
+//! objects in one folder, on a dataset. It deletes a dataset's resources and their objects (or a
+//! tenant's, crypto-shredding its DEKs first), scans for residue and answers with a
+//! `deletion.receipt`, once per deletion however often the request is delivered.
 //!
 //! [`CheckedDeletion`] is what every deletion consumer (these, and ingest's, tenancy's, the
 //! notifier's and audit's own) starts from: the request checked against its subject's tenant, and
@@ -13,15 +13,14 @@ use std::sync::Arc;
 
 use sqlx::{PgPool, Postgres, Transaction};
 use trustmesh_bus::audit::{self, AuditEntry};
+use trustmesh_bus::schema::rls::{set_tenant, tenant_tx};
 use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, Processed, ProcessedMessages};
 use trustmesh_crypto::DekStore;
 use trustmesh_events::{Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1::{
     ActorType, DeletionReceipt, DeletionRequested, DeletionScope, EventMeta,
 };
-use trustmesh_store::{
-    EncryptedObjects, ObjectKey, ObjectPrefix, ObjectStore, PgDekStore, TenantScope,
-};
+use trustmesh_store::{EncryptedObjects, ObjectPrefix, ObjectStore, PgDekStore, TenantScope};
 use uuid::Uuid;
 
 /// The resources a service deletes.
@@ -29,11 +28,9 @@ use uuid::Uuid;
 pub struct Resources {
     /// The owning service.
     pub service: Service,
-    /// Their table (with `id`, `tenant` and `dataset` columns), also their object-name segment:
-    /// a resource's object is `<table>/<id>/<object>`.
+    /// Their table (with `id`, `tenant` and `dataset` columns), also their object folder: a
+    /// resource's objects are `<table>/<id>/...`, and its deletion removes all of them.
     pub table: &'static str,
-    /// The name of each resource's object (`outputs`, `rows`).
-    pub object: &'static str,
     /// The audit action of their deletion (`jobs.delete`).
     pub action: &'static str,
 }
@@ -243,15 +240,17 @@ impl ResourceDeletion {
         scope: &TenantScope,
         dataset: Option<Uuid>,
     ) -> Result<Vec<Uuid>, HandlerError> {
-        sqlx::query_scalar(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let ids = sqlx::query_scalar(&format!(
             "SELECT id FROM {} WHERE tenant = $1 AND ($2::uuid IS NULL OR dataset = $2)",
             self.resources.table
         ))
         .bind(scope.as_str())
         .bind(dataset)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(HandlerError::from)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 
     async fn apply(&self, delivery: Delivery) -> Result<(), HandlerError> {
@@ -270,7 +269,6 @@ impl ResourceDeletion {
         let Resources {
             service,
             table,
-            object,
             action,
         } = self.resources;
         let tenant = checked.tenant.clone();
@@ -282,8 +280,13 @@ impl ResourceDeletion {
             let mut objects = 0;
             let mut left = 0;
             for id in &ids {
-                let key = ObjectKey::new(format!("{table}/{id}/{object}")).map_err(retry)?;
-                objects += u64::from(self.objects.delete(&scope, &key).await.map_err(retry)?);
+                // The resource's whole folder, every version: its `object`, what it kept beside it
+                // (analysis's folds) and what a crash left unrecorded (see `delete_prefix`).
+                objects += self
+                    .objects
+                    .delete_prefix(&scope, &format!("{table}/{id}/"))
+                    .await
+                    .map_err(retry)?;
                 left += self
                     .store
                     .count_versions(&self.residue_prefix(&tenant, Some(*id))?)
@@ -329,6 +332,7 @@ impl ResourceDeletion {
             .processed
             .process_once(&deletion, move |tx| {
                 Box::pin(async move {
+                    set_tenant(tx, scope.as_str()).await?;
                     let rows = sqlx::query(&format!(
                         "DELETE FROM {table} WHERE tenant = $1 AND ($2::uuid IS NULL OR dataset = $2)"
                     ))

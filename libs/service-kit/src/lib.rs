@@ -14,15 +14,18 @@
 
 pub mod calls;
 pub mod deletion;
+pub mod usage;
 
-pub use calls::{AUDIT_RESOURCE_MAX, call_entry, call_entry_for, request_id};
+pub use calls::{AUDIT_RESOURCE_MAX, CallError, call_entry, call_entry_for, request_id, settle};
 pub use deletion::{Answer, CheckedDeletion, ResourceDeletion, Resources, log_outcome};
+pub use usage::{CountUsage, UsageReporter};
 
 use async_nats::jetstream;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use trustmesh_auth::{CacheOptions, KeyCache, KeyStoreError};
+use trustmesh_bus::schema::roles::current_role_privileges;
 use trustmesh_bus::{ensure_schema, ensure_streams_with_replicas};
 use trustmesh_runtime::settings::common::{DatabaseSettings, NatsSettings};
 use trustmesh_runtime::{ExposeSecret, Readiness};
@@ -60,6 +63,8 @@ pub struct Foundations {
     pub jetstream: jetstream::Context,
     /// Replicas of every stream, and of the `tm_auth` bucket (`nats.stream_replicas`).
     pub stream_replicas: usize,
+    /// The service, whose audit log records the auth layer's refusals (`trustmesh_auth::denials`).
+    pub service: Option<trustmesh_events::Service>,
     /// Cancels the background work; hand it to `Component::cancel_on_exit`.
     pub background: CancellationToken,
     /// Cancels [`Self::background`] when dropped, so the key cache's watch stops if the service
@@ -69,6 +74,11 @@ pub struct Foundations {
 
 /// Connects to Postgres (migrating schema `schema` with `migrators`, in order, and creating the bus
 /// tables there) and to NATS as `trustmesh-<service>` (ensuring the streams).
+///
+/// The database URL should name the service's own role (`tm_<schema>`, provisioned by
+/// `trustmesh_bus::schema::roles::provision_service_role` or `infra/postgres/provision-roles.sql`): a
+/// superuser or `BYPASSRLS` role is accepted for dev, with a warning, since row-level security does
+/// not apply to it.
 ///
 /// Registers the readiness dependencies `postgres` and `nats` on `readiness` and marks each ready
 /// once its side is set up. Consumers are the service's own: it ensures them on
@@ -95,6 +105,15 @@ pub async fn connect(
     trustmesh_store::migrate(&pool, &store_schema, migrators).await?;
     let bus_schema = trustmesh_bus::SchemaName::new(schema)?;
     ensure_schema(&pool, &bus_schema).await?;
+    let (superuser, bypass_rls) = current_role_privileges(&pool).await?;
+    if superuser || bypass_rls {
+        tracing::warn!(
+            service,
+            superuser,
+            bypass_rls,
+            "Connected to Postgres as a role that bypasses row-level security: tenant rows are not isolated by the database. Outside dev, connect as the service's own role (tm_<schema>, infra/postgres)."
+        );
+    }
     postgres_ready.set_ready();
 
     let client = nats_options(service, nats)
@@ -111,6 +130,7 @@ pub async fn connect(
         bus_schema,
         jetstream,
         stream_replicas: nats.stream_replicas,
+        service: trustmesh_events::Service::from_name(service),
         background,
         stop_background,
     })
@@ -118,10 +138,30 @@ pub async fn connect(
 
 /// The NATS client options of `service`: named `trustmesh-<service>`, with the service's own inbox
 /// prefix (the only inboxes its NATS user may subscribe to, `infra/nats`) and, when configured, its
-/// user and password.
+/// user and password, and TLS 1.3 (`nats.tls`: required once `ca_file` is set, trusting only that
+/// CA, presenting the service's client certificate if `cert_file`/`key_file` are set).
 #[must_use]
 pub fn nats_options(service: &str, nats: &NatsSettings) -> async_nats::ConnectOptions {
     let mut options = async_nats::ConnectOptions::new().name(format!("trustmesh-{service}"));
+    if let Some(ca) = &nats.tls.ca_file {
+        options = options.require_tls(true);
+        match trustmesh_runtime::tls::nats_client_config(&nats.tls) {
+            Ok(Some(config)) => options = options.tls_client_config(config),
+            Ok(None) => {}
+            Err(error) => {
+                // The same files through async-nats's own loader: the connection then fails
+                // naming the file (and never falls back to plaintext: TLS stays required).
+                tracing::warn!(
+                    error.message = %error,
+                    "Cannot build the TLS 1.3 configuration for NATS."
+                );
+                options = options.add_root_certificates(ca.clone());
+                if let (Some(cert), Some(key)) = (&nats.tls.cert_file, &nats.tls.key_file) {
+                    options = options.add_client_certificate(cert.clone(), key.clone());
+                }
+            }
+        }
+    }
     if let Some(known) = trustmesh_events::Service::from_name(service) {
         options = options.custom_inbox_prefix(known.nats_inbox_prefix());
     }
@@ -156,6 +196,7 @@ impl Foundations {
         // otherwise refuse every key once the cache goes stale.
         let options = CacheOptions {
             replicas: self.stream_replicas,
+            audit_denials_as: options.audit_denials_as.or(self.service),
             ..options
         };
         let cache = KeyCache::start(&self.jetstream, options, self.background.clone()).await?;

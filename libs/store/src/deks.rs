@@ -1,7 +1,12 @@
 //! [`PgDekStore`]: wrapped data-encryption keys in the service's Postgres schema.
+//!
+//! The table is under row-level security (`trustmesh_bus::schema::rls`): a key of one tenant is
+//! created, read, rewrapped and destroyed in a `tenant_tx` of that tenant; only the KEK rotation's
+//! search across tenants ([`DekStore::list_behind`]) opens a `service_tx`.
 
 use async_trait::async_trait;
 use sqlx::PgPool;
+use trustmesh_bus::schema::rls::{service_tx, tenant_tx};
 use trustmesh_crypto::{DekRecord, DekStore, Error, Result, WrappedKey};
 
 /// A [`DekStore`] on the `deks` table of the service's schema (created by [`crate::pg::MIGRATOR`]).
@@ -44,6 +49,7 @@ fn record((service, tenant, version, kek_version, wrapped): Row) -> Result<DekRe
 #[async_trait]
 impl DekStore for PgDekStore {
     async fn insert(&self, rec: &DekRecord) -> Result<()> {
+        let mut tx = tenant_tx(&self.pool, &rec.tenant).await.map_err(backend)?;
         let inserted = sqlx::query(
             "INSERT INTO deks (service, tenant, version, kek_version, wrapped)
              VALUES ($1, $2, $3, $4, $5)
@@ -57,9 +63,10 @@ impl DekStore for PgDekStore {
         .bind(i64::from(rec.dek_version))
         .bind(i64::from(rec.wrapped.kek_version))
         .bind(&rec.wrapped.ciphertext)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         if inserted.rows_affected() == 0 {
             return Err(Error::DekConflict);
         }
@@ -67,6 +74,7 @@ impl DekStore for PgDekStore {
     }
 
     async fn current(&self, service: &str, tenant: &str) -> Result<Option<DekRecord>> {
+        let mut tx = tenant_tx(&self.pool, tenant).await.map_err(backend)?;
         let row: Option<Row> = sqlx::query_as(
             "SELECT service, tenant, version, kek_version, wrapped FROM deks
              WHERE service = $1 AND tenant = $2 AND destroyed_at IS NULL
@@ -74,9 +82,10 @@ impl DekStore for PgDekStore {
         )
         .bind(service)
         .bind(tenant)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         row.map(record).transpose()
     }
 
@@ -86,6 +95,7 @@ impl DekStore for PgDekStore {
         tenant: &str,
         dek_version: u32,
     ) -> Result<Option<DekRecord>> {
+        let mut tx = tenant_tx(&self.pool, tenant).await.map_err(backend)?;
         let row: Option<Row> = sqlx::query_as(
             "SELECT service, tenant, version, kek_version, wrapped FROM deks
              WHERE service = $1 AND tenant = $2 AND version = $3 AND destroyed_at IS NULL",
@@ -93,9 +103,10 @@ impl DekStore for PgDekStore {
         .bind(service)
         .bind(tenant)
         .bind(i64::from(dek_version))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         row.map(record).transpose()
     }
 
@@ -105,6 +116,8 @@ impl DekStore for PgDekStore {
         kek_version: u32,
         limit: usize,
     ) -> Result<Vec<DekRecord>> {
+        // The rotation works through every tenant's keys: the service-wide escape.
+        let mut tx = service_tx(&self.pool).await.map_err(backend)?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT service, tenant, version, kek_version, wrapped FROM deks
              WHERE service = $1 AND kek_version < $2 AND destroyed_at IS NULL
@@ -113,9 +126,10 @@ impl DekStore for PgDekStore {
         .bind(service)
         .bind(i64::from(kek_version))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         rows.into_iter().map(record).collect()
     }
 
@@ -127,6 +141,7 @@ impl DekStore for PgDekStore {
         expected_kek_version: u32,
         wrapped: &WrappedKey,
     ) -> Result<bool> {
+        let mut tx = tenant_tx(&self.pool, tenant).await.map_err(backend)?;
         let done = sqlx::query(
             "UPDATE deks SET kek_version = $5, wrapped = $6
              WHERE service = $1 AND tenant = $2 AND version = $3 AND kek_version = $4
@@ -138,22 +153,25 @@ impl DekStore for PgDekStore {
         .bind(i64::from(expected_kek_version))
         .bind(i64::from(wrapped.kek_version))
         .bind(&wrapped.ciphertext)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_tenant(&self, service: &str, tenant: &str) -> Result<u64> {
+        let mut tx = tenant_tx(&self.pool, tenant).await.map_err(backend)?;
         let done = sqlx::query(
             "UPDATE deks SET wrapped = NULL, destroyed_at = now()
              WHERE service = $1 AND tenant = $2 AND destroyed_at IS NULL",
         )
         .bind(service)
         .bind(tenant)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(done.rows_affected())
     }
 }

@@ -375,6 +375,41 @@ impl EncryptedObjects {
         Ok(true)
     }
 
+    /// Deletes every object of the tenant whose id starts with `prefix` (a folder of object ids,
+    /// ending with `/`: `datasets/<id>/`), each with every stored version; returns how many recorded
+    /// objects it deleted.
+    ///
+    /// Every version means more than the ones the rows record: a crash between writing a version and
+    /// recording it, or between recording a new version and deleting the one it replaced, leaves a
+    /// version no row names, which [`EncryptedObjects::delete`] would leave behind. So the rows go
+    /// first and then everything stored under the prefix, whether a row names it or not: a rerun
+    /// after a crash (rows already gone) still deletes the bytes. Use this where a deletion must
+    /// leave no residue.
+    ///
+    /// # Errors
+    ///
+    /// [`EncryptedError::InvalidObjectId`] if `prefix` does not end with `/` or is not a valid
+    /// prefix; store and database errors (what was deleted stays deleted: rerun it).
+    pub async fn delete_prefix(
+        &self,
+        scope: &TenantScope,
+        prefix: &str,
+    ) -> Result<u64, EncryptedError> {
+        if prefix.len() < 2 || !prefix.ends_with('/') {
+            return Err(EncryptedError::InvalidObjectId(ObjectError::InvalidKey(
+                "an object id prefix must be a folder ending with '/'",
+            )));
+        }
+        let stored = ObjectPrefix::new(format!("{}{prefix}", self.tenant_prefix(scope)))
+            .map_err(EncryptedError::InvalidObjectId)?;
+        let mut deleted = 0;
+        for row in self.repo.list(scope, prefix).await? {
+            deleted += u64::from(self.repo.delete(scope, &row.object).await?.is_some());
+        }
+        self.store.delete_prefix(&stored).await?;
+        Ok(deleted)
+    }
+
     /// Purges the tenant from this service: destroys its DEKs first (so every remaining copy, backups
     /// included, is unreadable), then deletes every stored object and version under its prefix and its
     /// metadata rows. Idempotent: rerun it after a failure.
@@ -420,29 +455,34 @@ fn seal_stream<E: Into<BoxError> + Send + 'static>(
     encryptor: Encryptor,
     size: Arc<AtomicU64>,
 ) -> crate::objects::BodyStream {
+    // A large piece is sealed and handed on a SEAL_PIECE at a time (the rest waits in `pending`), so
+    // its ciphertext is never held whole beside it.
     futures::stream::try_unfold(
-        (body, Some(encryptor), size),
-        |(mut body, encryptor, size)| async move {
+        (body, Some(encryptor), size, Bytes::new()),
+        |(mut body, encryptor, size, mut pending)| async move {
             let Some(mut encryptor) = encryptor else {
                 return Ok(None);
             };
             loop {
                 let mut out = Vec::new();
-                match body.next().await {
-                    Some(Ok(piece)) => {
-                        size.fetch_add(piece.len() as u64, Ordering::Relaxed);
-                        for part in piece.chunks(SEAL_PIECE) {
-                            encryptor.update(part, &mut out).map_err(crypto_body)?;
-                        }
-                        if !out.is_empty() {
-                            return Ok(Some((Bytes::from(out), (body, Some(encryptor), size))));
+                if pending.is_empty() {
+                    match body.next().await {
+                        Some(Ok(piece)) => pending = piece,
+                        Some(Err(e)) => return Err(ObjectError::Body(e.into())),
+                        None => {
+                            encryptor.finish(&mut out).map_err(crypto_body)?;
+                            return Ok(Some((Bytes::from(out), (body, None, size, pending))));
                         }
                     }
-                    Some(Err(e)) => return Err(ObjectError::Body(e.into())),
-                    None => {
-                        encryptor.finish(&mut out).map_err(crypto_body)?;
-                        return Ok(Some((Bytes::from(out), (body, None, size))));
-                    }
+                }
+                let part = pending.split_to(pending.len().min(SEAL_PIECE));
+                size.fetch_add(part.len() as u64, Ordering::Relaxed);
+                encryptor.update(&part, &mut out).map_err(crypto_body)?;
+                if !out.is_empty() {
+                    return Ok(Some((
+                        Bytes::from(out),
+                        (body, Some(encryptor), size, pending),
+                    )));
                 }
             }
         },

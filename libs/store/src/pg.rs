@@ -287,8 +287,17 @@ pub async fn migrate(
     // NOTE: a detached connection, so the session-level search_path never leaks back into the pool,
     // even when a migration fails half-way.
     let mut conn = pool.acquire().await?.detach();
-    conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {}", schema.quoted()).as_str())
-        .await?;
+    // NOTE: `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even when the schema exists,
+    // which a service's own role (owning its provisioned schema, nothing more) does not have.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema.as_str())
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {}", schema.quoted()).as_str())
+            .await?;
+    }
     conn.execute(format!("SET search_path TO {}", schema.quoted()).as_str())
         .await?;
     let result = migrator.run(&mut conn).await;

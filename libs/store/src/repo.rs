@@ -3,9 +3,14 @@
 //! It shows the repository pattern every service follows: each method takes a [`TenantScope`] and
 //! binds it as `$1` of a `WHERE tenant = $1`, and customer content (here, the object's name) is stored
 //! only sealed.
+//!
+//! The table is under row-level security (`trustmesh_bus::schema::rls`): every method runs in a
+//! `tenant_tx` of its scope's tenant, so the `WHERE tenant = $1` is backed by the database.
 
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use trustmesh_bus::schema::rls::tenant_tx;
+use trustmesh_bus::schema::xact_lock;
 
 use crate::tenant::TenantScope;
 
@@ -68,13 +73,16 @@ impl ObjectsRepo {
         scope: &TenantScope,
         object: &str,
     ) -> Result<Option<ObjectRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let row = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM objects WHERE tenant = $1 AND object = $2"
         ))
         .bind(scope.as_str())
         .bind(object)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Records `new` as the object's current version unless a newer version is already recorded;
@@ -89,13 +97,10 @@ impl ObjectsRepo {
         scope: &TenantScope,
         new: &NewObjectVersion<'_>,
     ) -> Result<Option<Option<i64>>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
         // Writers of one object take turns (a row lock alone cannot cover the first insert).
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
-            .bind(scope.as_str())
-            .bind(new.object)
-            .execute(&mut *tx)
-            .await?;
+        let key = format!("objects/{}/{}", scope.as_str(), new.object);
+        xact_lock(&mut tx, &key, false).await?;
         let previous: Option<i64> =
             sqlx::query_scalar("SELECT version FROM objects WHERE tenant = $1 AND object = $2")
                 .bind(scope.as_str())
@@ -135,14 +140,17 @@ impl ObjectsRepo {
         scope: &TenantScope,
         prefix: &str,
     ) -> Result<Vec<ObjectRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let rows = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM objects
              WHERE tenant = $1 AND left(object, length($2)) = $2 ORDER BY object"
         ))
         .bind(scope.as_str())
         .bind(prefix)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// Deletes the tenant's object `object`; returns the deleted row.
@@ -155,13 +163,16 @@ impl ObjectsRepo {
         scope: &TenantScope,
         object: &str,
     ) -> Result<Option<ObjectRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let row = sqlx::query_as(&format!(
             "DELETE FROM objects WHERE tenant = $1 AND object = $2 RETURNING {COLUMNS}"
         ))
         .bind(scope.as_str())
         .bind(object)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Deletes every object row of the tenant; returns how many.
@@ -170,10 +181,12 @@ impl ObjectsRepo {
     ///
     /// Database errors.
     pub async fn delete_all(&self, scope: &TenantScope) -> Result<u64, sqlx::Error> {
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
         let done = sqlx::query("DELETE FROM objects WHERE tenant = $1")
             .bind(scope.as_str())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

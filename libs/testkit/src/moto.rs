@@ -11,7 +11,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::s3::{REGION, free_port, wait_accepting};
+use crate::ports::free_port;
+use crate::s3::{REGION, wait_accepting};
 
 /// The environment variable naming the `moto_server` binary.
 pub const MOTO_SERVER_BIN_ENV: &str = "TRUSTMESH_MOTO_SERVER_BIN";

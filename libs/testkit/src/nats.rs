@@ -218,7 +218,7 @@ impl NatsCluster {
             .prefix("trustmesh-nats-cluster-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir for the nats cluster: {e}"));
-        let ports = free_loopback_ports(2 * CLUSTER_SIZE);
+        let ports = crate::ports::free_ports(2 * CLUSTER_SIZE);
         let (client_ports, route_ports) = ports.split_at(CLUSTER_SIZE);
         let routes = route_ports
             .iter()
@@ -388,20 +388,6 @@ impl Drop for NatsCluster {
     }
 }
 
-/// `count` loopback ports, all different, that were free a moment ago: for servers a test starts
-/// that must name each other's ports up front (cluster routes, peer endpoints).
-#[must_use]
-pub fn free_loopback_ports(count: usize) -> Vec<u16> {
-    let mut ports = Vec::with_capacity(count);
-    while ports.len() < count {
-        let port = crate::s3::free_port();
-        if !ports.contains(&port) {
-            ports.push(port);
-        }
-    }
-    ports
-}
-
 /// `n0`, `n1`, ...
 fn node_name(node: usize) -> String {
     format!("n{node}")
@@ -470,9 +456,12 @@ async fn wait_for_port(dir: &Path, pid: u32) -> u16 {
     }
 }
 
-/// The port of the first `nats://` URL in a ports file (`{"nats":["nats://127.0.0.1:41234"],...}`).
+/// The port of the first `nats://` (or `tls://`) URL in a ports file (`{"nats":["nats://127.0.0.1:41234"],...}`).
 pub(crate) fn client_port(ports_file: &str) -> Option<u16> {
-    let start = ports_file.find("nats://")? + "nats://".len();
+    // `tls://` when the server requires TLS.
+    let start = ["nats://", "tls://"]
+        .iter()
+        .find_map(|scheme| ports_file.find(scheme).map(|at| at + scheme.len()))?;
     let rest = &ports_file[start..];
     let end = rest.find('"')?;
     let host_port = &rest[..end];
@@ -487,6 +476,8 @@ mod tests {
     fn parses_the_ports_file() {
         let text = r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":["http://127.0.0.1:8222"]}"#;
         assert_eq!(client_port(text), Some(41234));
+        let tls = r#"{"nats":["tls://127.0.0.1:41235"],"monitoring":["http://127.0.0.1:8222"]}"#;
+        assert_eq!(client_port(tls), Some(41235));
         assert_eq!(client_port("{}"), None);
     }
 

@@ -4,6 +4,8 @@
 //!
 //! The config reads every password and its deployment values from the environment; [`SecuredNats`]
 //! gives each service user a random password and hands it to the test ([`SecuredNats::password`]).
+//! [`SecuredNats::start_tls`] starts `infra/nats/nats-server-tls.conf` instead: the same plus TLS 1.3
+//! with client certificates of a [`MeshPki`] required.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::nats::{client_port, nats_server_bin};
+use crate::tls::MeshPki;
 
 /// How long [`SecuredNats::start`] waits for the server to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -19,6 +22,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[must_use]
 pub fn repo_nats_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/nats/nats-server.conf")
+}
+
+/// The repo's nats-server config with TLS (mTLS) required.
+#[must_use]
+pub fn repo_nats_tls_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/nats/nats-server-tls.conf")
 }
 
 /// A running `nats-server` with the repo's config, killed (and its store removed) on drop.
@@ -39,6 +48,45 @@ impl SecuredNats {
     ///
     /// If the binary is missing or the server does not come up (its log is in the panic message).
     pub async fn start(password_envs: impl IntoIterator<Item = String>) -> Self {
+        Self::launch(repo_nats_config(), password_envs, Vec::new()).await
+    }
+
+    /// [`SecuredNats::start`] with the config file `config` instead of the repo's (e.g. a copy of
+    /// `nats-server.conf` beside another generated `permissions.conf`).
+    ///
+    /// # Panics
+    ///
+    /// As [`SecuredNats::start`].
+    pub async fn start_with_config(
+        config: PathBuf,
+        password_envs: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self::launch(config, password_envs, Vec::new()).await
+    }
+
+    /// [`SecuredNats::start`] with `infra/nats/nats-server-tls.conf`: the server presents `pki`'s
+    /// certificate `nats` (issued if missing) and requires TLS 1.3 and a client certificate of
+    /// `pki`'s CA.
+    ///
+    /// # Panics
+    ///
+    /// As [`SecuredNats::start`], or if the certificate cannot be issued.
+    pub async fn start_tls(password_envs: impl IntoIterator<Item = String>, pki: &MeshPki) -> Self {
+        let pki = MeshPki::ensure(pki.dir(), &["nats"])
+            .unwrap_or_else(|e| panic!("cannot issue the nats certificate: {e}"));
+        let files = vec![
+            ("TRUSTMESH_NATS_TLS_CERT_FILE", pki.cert("nats")),
+            ("TRUSTMESH_NATS_TLS_KEY_FILE", pki.key("nats")),
+            ("TRUSTMESH_NATS_TLS_CA_FILE", pki.ca()),
+        ];
+        Self::launch(repo_nats_tls_config(), password_envs, files).await
+    }
+
+    async fn launch(
+        config: PathBuf,
+        password_envs: impl IntoIterator<Item = String>,
+        files: Vec<(&'static str, PathBuf)>,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("trustmesh-nats-auth-")
             .tempdir()
@@ -51,7 +99,7 @@ impl SecuredNats {
         let log = dir.path().join("nats.log");
         let mut child = Command::new(&bin)
             .arg("-c")
-            .arg(repo_nats_config())
+            .arg(config)
             .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1"])
             .arg("--ports_file_dir")
             .arg(dir.path())
@@ -60,6 +108,7 @@ impl SecuredNats {
             .env("TRUSTMESH_NATS_SERVER_NAME", "trustmesh-test")
             .env("TRUSTMESH_NATS_STORE_DIR", dir.path().join("store"))
             .envs(&passwords)
+            .envs(files)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

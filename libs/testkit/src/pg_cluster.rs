@@ -6,6 +6,8 @@
 //! `/usr/lib/postgresql/<version>/bin` (Debian's layout). Postgres refuses to run as root, so when the
 //! test runs as root the cluster is created and run as the `postgres` OS user (`runuser`), in a
 //! temporary directory handed to that user. Authentication is `trust`, on 127.0.0.1 only.
+//! [`PgCluster::start_with_tls`] also serves TLS with a given certificate (`ssl = on`), for tests of
+//! `sslmode=verify-full`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,6 +53,8 @@ pub struct PgCluster {
     port: u16,
     as_os_user: bool,
     running: bool,
+    /// Extra `-c name=value` options of the server.
+    extra_options: String,
     dir: tempfile::TempDir,
 }
 
@@ -62,6 +66,21 @@ impl PgCluster {
     ///
     /// If the binaries are missing, or the cluster cannot be created or started.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Like [`PgCluster::start`], with TLS on (`ssl = on`, plaintext still accepted): the server
+    /// presents the certificate chain `cert` (PEM) with the private key `key` (PEM), copied into the
+    /// cluster's directory with the owner and mode Postgres requires.
+    ///
+    /// # Panics
+    ///
+    /// As [`PgCluster::start`], or if the files cannot be copied.
+    pub async fn start_with_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(Some((cert, key))).await
+    }
+
+    async fn start_with(tls: Option<(&Path, &Path)>) -> Self {
         let as_os_user = running_as_root();
         let dir = tempfile::Builder::new()
             .prefix("trustmesh-pg-")
@@ -78,8 +97,12 @@ impl PgCluster {
             port: 0,
             as_os_user,
             running: false,
+            extra_options: String::new(),
             dir,
         };
+        if let Some((cert, key)) = tls {
+            cluster.extra_options = cluster.install_tls(cert, key);
+        }
         run(
             cluster
                 .command("initdb")
@@ -92,7 +115,7 @@ impl PgCluster {
         // before postgres binds; a few attempts make that race harmless.
         let mut last_error = String::new();
         for _ in 0..5 {
-            cluster.port = crate::s3::free_port();
+            cluster.port = crate::ports::free_port();
             match cluster.pg_ctl_start() {
                 Ok(()) => return cluster,
                 Err(e) => last_error = e,
@@ -182,9 +205,10 @@ impl PgCluster {
         // The socket goes to the cluster's directory (the default one may not be writable), and
         // fsync is off: the tests stop the server, never the machine, so the OS keeps every write.
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra_options
         );
         command
             .args(["start", "-w", "-t", "60", "-D"])
@@ -193,6 +217,38 @@ impl PgCluster {
             .arg(self.log_file())
             .args(["-o", &options]);
         command
+    }
+
+    /// Copies the server's certificate and key into the cluster's directory (the key readable by the
+    /// server's OS user only, as Postgres demands) and returns the server options turning TLS on.
+    fn install_tls(&self, cert: &Path, key: &Path) -> String {
+        let (cert_file, key_file) = (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        );
+        for (from, to) in [(cert, &cert_file), (key, &key_file)] {
+            std::fs::copy(from, to)
+                .unwrap_or_else(|e| panic!("cannot copy {} for postgres: {e}", from.display()));
+        }
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("cannot restrict the postgres key: {e}"));
+        }
+        if self.as_os_user {
+            run(
+                Command::new("chown")
+                    .arg(OS_USER)
+                    .arg(&cert_file)
+                    .arg(&key_file),
+                "chown the postgres certificate",
+            );
+        }
+        format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert_file.display(),
+            key_file.display()
+        )
     }
 
     fn pg_ctl_start(&mut self) -> Result<(), String> {

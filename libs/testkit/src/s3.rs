@@ -4,7 +4,7 @@
 //! `infra/dev/up.sh`). `s3s-fs` keeps each bucket as a directory and each object as a file under its
 //! root, so a test can scan [`S3Server::root_dir`] for plaintext.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ impl S3Server {
                 .prefix("trustmesh-s3s-")
                 .tempdir()
                 .unwrap_or_else(|e| panic!("cannot create a temp dir for s3s-fs: {e}"));
-            let port = free_port();
+            let port = crate::ports::free_port();
             let child = spawn(&bin, port, &access_key, &secret_key, root.path());
             let mut server = Self {
                 child,
@@ -188,14 +188,6 @@ pub(crate) async fn wait_accepting(child: &mut Child, port: u16, what: &str) -> 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A loopback port that was free a moment ago.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
 }
 
 #[cfg(test)]

@@ -1,17 +1,22 @@
-//! `trustmesh check`: the quality engine on a CSV file or a folder-per-class image archive, without
-//! the mesh.
+//! `trustmesh check`: the quality engine on a CSV, Parquet or JSONL file or an image archive,
+//! without the mesh.
 //!
-//! A CSV file: reads the data (`input.rs`), takes the given pred_probs or trains AutoML's models for
+//! A table (CSV, Parquet or JSONL, by extension): reads the data (`input.rs`), takes the given pred_probs or trains AutoML's models for
 //! them ([`trustmesh_quality::automl::train`]: every column featurized by its role, logistic
 //! regression, gradient-boosted trees and kNN cross-validated and ensembled), runs
 //! [`trustmesh_quality::detectors::find_issues`] and, on every column whose inferred role is text,
-//! the text checks ([`trustmesh_quality::modality::check_texts`]), and writes the per-row report and
-//! the JSON summary (`output.rs`).
+//! the text checks ([`trustmesh_quality::modality::check_texts`]), on every binary column (a
+//! Parquet file's encoded images) the image checks, and writes the per-row report and the JSON
+//! summary (`output.rs`).
 //!
-//! A zip archive with one folder per class (`archive.rs`): runs the image checks
-//! ([`trustmesh_quality::modality::check_images`]) and writes one row per image.
+//! A zip archive of images (`archive.rs`), with one folder per class or a table at its root naming
+//! each row's image by its path in the archive: runs the image checks
+//! ([`trustmesh_quality::modality::check_images`]), then the label and outlier checks on the images
+//! that could be analyzed (`images.rs`: AutoML's models on image features), and writes one row per
+//! image (per table row: a row whose path names no image is not analyzed, with the reason).
 
 mod archive;
+mod images;
 mod input;
 mod output;
 
@@ -25,17 +30,20 @@ use trustmesh_quality::QualityError;
 use trustmesh_quality::automl::{AutoMlOptions, ColumnRole, Task, infer_schema, train};
 use trustmesh_quality::detectors::{Compat, DetectorConfig, DetectorInput, IssueType, find_issues};
 use trustmesh_quality::modality::{
-    ImageOptions, TextOptions, TextReport, check_images, check_texts,
+    ImageOptions, ImageReport, TextOptions, TextReport, check_images, check_texts,
 };
 
 /// Arguments of `trustmesh check`.
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
-    /// The data: a CSV file with a header row, or a zip archive of images with one folder per
-    /// class (the folder names are the labels).
-    #[arg(long, value_name = "FILE.csv|IMAGES.zip")]
+    /// The data: a CSV file with a header row, a Parquet file (`.parquet`), a JSONL file (`.jsonl`,
+    /// one JSON object per line), or a zip archive of images: one folder per class (the folder
+    /// names are the labels), or one table (.csv, .jsonl, .parquet) at its root with a column of
+    /// image paths inside the archive and a label column.
+    #[arg(long, value_name = "FILE.csv|.parquet|.jsonl|IMAGES.zip")]
     data: PathBuf,
-    /// The column holding the given labels (a CSV file; an archive's labels are its folder names).
+    /// The column holding the given labels (a table, or an archive's table: default `label`; a
+    /// folder-per-class archive's labels are its folder names).
     #[arg(long, value_name = "COLUMN")]
     label: Option<String>,
     /// A column identifying rows: never used as a feature, copied to the report.
@@ -103,18 +111,11 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
     }
     let Some(label) = args.label.as_deref() else {
         bail!(
-            "{}: --label is required for a CSV file (the column holding the given labels)",
+            "{}: --label is required for a table (the column holding the given labels)",
             args.data.display()
         );
     };
-    let compat = match args.compat {
-        CompatArg::Trustmesh => Compat::Trustmesh,
-        CompatArg::Cleanlab => Compat::Cleanlab,
-    };
-    let mut config = match compat {
-        Compat::Trustmesh => DetectorConfig::default(),
-        Compat::Cleanlab => DetectorConfig::cleanlab(),
-    };
+    let (compat, mut config) = detector_config(args);
     if let Some(names) = &args.issues {
         config.issue_types = names
             .iter()
@@ -134,6 +135,9 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let texts = text_checks(args, label, &data, &roles);
     timings.push(("text_checks", ms_since(start)));
+    let start = Instant::now();
+    let images = image_checks(args, &data);
+    timings.push(("image_checks", ms_since(start)));
     let start = Instant::now();
     let (pred_probs, model) = match &args.pred_probs {
         Some(path) => {
@@ -171,7 +175,7 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
 
     let start = Instant::now();
     if let Some(path) = &args.out {
-        output::write_rows(path, &data, &report, &texts)?;
+        output::write_rows(path, &data, &report, &texts, &images)?;
     }
     timings.push(("write_rows", ms_since(start)));
     if let Some(path) = &args.summary {
@@ -179,30 +183,41 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
             compat,
             model: model.as_ref(),
             texts: &texts,
+            images: &images,
             timings: &timings,
         };
         output::write_summary(path, &data, &report, &run)?;
     }
     output::print_overview(&report);
-    output::print_text_overview(&texts);
+    output::print_column_overview(&texts, &images);
     Ok(())
 }
 
-/// The image checks on a folder-per-class archive: one row per file.
+/// Whose rules the detectors follow, and their configuration.
+fn detector_config(args: &CheckArgs) -> (Compat, DetectorConfig) {
+    match args.compat {
+        CompatArg::Trustmesh => (Compat::Trustmesh, DetectorConfig::default()),
+        CompatArg::Cleanlab => (Compat::Cleanlab, DetectorConfig::cleanlab()),
+    }
+}
+
+/// The image checks on a folder-per-class archive, then the label and outlier checks on the
+/// images analyzed: one row per file.
 ///
 /// # Errors
 /// An unreadable archive or one over the limits; unwritable outputs.
 fn run_images(args: &CheckArgs) -> anyhow::Result<()> {
     if args.pred_probs.is_some() || args.issues.is_some() {
-        bail!("--pred-probs and --issues apply to CSV data, not to an image archive");
+        bail!("--pred-probs and --issues apply to a table, not to an image archive");
     }
     let mut timings = Vec::new();
     let start = Instant::now();
-    let limits = archive::ArchiveLimits {
+    let limits = trustmesh_quality::modality::ArchiveLimits {
         max_files: args.max_archive_files,
         max_bytes: args.max_archive_bytes,
     };
-    let files = archive::read_archive(&args.data, limits)?;
+    let archive::ImageRows { files, unresolved } =
+        archive::read_file(&args.data, limits, args.label.as_deref())?;
     timings.push(("read_archive", ms_since(start)));
     let start = Instant::now();
     let options = ImageOptions {
@@ -210,15 +225,33 @@ fn run_images(args: &CheckArgs) -> anyhow::Result<()> {
         ..ImageOptions::default()
     };
     let bytes: Vec<&[u8]> = files.iter().map(|f| f.bytes.as_slice()).collect();
-    let report = check_images(&bytes, &options);
+    let mut report = check_images(&bytes, &options);
+    for (reason, unresolved) in report.not_analyzed.iter_mut().zip(unresolved) {
+        if unresolved.is_some() {
+            *reason = unresolved;
+        }
+    }
     timings.push(("image_checks", ms_since(start)));
+    let start = Instant::now();
+    let analyzed: Vec<bool> = report.not_analyzed.iter().map(Option::is_none).collect();
+    let labels = images::label_checks(&files, &analyzed, detector_config(args).1);
+    timings.push(("label_and_outlier_checks", ms_since(start)));
+    match &labels {
+        Ok(checks) => {
+            output::print_model_summary(&checks.model);
+            for (name, reason) in &checks.skipped {
+                eprintln!("warning: no {name} check: {reason}");
+            }
+        }
+        Err(reason) => eprintln!("warning: no label or outlier checks: {reason}"),
+    }
     if let Some(path) = &args.out {
-        output::write_image_rows(path, &files, &report)?;
+        output::write_image_rows(path, &files, &report, &labels)?;
     }
     if let Some(path) = &args.summary {
-        output::write_image_summary(path, &files, &report, &timings)?;
+        output::write_image_summary(path, &files, &report, &labels, &timings)?;
     }
-    output::print_image_overview(&report);
+    output::print_image_overview(&report, &labels);
     Ok(())
 }
 
@@ -241,6 +274,26 @@ fn column_roles(args: &CheckArgs) -> anyhow::Result<BTreeMap<String, ColumnRole>
         roles.insert(name.trim().to_owned(), role);
     }
     Ok(roles)
+}
+
+/// The image checks on every binary column (a Parquet file's encoded images); a cell that is
+/// missing or no image is not analyzed, with the reason.
+fn image_checks(args: &CheckArgs, data: &input::Data) -> Vec<(String, ImageReport)> {
+    let options = ImageOptions {
+        max_pixels: args.max_image_pixels,
+        ..ImageOptions::default()
+    };
+    data.table
+        .columns()
+        .iter()
+        .filter(|c| c.is_binary())
+        .map(|column| {
+            let cells: Vec<&[u8]> = (0..column.len())
+                .map(|i| column.bytes(i).unwrap_or_default())
+                .collect();
+            (column.name().to_owned(), check_images(&cells, &options))
+        })
+        .collect()
 }
 
 /// The text checks on every column whose role (inferred, or given) is text. A schema that cannot be

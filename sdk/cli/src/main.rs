@@ -3,6 +3,7 @@
 mod audit;
 mod certificate;
 mod check;
+mod dev_certs;
 mod remote;
 
 use std::net::SocketAddr;
@@ -65,6 +66,8 @@ enum Command {
     Keys(remote::admin::KeysArgs),
     /// Create tenants (the operator's command).
     Tenants(remote::admin::TenantsArgs),
+    /// Show a tenant's quota, or change it (the operator's command).
+    Quota(remote::quota::QuotaArgs),
     /// Add, list and remove webhook endpoints.
     Webhooks(remote::admin::WebhooksArgs),
     /// List, verify and export the audit log (or verify an export offline).
@@ -78,6 +81,8 @@ enum Command {
     Demo(DemoArgs),
     /// Run every service in one process on one gRPC port.
     Standalone(StandaloneArgs),
+    /// Issue a local mesh CA and per-service certificates (development), idempotently.
+    DevCerts(dev_certs::DevCertsArgs),
 }
 
 /// `trustmesh demo`.
@@ -195,10 +200,12 @@ fn run(command: Command) -> anyhow::Result<bool> {
         Command::Delete(args) => remote::block_on(remote::admin::delete(args)).map(|()| true),
         Command::Keys(args) => remote::block_on(remote::admin::keys(args)).map(|()| true),
         Command::Tenants(args) => remote::block_on(remote::admin::tenants(args)).map(|()| true),
+        Command::Quota(args) => remote::block_on(remote::quota::run(args)).map(|()| true),
         Command::Webhooks(args) => remote::block_on(remote::admin::webhooks(args)).map(|()| true),
         Command::Audit(args) => audit::run(&args),
         Command::Certificate(args) => certificate::run(&args),
         Command::Check(args) => check::run(&args).map(|()| true),
+        Command::DevCerts(args) => dev_certs::run(&args).map(|()| true),
         Command::Demo(args) => {
             let settings = demo_settings(&args)?;
             remote::block_on(async {
@@ -300,6 +307,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             cert_file: Some(cert),
             key_file: Some(key),
             client_ca_file: None,
+            require_client_cert: false,
         };
     }
     settings.nats = match args.nats_url {

@@ -6,6 +6,12 @@
 //! key-encryption key, its own durable consumers and outbox. Only the listeners are shared, and the
 //! peer calls (analysis reading rows from ingest, trust-scoring reading model outputs from analysis)
 //! go to the process's own port, presenting a service credential generated for this run.
+//!
+//! Postgres: the URL given is the administrator's. When its role may create roles, each service
+//! gets its own (`tm_<schema>`, provisioned at every start by
+//! `trustmesh_bus::schema::roles::provision_for_admin_url`) and connects as it: it owns only its
+//! schema, and the row-level security of its tenant tables applies to it, as in a deployment of
+//! separate processes. Otherwise every service connects as the given role, with a warning.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -16,6 +22,7 @@ use anyhow::Context as _;
 use rand::Rng as _;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+use trustmesh_bus::schema::roles::{may_provision_roles, provision_for_admin_url};
 use trustmesh_runtime::settings::common::{
     DatabaseSettings, MeshSettings, NatsSettings, PeerSettings,
 };
@@ -64,6 +71,9 @@ pub struct StandaloneSettings {
     /// Webhook delivery: the notifier's egress allow-list, timeouts and retries. Default: public
     /// `https` destinations only.
     pub webhooks: trustmesh_notifier::settings::WebhookSettings,
+    /// How `analysis` shares its work: training slots, fold fan-out (`analysis.fold` work items)
+    /// and the deployment profile.
+    pub analysis_work: trustmesh_analysis::settings::WorkSettings,
 }
 
 impl StandaloneSettings {
@@ -95,6 +105,7 @@ impl StandaloneSettings {
             shutdown: ShutdownSettings::default(),
             ingest_limits: trustmesh_ingest::settings::Limits::default(),
             webhooks: trustmesh_notifier::settings::WebhookSettings::default(),
+            analysis_work: trustmesh_analysis::settings::WorkSettings::default(),
         }
     }
 }
@@ -151,6 +162,7 @@ impl Standalone {
         trustmesh_store::ensure_database(&settings.database)
             .await
             .context("cannot reach or create the database")?;
+        let service_urls = provision_service_roles(&settings.database).await?;
 
         // The peers are this process: fix the port now, so their endpoints can name it.
         let mut grpc = settings.grpc;
@@ -161,24 +173,48 @@ impl Standalone {
             TransportMode::Tls => "https",
             TransportMode::DevPlaintextLoopback => "http",
         };
-        let peer = || PeerSettings {
+        // Over TLS the services call each other through this listener with mTLS (the mesh-internal
+        // methods need a client certificate, libs/auth peer.rs): a mesh CA of the data directory,
+        // issued once, verifies the certificate each presents; tenants' clients present none.
+        let mesh_pki = match (grpc.tls.mode, grpc.tls.client_ca_file.is_none()) {
+            (TransportMode::Tls, true) => {
+                let pki = trustmesh_testkit::tls::MeshPki::ensure(
+                    settings.data_dir.join("mesh-certs"),
+                    &trustmesh_testkit::tls::MESH_SERVICES,
+                )
+                .context("cannot issue the mesh's certificates")?;
+                grpc.tls.client_ca_file = Some(pki.ca());
+                Some(pki)
+            }
+            _ => None,
+        };
+        let peer = |service: &str| PeerSettings {
             endpoint: format!("{scheme}://{}", grpc.bind),
-            tls: match grpc.tls.mode {
-                TransportMode::Tls => ClientTls {
-                    mode: TransportMode::Tls,
-                    ca_file: grpc.tls.cert_file.clone(),
-                    server_name: Some("localhost".to_owned()),
-                    ..ClientTls::default()
-                },
-                TransportMode::DevPlaintextLoopback => ClientTls::dev_plaintext_loopback(),
+            tls: match (grpc.tls.mode, &mesh_pki) {
+                (TransportMode::Tls, pki) => {
+                    let tls = ClientTls {
+                        mode: TransportMode::Tls,
+                        ca_file: grpc.tls.cert_file.clone(),
+                        server_name: Some("localhost".to_owned()),
+                        ..ClientTls::default()
+                    };
+                    match pki {
+                        Some(pki) => tls.with_identity(pki.cert(service), pki.key(service)),
+                        None => tls,
+                    }
+                }
+                (TransportMode::DevPlaintextLoopback, _) => ClientTls::dev_plaintext_loopback(),
             },
         };
         let service_credential = random_secret();
         let mesh = || MeshSettings {
             service_credential: Some(service_credential.clone()),
         };
-        let database = || DatabaseSettings {
-            url: settings.database.clone(),
+        let database = |service: &str| DatabaseSettings {
+            url: service_urls
+                .iter()
+                .find(|(name, _)| *name == service)
+                .map_or_else(|| settings.database.clone(), |(_, url)| url.clone()),
             max_connections: 5,
         };
         let nats_settings = || NatsSettings::at(nats_url.clone());
@@ -189,10 +225,10 @@ impl Standalone {
         let mut components: Vec<Component> = Vec::new();
 
         let mut tenancy = trustmesh_tenancy::Settings {
-            database: database(),
+            database: database("tenancy"),
             nats: nats_settings(),
             mesh: mesh(),
-            notifier: Some(peer()),
+            notifier: Some(peer("tenancy")),
             ..Default::default()
         };
         tenancy.auth.operator_credential = Some(operator_credential.clone());
@@ -202,7 +238,7 @@ impl Standalone {
         )?);
 
         let ingest = trustmesh_ingest::Settings {
-            database: database(),
+            database: database("ingest"),
             nats: nats_settings(),
             mesh: mesh(),
             objects: settings.objects.clone(),
@@ -218,14 +254,15 @@ impl Standalone {
         )?);
 
         let analysis = trustmesh_analysis::Settings {
-            database: database(),
+            database: database("analysis"),
             nats: nats_settings(),
             mesh: mesh(),
             objects: settings.objects.clone(),
             keys: trustmesh_analysis::settings::KeySettings {
                 kek_file: kek("analysis"),
             },
-            ingest: peer(),
+            ingest: peer("analysis"),
+            work: settings.analysis_work.clone(),
             ..Default::default()
         };
         components.push(in_service(
@@ -234,14 +271,14 @@ impl Standalone {
         )?);
 
         let trust = trustmesh_trust_scoring::Settings {
-            database: database(),
+            database: database("trust-scoring"),
             nats: nats_settings(),
             mesh: mesh(),
             objects: settings.objects.clone(),
             keys: trustmesh_trust_scoring::settings::KeySettings {
                 kek_file: kek("trust-scoring"),
             },
-            analysis: peer(),
+            analysis: peer("trust-scoring"),
             ..Default::default()
         };
         components.push(in_service(
@@ -251,7 +288,7 @@ impl Standalone {
 
         let metrics = Metrics::new("standalone");
         let mut deletion = trustmesh_deletion::Settings {
-            database: database(),
+            database: database("deletion"),
             nats: nats_settings(),
             keys: trustmesh_deletion::settings::KeySettings {
                 signing_key_file: keys.join("deletion-signing.key"),
@@ -265,7 +302,7 @@ impl Standalone {
         )?);
 
         let audit = trustmesh_audit::Settings {
-            database: database(),
+            database: database("audit"),
             nats: nats_settings(),
             keys: trustmesh_audit::settings::KeySettings {
                 signing_key_file: keys.join("audit-signing.key"),
@@ -278,7 +315,7 @@ impl Standalone {
         )?);
 
         let notifier = trustmesh_notifier::Settings {
-            database: database(),
+            database: database("notifier"),
             nats: nats_settings(),
             mesh: mesh(),
             keys: trustmesh_notifier::settings::KeySettings {
@@ -354,6 +391,39 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     result.with_context(|| format!("cannot start {service}"))
+}
+
+/// Provisions every service's own role when the administrator's role may, and returns the URL each
+/// service connects with (none: every service connects as the administrator).
+async fn provision_service_roles(
+    admin_url: &SecretString,
+) -> anyhow::Result<Vec<(&'static str, SecretString)>> {
+    let public = trustmesh_store::SchemaName::new("public").context("the public schema")?;
+    let mut admin_settings = trustmesh_store::PgSettings::new(admin_url.expose_secret(), public);
+    admin_settings.max_connections = 1;
+    let admin = trustmesh_store::connect(&admin_settings)
+        .await
+        .context("cannot connect to the database as its administrator")?;
+    let result = async {
+        if !may_provision_roles(&admin).await? {
+            tracing::warn!(
+                "The database role may not create roles: every service connects as it, and row-level security is not enforced on a superuser or BYPASSRLS role."
+            );
+            return Ok(Vec::new());
+        }
+        let mut urls = Vec::with_capacity(SERVICES.len());
+        for service in SERVICES {
+            let schema = trustmesh_bus::SchemaName::new(service.replace('-', "_"))?;
+            let url = provision_for_admin_url(&admin, admin_url.expose_secret(), &schema)
+                .await
+                .with_context(|| format!("cannot provision the Postgres role of {service}"))?;
+            urls.push((service, SecretString::from(url)));
+        }
+        anyhow::Ok(urls)
+    }
+    .await;
+    admin.close().await;
+    result
 }
 
 /// 48 random characters of `[A-Za-z0-9]` (about 285 bits).

@@ -3,30 +3,27 @@
 //! key. Each call must answer NOT_FOUND (exactly what a resource that does not exist gets) and land
 //! exactly one DENIED event in the owning tenant's audit log.
 
+mod common;
+
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::PullConsumer;
 use bytes::{Buf as _, BufMut as _};
-use futures::StreamExt as _;
+use common::mesh::Mesh;
+use common::streams::{consumers_idle, messages_on};
 use prost::Message as _;
 use prost_types::field_descriptor_proto::Type;
 use prost_types::{DescriptorProto, FileDescriptorSet, MethodDescriptorProto};
-use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
-use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_events::{ALL_CONSUMERS, ConsumerAudit};
 use trustmesh_proto::v1::{
     AuditOutcome, AuditRecord, DeleteDatasetRequest, DeletionState, JobState, ListEventsRequest,
     Scope, StartAnalysisRequest, TaskType,
 };
-use trustmesh_runtime::SecretString;
 use trustmesh_sdk::Client;
-use trustmesh_testkit::nats::NatsServer;
-use trustmesh_testkit::postgres::TestDatabase;
 
 /// Passes encoded messages through untouched.
 #[derive(Debug, Clone, Copy, Default)]
@@ -189,52 +186,6 @@ async fn settled(user: &Client, tenant: &str, known: usize) -> Vec<AuditRecord> 
     events_of(user, tenant).await
 }
 
-/// The whole mesh in this process, on its own nats-server and database; stops when dropped.
-struct Mesh {
-    nats: NatsServer,
-    _db: TestDatabase,
-    _data_dir: tempfile::TempDir,
-    endpoint: String,
-    operator: Client,
-    shutdown: CancellationToken,
-}
-
-impl Mesh {
-    async fn start() -> Self {
-        let nats = NatsServer::start().await;
-        let db = TestDatabase::create().await;
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut settings = StandaloneSettings::new(
-            data_dir.path().to_owned(),
-            SecretString::from(db.url().to_owned()),
-        );
-        settings.grpc.bind.set_port(0);
-        settings.admin.bind.set_port(0);
-        settings.nats = NatsSource::Url(nats.url());
-        let mesh = Standalone::build(settings).await.unwrap();
-        let endpoint = format!("http://{}", mesh.grpc_addr());
-        let operator = Client::connect(&endpoint, mesh.operator_credential())
-            .await
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        tokio::spawn(mesh.run_until_stopped(shutdown.clone()));
-        Self {
-            nats,
-            _db: db,
-            _data_dir: data_dir,
-            endpoint,
-            operator,
-            shutdown,
-        }
-    }
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 #[tokio::test]
 async fn every_tenant_rpc_denied_to_another_tenant_lands_one_event_in_the_owners_log() {
     let mesh = Mesh::start().await;
@@ -328,55 +279,19 @@ async fn every_tenant_rpc_denied_to_another_tenant_lands_one_event_in_the_owners
     );
 }
 
-/// Waits until every consumer of the registry exists on the server and has nothing pending or
-/// unacknowledged.
-async fn consumers_idle(nats: &NatsServer) {
-    let js = nats.jetstream().await;
-    let mut busy = Vec::new();
-    for _ in 0..300 {
-        busy.clear();
-        for spec in ALL_CONSUMERS {
-            let mut consumer: PullConsumer = js
-                .get_consumer_from_stream(spec.durable_name, spec.stream.name)
-                .await
-                .unwrap_or_else(|e| panic!("consumer {} is not deployed: {e}", spec.durable_name));
-            let info = consumer.info().await.unwrap();
-            if info.num_pending > 0 || info.num_ack_pending > 0 {
-                busy.push(spec.durable_name);
-            }
-        }
-        if busy.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("consumers still busy: {busy:?}");
-}
-
-/// Messages on `subject` in `stream`.
-async fn messages_on(nats: &NatsServer, stream: &str, subject: &str) -> usize {
-    let js = nats.jetstream().await;
-    let stream = js.get_stream(stream).await.unwrap();
-    let mut subjects = stream.info_with_subjects(subject).await.unwrap();
-    let mut total = 0;
-    while let Some(entry) = subjects.next().await {
-        total += entry.unwrap().1;
-    }
-    total
-}
-
 /// The consumer half of "every access is audited", from the consumer registry: after an upload,
 /// an analysis and a dataset deletion, each consumer that touches tenant data has written exactly
 /// one event per message it handled, every registered consumer is deployed, the services' reads
 /// of each other are audited once per read, and calls carry their client address.
 #[tokio::test]
 async fn every_consumer_audits_each_message_that_touches_tenant_data_once() {
-    let mesh = Mesh::start().await;
-    let (_, user) = mesh
-        .operator
-        .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let mesh = Mesh::start_with(|settings| {
+        // Every job fans its folds out, so the `analysis.fold` consumer is exercised too.
+        settings.analysis_work.fold_fanout_min_rows = 1;
+    })
+    .await;
+    let user = mesh.tenant_with_key("acme").await;
+    let js = mesh.nats.jetstream().await;
     let wine = include_str!("../../../examples/wine-noisy.csv");
     let dataset =
         trustmesh_sdk::once_known(|| user.upload_csv("wine", wine.as_bytes().to_vec(), "row_id"))
@@ -412,7 +327,7 @@ async fn every_consumer_audits_each_message_that_touches_tenant_data_once() {
         .await
         .unwrap();
     assert_eq!(deletion.state(), DeletionState::Completed, "{deletion:?}");
-    consumers_idle(&mesh.nats).await;
+    consumers_idle(&js, Duration::from_secs(30)).await;
     let events = settled(&user, "acme", 0).await;
     let count = |service: &str, actions: &[&str]| {
         events
@@ -426,7 +341,7 @@ async fn every_consumer_audits_each_message_that_touches_tenant_data_once() {
         let ConsumerAudit::Each { on, actions } = spec.audit else {
             continue;
         };
-        let messages = messages_on(&mesh.nats, spec.stream.name, &format!("tm.acme.{on}")).await;
+        let messages = messages_on(&js, spec.stream.name, &format!("tm.acme.{on}")).await;
         let audited = count(spec.service.as_str(), actions);
         if messages == 0 || audited != messages {
             wrong.push(format!(
@@ -437,16 +352,18 @@ async fn every_consumer_audits_each_message_that_touches_tenant_data_once() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
-    // Service-to-service reads: analysis reads the rows once, trust-scoring the outputs once.
-    for (service, action) in [
-        ("ingest", "datasets.rows.read"),
-        ("analysis", "jobs.outputs.read"),
+    // Service-to-service reads: analysis reads the rows once to plan the job and once per fanned-out
+    // fold, trust-scoring the outputs once.
+    let folds = messages_on(&js, "TM_ANALYSIS", "tm.acme.analysis.fold.requested").await;
+    for (service, action, expected) in [
+        ("ingest", "datasets.rows.read", 1 + folds),
+        ("analysis", "jobs.outputs.read", 1),
     ] {
         let reads: Vec<&AuditRecord> = events
             .iter()
             .filter(|e| e.service == service && e.action == action)
             .collect();
-        assert_eq!(reads.len(), 1, "{service} {action}: {reads:?}");
+        assert_eq!(reads.len(), expected, "{service} {action}: {reads:?}");
         // One mesh credential for now: the actor is "a service", not which one (#7's per-service
         // identities will name it).
         assert_eq!(

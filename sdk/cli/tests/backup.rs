@@ -1,28 +1,26 @@
 //! Backups hold no keys (infra/backup): a backup taken before a tenant's deletion, restored after it
 //! with the live keys, decrypts nothing of that tenant and everything of the other tenants.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::mesh::Mesh;
 use sqlx::Connection as _;
-use tokio_util::sync::CancellationToken;
-use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_crypto::{Keyring, LocalKeyFile};
 use trustmesh_events::TenantId;
 use trustmesh_proto::v1::{
-    DeleteTenantRequest, GetDeletionCertificateRequest, JobState, Scope, StartAnalysisRequest,
-    TaskType,
+    DeleteTenantRequest, GetDeletionCertificateRequest, JobState, StartAnalysisRequest, TaskType,
 };
-use trustmesh_runtime::SecretString;
 use trustmesh_sdk::{Client, once_known};
 use trustmesh_store::{
     EncryptedObjects, LocalDirStore, ObjectKey, ObjectsRepo, PgDekStore, PgSettings, SchemaName,
     TenantScope,
 };
-use trustmesh_testkit::nats::NatsServer;
-use trustmesh_testkit::postgres::{TestDatabase, server_url};
+use trustmesh_testkit::postgres::server_url;
 
 const WINE: &str = include_str!("../../../examples/wine-noisy.csv");
 
@@ -100,41 +98,21 @@ async fn decryptable(
 
 #[tokio::test]
 async fn a_backup_restored_after_a_tenant_deletion_decrypts_nothing_of_that_tenant() {
-    let nats = NatsServer::start().await;
-    let db = TestDatabase::create().await;
-    let data_dir = tempfile::tempdir().unwrap();
+    let mut mesh = Mesh::start().await;
+    let operator = mesh.operator.clone();
     let work = tempfile::tempdir().unwrap();
-    let mut settings = StandaloneSettings::new(
-        data_dir.path().to_owned(),
-        SecretString::from(db.url().to_owned()),
-    );
-    settings.grpc.bind.set_port(0);
-    settings.admin.bind.set_port(0);
-    settings.nats = NatsSource::Url(nats.url());
-    let mesh = Standalone::build(settings).await.unwrap();
-    let operator = Client::connect(
-        &format!("http://{}", mesh.grpc_addr()),
-        mesh.operator_credential(),
-    )
-    .await
-    .unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(mesh.run_until_stopped(shutdown.clone()));
     let mut users = Vec::new();
     for tenant in ["acme", "beta"] {
-        let (_, user) = operator
-            .create_tenant_with_key(tenant, tenant, &[Scope::Admin], Duration::from_secs(3600))
-            .await
-            .unwrap();
+        let user = mesh.tenant_with_key(tenant).await;
         upload_and_analyse(&user).await;
         users.push(user);
     }
 
-    let objects = data_dir.path().join("objects");
+    let objects = mesh.data_dir.path().join("objects");
     let backup = work.path().join("backup");
     let key_backup = work.path().join("keys.sql");
     let env = [
-        ("TRUSTMESH_DATABASE_URL", db.url()),
+        ("TRUSTMESH_DATABASE_URL", mesh.db.url()),
         ("TRUSTMESH_OBJECTS_DIR", objects.to_str().unwrap()),
     ];
     script("backup.sh", &[backup.to_str().unwrap()], &env);
@@ -168,7 +146,8 @@ async fn a_backup_restored_after_a_tenant_deletion_decrypts_nothing_of_that_tena
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(certified, "no certificate for {deletion}");
-    shutdown.cancel();
+    mesh.stop().await;
+    let (db, data_dir) = (&mesh.db, &mesh.data_dir);
 
     // Restored with the live keys: acme's were destroyed, so nothing of acme opens; beta's open.
     let restored_name = format!("{}_restored", db.name());

@@ -4,6 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "common/files.rs"]
+mod files;
+
+use files::{read_rows, write_parquet};
+
 fn fixture(name: &str) -> PathBuf {
     [
         env!("CARGO_MANIFEST_DIR"),
@@ -57,14 +62,7 @@ fn check_with_cleanlab_compat_flags_cleanlabs_label_issues() {
     );
 
     // ROWS.csv: one row per input row, the id, a flag/score pair per check, then the label columns.
-    let mut reader = csv::Reader::from_path(&rows).unwrap();
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let (header, records) = read_rows(&rows);
     assert_eq!(records.len(), 150);
     assert_eq!(header[0], "row_id");
     assert_eq!(
@@ -236,13 +234,7 @@ fn check_without_pred_probs_cross_validates_a_model() {
             .as_f64()
             .is_some()
     );
-    let mut reader = csv::Reader::from_path(&rows).unwrap();
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
+    let (header, records) = read_rows(&rows);
     assert_eq!(
         header,
         [
@@ -255,10 +247,7 @@ fn check_without_pred_probs_cross_validates_a_model() {
             "trust_score"
         ]
     );
-    let flagged = reader
-        .records()
-        .filter(|r| &r.as_ref().unwrap()[1] == "True")
-        .count();
+    let flagged = records.iter().filter(|r| &r[1] == "True").count();
     // 15 labels were flipped; cleanlab flags 20 with the fixture's pred_probs.
     assert!((10..=30).contains(&flagged), "{flagged}");
 }
@@ -300,17 +289,6 @@ fn zip_images(to: &Path, extra: &[(&str, &[u8])]) -> usize {
     files
 }
 
-fn read_rows(path: &Path) -> (Vec<String>, Vec<csv::StringRecord>) {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let header = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    (header, reader.records().map(Result::unwrap).collect())
-}
-
 #[test]
 fn check_on_an_image_archive_writes_one_row_per_image() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,12 +316,26 @@ fn check_on_an_image_archive_writes_one_row_per_image() {
         header[header.len() - 2..],
         ["is_not_analyzed", "not_analyzed_reason"]
     );
-    let checks = &header[2..header.len() - 2];
-    assert_eq!(checks.len(), 18);
+    // The nine image checks, then the label and outlier checks, then the models' labels.
+    let checks = &header[2..header.len() - 5];
+    assert_eq!(checks.len(), 22);
     for pair in checks.chunks(2) {
         let name = pair[1].strip_suffix("_score").expect("a score column");
         assert_eq!(pair[0], format!("is_{name}_issue"));
     }
+    assert_eq!(
+        checks[18..],
+        [
+            "is_label_issue",
+            "label_score",
+            "is_outlier_issue",
+            "outlier_score"
+        ]
+    );
+    assert_eq!(
+        header[header.len() - 5..header.len() - 2],
+        ["predicted_label", "suggested_label", "trust_score"]
+    );
     // Labels are the folder names; the planted issues are flagged; bad files are not analyzed.
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let truth: std::collections::HashMap<String, String> =
@@ -365,7 +357,21 @@ fn check_on_an_image_archive_writes_one_row_per_image() {
         assert_eq!(not_analyzed, planted == "not_analyzed", "{}", &r[0]);
         if not_analyzed {
             assert!(!r[col("not_analyzed_reason")].is_empty());
-            assert_eq!(&r[col("dark_score")], "");
+            for empty in [
+                "dark_score",
+                "label_score",
+                "outlier_score",
+                "predicted_label",
+            ] {
+                assert_eq!(&r[col(empty)], "", "{empty}");
+            }
+            assert_eq!(&r[col("is_label_issue")], "False");
+        } else {
+            for score in ["label_score", "outlier_score", "trust_score"] {
+                let score: f64 = r[col(score)].parse().unwrap();
+                assert!((0.0..=1.0).contains(&score));
+            }
+            assert!(["cat", "dog"].contains(&&r[col("predicted_label")]));
         }
     }
     // The summary counts what the rows flag.
@@ -378,8 +384,13 @@ fn check_on_an_image_archive_writes_one_row_per_image() {
         let flag = col(&format!("is_{name}_issue"));
         let flagged = records.iter().filter(|r| &r[flag] == "True").count();
         assert_eq!(issue["num_issues"], flagged, "{name}");
-        assert!(flagged > 0, "{name}");
+        if !["label", "outlier"].contains(&name) {
+            assert!(flagged > 0, "{name}");
+        }
     }
+    assert_eq!(summary["issues"].as_array().unwrap().len(), 11);
+    assert_eq!(summary["skipped"], serde_json::json!([]));
+    assert_eq!(summary["pred_probs"]["folds"], 5);
     assert_eq!(summary["not_analyzed"].as_array().unwrap().len(), 2);
 }
 
@@ -555,4 +566,262 @@ fn check_on_a_csv_with_a_text_column_runs_the_text_checks() {
         .find(|i| i["issue_type"] == "PII")
         .unwrap();
     assert_eq!(pii["num_issues"], 28);
+}
+
+/// The iris fixture's rows as (row_id, features, label).
+fn iris_rows() -> Vec<(i64, [f64; 4], String)> {
+    csv::Reader::from_path(fixture("iris_10s.dataset.csv"))
+        .unwrap()
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            let f = |c: usize| r[c].parse::<f64>().unwrap();
+            (
+                r[0].parse().unwrap(),
+                [f(1), f(2), f(3), f(4)],
+                r[5].to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Runs `trustmesh check` on `data` with the iris pred_probs and returns the rows it writes.
+fn check_iris(data: &Path, dir: &Path) -> String {
+    let rows = dir.join(format!(
+        "rows_{}.csv",
+        data.extension().unwrap().to_str().unwrap()
+    ));
+    let out = trustmesh(&[
+        "check",
+        "--data",
+        path(data),
+        "--label",
+        "label",
+        "--id-column",
+        "row_id",
+        "--pred-probs",
+        path(&fixture("iris_10s.pred_probs.csv")),
+        "--out",
+        path(&rows),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        data.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(rows).unwrap()
+}
+
+#[test]
+fn parquet_and_jsonl_data_give_the_rows_of_the_same_csv() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
+
+    let dir = tempfile::tempdir().unwrap();
+    let iris = iris_rows();
+    let jsonl = dir.path().join("iris.jsonl");
+    let lines: Vec<String> = iris
+        .iter()
+        .map(|(id, f, label)| {
+            serde_json::json!({
+                "row_id": id, "f0": f[0], "f1": f[1], "f2": f[2], "f3": f[3], "label": label,
+            })
+            .to_string()
+        })
+        .collect();
+    // Blank lines are no rows.
+    std::fs::write(&jsonl, lines.join("\n\n") + "\n").unwrap();
+    let parquet = dir.path().join("iris.parquet");
+    let feature = |j: usize| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(iris.iter().map(|r| r.1[j])))
+    };
+    write_parquet(
+        &parquet,
+        vec![
+            (
+                "row_id",
+                Arc::new(Int64Array::from_iter_values(iris.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            ("f0", feature(0)),
+            ("f1", feature(1)),
+            ("f2", feature(2)),
+            ("f3", feature(3)),
+            (
+                "label",
+                Arc::new(StringArray::from_iter_values(iris.iter().map(|r| &r.2))),
+            ),
+        ],
+    );
+    let csv = check_iris(&fixture("iris_10s.dataset.csv"), dir.path());
+    assert_eq!(csv.lines().count(), 151);
+    assert_eq!(check_iris(&jsonl, dir.path()), csv);
+    assert_eq!(check_iris(&parquet, dir.path()), csv);
+}
+
+#[test]
+fn bad_parquet_and_jsonl_are_named_by_line_or_row_and_column() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, StringArray};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pred_probs = dir.path().join("pp.csv");
+    std::fs::write(&pred_probs, "0.9,0.1\n0.2,0.8\n0.5,0.5\n").unwrap();
+    let strings = |v: Vec<Option<&str>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+    // A column of numbers in text with one that is not; a missing label.
+    let text = dir.path().join("text.parquet");
+    write_parquet(
+        &text,
+        vec![
+            ("f0", strings(vec![Some("1.5"), None, Some("x2")])),
+            ("label", strings(vec![Some("a"), Some("b"), Some("b")])),
+        ],
+    );
+    let nolabel = dir.path().join("nolabel.parquet");
+    write_parquet(
+        &nolabel,
+        vec![
+            ("f0", strings(vec![Some("1"), Some("2"), Some("3")])),
+            ("label", strings(vec![Some("a"), None, Some("b")])),
+        ],
+    );
+    let truncated = dir.path().join("truncated.parquet");
+    std::fs::write(&truncated, &std::fs::read(&text).unwrap()[..40]).unwrap();
+    let mut cases = vec![
+        (
+            text,
+            "row 3, column \"f0\": \"x2\" is not a number".to_owned(),
+        ),
+        (
+            nolabel,
+            "row 2, column \"label\": the label is empty".into(),
+        ),
+        (truncated, "not a readable Parquet file".into()),
+    ];
+    for (name, contents, expected) in [
+        (
+            "cut.jsonl",
+            "{\"f0\": 1, \"label\": \"a\"}\n{\"f0\": 2, \"label\"\n",
+            "line 2: not valid JSON",
+        ),
+        (
+            "array.jsonl",
+            "{\"f0\": 1, \"label\": \"a\"}\n\n[1, \"b\"]\n",
+            "line 3: not a JSON object",
+        ),
+        (
+            "mixed.jsonl",
+            "{\"f0\": 1, \"label\": \"a\"}\n{\"f0\": \"two\", \"label\": \"b\"}\n",
+            "line 2, field \"f0\": string value, but line 1 has a number value",
+        ),
+        (
+            "nolabel.jsonl",
+            "{\"f0\": 1, \"label\": \"a\"}\n\n{\"f0\": 2}\n{\"f0\": 3, \"label\": \"b\"}\n",
+            "line 3, column \"label\": the label is empty",
+        ),
+        (
+            "nested.jsonl",
+            "{\"f0\": {\"x\": 1}, \"label\": \"a\"}\n",
+            "column \"f0\"",
+        ),
+        ("blank.jsonl", "\n\n", "has no data rows"),
+    ] {
+        let data = dir.path().join(name);
+        std::fs::write(&data, contents).unwrap();
+        cases.push((data, expected.to_owned()));
+    }
+    for (data, expected) in cases {
+        let out = trustmesh(&[
+            "check",
+            "--data",
+            path(&data),
+            "--label",
+            "label",
+            "--pred-probs",
+            path(&pred_probs),
+        ]);
+        assert!(!out.status.success(), "{}", data.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&expected) && stderr.contains(path(&data)),
+            "{}: {stderr}",
+            data.display()
+        );
+    }
+}
+
+#[test]
+fn label_issues_are_found_among_an_archives_images() {
+    // Folders the images tell apart: the fixtures' clean, dark and light pictures, one dark picture
+    // filed with the light ones and one light picture with the dark ones.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("images.zip");
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(&archive).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for class in ["cat", "dog"] {
+        for file in std::fs::read_dir(modality_fixture("images").join(class)).unwrap() {
+            let file = file.unwrap().path();
+            let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+            files.push((name, file));
+        }
+    }
+    files.sort();
+    let (mut dark, mut light) = (0, 0);
+    let mut mislabelled = Vec::new();
+    for (name, file) in &files {
+        let folder = if name.ends_with("_clean.png") {
+            "photo"
+        } else if name.ends_with("_dark.png") {
+            dark += 1;
+            if dark == 3 { "snow" } else { "night" }
+        } else if name.ends_with("_light.png") {
+            light += 1;
+            if light == 5 { "night" } else { "snow" }
+        } else {
+            continue;
+        };
+        let inner = format!("{folder}/{name}");
+        if (dark == 3 && name.ends_with("_dark.png"))
+            || (light == 5 && name.ends_with("_light.png"))
+        {
+            mislabelled.push(inner.clone());
+        }
+        writer.start_file(inner, options).unwrap();
+        std::io::Write::write_all(&mut writer, &std::fs::read(file).unwrap()).unwrap();
+    }
+    writer.finish().unwrap();
+    assert_eq!((dark, light, mislabelled.len()), (8, 8, 2));
+
+    let rows = dir.path().join("rows.csv");
+    let out = trustmesh(&["check", "--data", path(&archive), "--out", path(&rows)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (header, records) = read_rows(&rows);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let flagged: Vec<&str> = records
+        .iter()
+        .filter(|r| &r[col("is_label_issue")] == "True")
+        .map(|r| &r[0])
+        .collect();
+    for inner in &mislabelled {
+        assert!(flagged.contains(&inner.as_str()), "{inner}: {flagged:?}");
+    }
+    // Precision on this set: at most one image flagged besides the two planted.
+    assert!(flagged.len() <= 3, "{flagged:?}");
+    for r in &records {
+        if mislabelled.iter().any(|m| m == &r[0]) {
+            let truth = if r[0].contains("_dark") {
+                "night"
+            } else {
+                "snow"
+            };
+            assert_eq!(&r[col("suggested_label")], truth, "{}", &r[0]);
+        }
+    }
 }

@@ -3,19 +3,18 @@
 //! certificate, tenants), its `--json` output parsed, its exit codes, and the API key never
 //! printed.
 
+mod common;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::mesh::Mesh;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
-use tokio_util::sync::CancellationToken;
-use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::{ListDatasetsRequest, Scope};
-use trustmesh_runtime::{ExposeSecret as _, SecretString};
-use trustmesh_sdk::{Client, once_known};
-use trustmesh_testkit::nats::NatsServer;
-use trustmesh_testkit::postgres::TestDatabase;
+use trustmesh_runtime::ExposeSecret as _;
+use trustmesh_sdk::once_known;
 
 const WINE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/wine-noisy.csv");
 
@@ -91,25 +90,9 @@ impl Cli<'_> {
 
 #[tokio::test]
 async fn every_cli_command_against_a_standalone_mesh() {
-    let nats = NatsServer::start().await;
-    let db = TestDatabase::create().await;
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut settings = StandaloneSettings::new(
-        data_dir.path().to_owned(),
-        SecretString::from(db.url().to_owned()),
-    );
-    settings.grpc.bind.set_port(0);
-    settings.admin.bind.set_port(0);
-    settings.nats = NatsSource::Url(nats.url());
-    let mesh = Standalone::build(settings).await.unwrap();
-    let mesh_operator = mesh.operator_credential().clone();
-    let endpoint = format!("http://{}", mesh.grpc_addr());
-    let operator = Client::connect(&endpoint, mesh.operator_credential())
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let _running = tokio::spawn(mesh.run_until_stopped(shutdown.clone()));
-    let _stop = shutdown.clone().drop_guard();
+    let mesh = Mesh::start().await;
+    let mesh_operator = mesh.operator_credential.clone();
+    let (endpoint, operator) = (mesh.endpoint.clone(), &mesh.operator);
 
     // The operator makes the tenant and a key; the key is known everywhere once it can list.
     let tenant = "acme";

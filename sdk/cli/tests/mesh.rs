@@ -2,18 +2,17 @@
 //! real nats-server, Postgres and object store (a local directory, then S3 through s3s-fs), driven
 //! over gRPC as a user would.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
+use common::mesh::Mesh;
 use futures::StreamExt as _;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::{
     AuditRecord, DeleteDatasetRequest, DeletionState, GetDatasetRequest,
     GetDeletionCertificateRequest, GetReportRequest, IssueType, JobState,
-    ListCertificateSigningKeysRequest, ListEventsRequest, ListRowsRequest, RowOrder, Scope,
+    ListCertificateSigningKeysRequest, ListEventsRequest, ListRowsRequest, RowOrder,
     StartAnalysisRequest, TaskType, VerifyLogRequest,
 };
 use trustmesh_runtime::SecretString;
@@ -21,7 +20,6 @@ use trustmesh_sdk::{Client, once_known};
 use trustmesh_store::ObjectStoreSettings;
 use trustmesh_testkit::canary::Canary;
 use trustmesh_testkit::nats::NatsServer;
-use trustmesh_testkit::postgres::TestDatabase;
 use trustmesh_testkit::s3::S3Server;
 
 const WINE: &str = include_str!("../../../examples/wine-noisy.csv");
@@ -29,96 +27,6 @@ const WINE: &str = include_str!("../../../examples/wine-noisy.csv");
 const WINE_FLIPPED: [u64; 17] = [
     14, 16, 34, 71, 72, 90, 91, 107, 117, 126, 128, 133, 139, 143, 167, 168, 175,
 ];
-
-/// Where the mesh keeps objects.
-enum Backend {
-    Local,
-    S3(S3Server),
-}
-
-/// nats-server, a fresh database, and the standalone mesh on them; stopped on drop.
-struct Mesh {
-    nats: NatsServer,
-    db: TestDatabase,
-    data_dir: tempfile::TempDir,
-    backend: Backend,
-    shutdown: CancellationToken,
-    running: Option<JoinHandle<anyhow::Result<()>>>,
-    operator: Client,
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Mesh {
-    async fn start(backend: Backend) -> Self {
-        let nats = NatsServer::start().await;
-        let db = TestDatabase::create().await;
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut settings = StandaloneSettings::new(
-            data_dir.path().to_owned(),
-            SecretString::from(db.url().to_owned()),
-        );
-        settings.grpc.bind.set_port(0);
-        settings.admin.bind.set_port(0);
-        settings.nats = NatsSource::Url(nats.url());
-        if let Backend::S3(s3) = &backend {
-            settings.objects = ObjectStoreSettings::S3 {
-                endpoint: Some(s3.endpoint()),
-                region: s3.region().to_owned(),
-                bucket: "trustmesh".to_owned(),
-                access_key_id: s3.access_key().to_owned(),
-                secret_access_key: SecretString::from(s3.secret_key().to_owned()),
-                create_bucket: true,
-            };
-        }
-        let mesh = Standalone::build(settings).await.unwrap();
-        let endpoint = format!("http://{}", mesh.grpc_addr());
-        let operator = Client::connect(&endpoint, mesh.operator_credential())
-            .await
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = Some(tokio::spawn(mesh.run_until_stopped(shutdown.clone())));
-        Self {
-            nats,
-            db,
-            data_dir,
-            backend,
-            shutdown,
-            running,
-            operator,
-        }
-    }
-
-    /// Creates `tenant` and an admin key of it; returns a client acting as that key.
-    async fn tenant_with_key(&self, tenant: &str) -> Client {
-        let (_, user) = self
-            .operator
-            .create_tenant_with_key(tenant, tenant, &[Scope::Admin], Duration::from_secs(3600))
-            .await
-            .unwrap();
-        user
-    }
-
-    /// Every directory the mesh and its servers write to.
-    fn dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = vec![self.data_dir.path().to_owned(), self.nats.store_dir()];
-        if let Backend::S3(s3) = &self.backend {
-            dirs.push(s3.root_dir().to_owned());
-        }
-        dirs
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(running) = self.running.take() {
-            running.await.unwrap().unwrap();
-        }
-    }
-}
 
 /// Every audit event of `tenant`, once `done` holds for them (they travel through the bus).
 async fn audit_events(
@@ -165,9 +73,21 @@ async fn stream_payloads(nats: &NatsServer) -> Vec<(String, Vec<u8>)> {
     payloads
 }
 
-/// The flow of the walking skeleton, on `backend`.
-async fn main_flow(backend: Backend) {
-    let mesh = Mesh::start(backend).await;
+/// The flow of the walking skeleton, on the local object directory or on `s3`.
+async fn main_flow(s3: Option<S3Server>) {
+    let mut mesh = Mesh::start_with(|settings| {
+        if let Some(s3) = &s3 {
+            settings.objects = ObjectStoreSettings::S3 {
+                endpoint: Some(s3.endpoint()),
+                region: s3.region().to_owned(),
+                bucket: "trustmesh".to_owned(),
+                access_key_id: s3.access_key().to_owned(),
+                secret_access_key: SecretString::from(s3.secret_key().to_owned()),
+                create_bucket: true,
+            };
+        }
+    })
+    .await;
     let user = mesh.tenant_with_key("acme").await;
 
     // Upload, with a canary as the dataset's name and as a row id.
@@ -267,7 +187,9 @@ async fn main_flow(backend: Backend) {
 
     // The canary is in no table, no file (objects, keys, the NATS store) and no stream message.
     assert_eq!(canary.scan_postgres(mesh.db.pool()).await.unwrap(), []);
-    for dir in mesh.dirs() {
+    let mut dirs = mesh.dirs();
+    dirs.extend(s3.iter().map(|s3| s3.root_dir().to_owned()));
+    for dir in dirs {
         assert_eq!(canary.scan_dir(&dir).unwrap(), [], "{}", dir.display());
     }
     let payloads = stream_payloads(&mesh.nats).await;
@@ -453,10 +375,10 @@ async fn main_flow(backend: Backend) {
 
 #[tokio::test]
 async fn the_main_flow_on_a_local_object_directory() {
-    main_flow(Backend::Local).await;
+    main_flow(None).await;
 }
 
 #[tokio::test]
 async fn the_main_flow_on_s3() {
-    main_flow(Backend::S3(S3Server::start().await)).await;
+    main_flow(Some(S3Server::start().await)).await;
 }

@@ -12,16 +12,17 @@
 //! runner log a debug line at the end of each call or delivery, and the webhook dispatcher an info
 //! line per attempt, carrying their span's `trace_id`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::mesh::Mesh;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::upload_dataset_request::Payload;
 use trustmesh_proto::v1::{
     CreateDatasetRequest, CreateTenantRequest, DatasetFormat, GetJobRequest, JobState, Scope,
@@ -252,31 +253,17 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
     )
     .unwrap();
 
-    let nats = NatsServer::start().await;
-    let db = TestDatabase::create().await;
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut settings = StandaloneSettings::new(
-        data_dir.path().to_owned(),
-        SecretString::from(db.url().to_owned()),
-    );
-    settings.grpc.bind.set_port(0);
-    settings.admin.bind.set_port(0);
-    settings.nats = NatsSource::Url(nats.url());
-    // The local receiver is reachable through the operator's egress allow-list only.
-    settings.webhooks = trustmesh_notifier::settings::WebhookSettings {
-        allow_destinations: vec!["127.0.0.1/32".parse().unwrap()],
-        allow_http: true,
-        poll_interval_ms: 50,
-        ..Default::default()
-    };
-    let mesh = Standalone::build(settings).await.unwrap();
-    let endpoint = format!("http://{}", mesh.grpc_addr());
-    let admin = mesh.admin_addr();
-    let operator = Client::connect(&endpoint, mesh.operator_credential())
-        .await
-        .unwrap();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(mesh.run_until_stopped(shutdown.clone()));
+    let mut mesh = Mesh::start_with(|settings| {
+        // The local receiver is reachable through the operator's egress allow-list only.
+        settings.webhooks = trustmesh_notifier::settings::WebhookSettings {
+            allow_destinations: vec!["127.0.0.1/32".parse().unwrap()],
+            allow_http: true,
+            poll_interval_ms: 50,
+            ..Default::default()
+        };
+    })
+    .await;
+    let (admin, operator) = (mesh.admin, &mesh.operator);
     let (_, user) = operator
         .create_tenant_with_key("acme", "acme", &[Scope::Admin], Duration::from_secs(3600))
         .await
@@ -486,8 +473,7 @@ async fn one_trace_spans_the_flow_and_every_dashboard_metric_is_served() {
     }
     assert!(!metrics.contains("acme"), "no tenant ids in metric labels");
 
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    mesh.stop().await;
 }
 
 /// A `trustmesh standalone` child process, killed on drop.

@@ -12,6 +12,8 @@
 //! Postgres is inspected with `psql` / `pg_dump` (installed with the dev servers), as an operator
 //! auditing a deletion would.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,16 +23,15 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use common::mesh::Mesh;
 use futures::StreamExt as _;
 use prost::Message as _;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use trustmesh_cli::standalone::{NatsSource, Standalone, StandaloneSettings};
 use trustmesh_proto::v1::{
     Correction, CorrectionAction, DeleteDatasetRequest, DeleteTenantRequest, DeletionCertificate,
     DeletionState, GetDatasetRequest, GetDeletionCertificateRequest, GetReportRequest, JobState,
-    ListCertificateSigningKeysRequest, ReadRowsRequest, Report, Scope, SetCorrectionsRequest,
+    ListCertificateSigningKeysRequest, ReadRowsRequest, Report, SetCorrectionsRequest,
     StartAnalysisRequest, TaskType,
 };
 use trustmesh_runtime::SecretString;
@@ -40,76 +41,30 @@ use trustmesh_telemetry::{LogFormat, TelemetrySettings};
 use trustmesh_testkit::canary::Canary;
 use trustmesh_testkit::moto::MotoServer;
 use trustmesh_testkit::nats::NatsServer;
-use trustmesh_testkit::postgres::TestDatabase;
 
 const WINE: &str = include_str!("../../../examples/wine-noisy.csv");
 
-/// nats-server, a fresh database and the standalone mesh on them; stopped on drop.
-struct Mesh {
-    nats: NatsServer,
-    db: TestDatabase,
-    data_dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    running: Option<JoinHandle<anyhow::Result<()>>>,
-    operator: Client,
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Mesh {
-    /// The mesh with its objects in `objects` (`None`: `<data dir>/objects`), delivering webhooks to
-    /// plain-HTTP receivers on loopback (the operator's allow-list).
-    async fn start(objects: Option<ObjectStoreSettings>) -> Self {
-        let nats = NatsServer::start().await;
-        let db = TestDatabase::create().await;
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut settings = StandaloneSettings::new(
-            data_dir.path().to_owned(),
-            SecretString::from(db.url().to_owned()),
-        );
-        settings.grpc.bind.set_port(0);
-        settings.admin.bind.set_port(0);
-        settings.nats = NatsSource::Url(nats.url());
+/// The mesh with its objects in `objects` (`None`: `<data dir>/objects`), delivering webhooks to
+/// plain-HTTP receivers on loopback (the operator's allow-list).
+async fn start(objects: Option<ObjectStoreSettings>) -> Mesh {
+    Mesh::start_with(|settings| {
         if let Some(objects) = objects {
             settings.objects = objects;
         }
         settings.webhooks.allow_destinations = vec!["127.0.0.1/32".parse().unwrap()];
         settings.webhooks.allow_http = true;
-        let mesh = Standalone::build(settings).await.unwrap();
-        let endpoint = format!("http://{}", mesh.grpc_addr());
-        let operator = Client::connect(&endpoint, mesh.operator_credential())
-            .await
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = Some(tokio::spawn(mesh.run_until_stopped(shutdown.clone())));
-        Self {
-            nats,
-            db,
-            data_dir,
-            shutdown,
-            running,
-            operator,
-        }
-    }
+    })
+    .await
+}
 
-    async fn tenant_with_key(&self, tenant: &str) -> Client {
-        let (_, user) = self
-            .operator
-            .create_tenant_with_key(tenant, tenant, &[Scope::Admin], Duration::from_secs(3600))
-            .await
-            .unwrap();
-        user
-    }
+/// Postgres as seen by an operator auditing a deletion (`psql`, `pg_dump`).
+trait Inspect {
+    fn psql(&self, sql: &str) -> String;
+    fn pg_dump(&self) -> String;
+    fn tenant_rows(&self, tenant: &str) -> Vec<(String, u64)>;
+}
 
-    /// Every directory the mesh and nats-server write to.
-    fn dirs(&self) -> Vec<PathBuf> {
-        vec![self.data_dir.path().to_owned(), self.nats.store_dir()]
-    }
-
+impl Inspect for Mesh {
     /// `sql` through `psql`, unaligned, tuples only.
     fn psql(&self, sql: &str) -> String {
         let out = Command::new("psql")
@@ -170,13 +125,6 @@ impl Mesh {
             }
         }
         rows
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(running) = self.running.take() {
-            running.await.unwrap().unwrap();
-        }
     }
 }
 
@@ -524,7 +472,7 @@ async fn a_deleted_tenant_leaves_no_rows_objects_messages_or_canary_and_others_s
     let logs = tempfile::tempdir().unwrap();
     let log_file = logs.path().join("mesh.log");
     let _telemetry = log_to(&log_file);
-    let mesh = Mesh::start(None).await;
+    let mut mesh = start(None).await;
     let acme = mesh.tenant_with_key("acme").await;
     let keep = mesh.tenant_with_key("keep").await;
 
@@ -914,7 +862,7 @@ async fn a_tenant_deletion_on_a_versioned_bucket_leaves_no_version_or_delete_mar
         .send()
         .await
         .unwrap();
-    let mesh = Mesh::start(Some(ObjectStoreSettings::S3 {
+    let mut mesh = start(Some(ObjectStoreSettings::S3 {
         endpoint: Some(moto.endpoint()),
         region: moto.region().to_owned(),
         bucket: "trustmesh".to_owned(),

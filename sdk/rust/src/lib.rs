@@ -11,6 +11,8 @@
 //!   [`Analysis::watch`]; job lists, watches and cancellation.
 //! - `trust`: reports, rows by issue ([`RowQuery`]) and the cleanset export.
 //! - `admin`: tenants, API keys, webhook endpoints, deletions and certificates, the audit log.
+//! - `quota`: the tenant's quota ([`Client::get_quota`], [`Client::update_quota`] with a
+//!   [`QuotaChange`]).
 //! - `paging`: every `List*` RPC is a `Stream` of items that fetches pages as it is consumed.
 //! - [`Error`] (`error`): usage, I/O, invalid request, auth, not found, server and transport
 //!   errors, apart.
@@ -40,12 +42,14 @@ mod datasets;
 mod error;
 mod jobs;
 mod paging;
+mod quota;
 mod trust;
 
 pub use client::{Authed, Bearer, Client, RetryPolicy, once_known};
 pub use datasets::{CHUNK_BYTES, Progress, Upload, format_of};
 pub use error::{Error, GrpcCode};
 pub use jobs::{Analysis, is_final};
+pub use quota::QuotaChange;
 pub use trust::{ExportOptions, Exported, RowQuery};
 pub use trustmesh_proto::v1 as proto;
 pub use trustmesh_runtime::{ClientTls, ExposeSecret, SecretString};

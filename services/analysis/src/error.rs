@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 use trustmesh_runtime::cause_chain;
+use trustmesh_service_kit::CallError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,15 @@ pub enum AnalysisError {
     /// The job is not in the state the call needs.
     #[error("{0}")]
     FailedPrecondition(&'static str),
+    /// The tenant's analyses are served by another deployment (dedicated profile: the tenant's own
+    /// replicas, or the shared ones); its host is routed to the wrong one.
+    #[error(
+        "tenant `{tenant}`'s analyses are not served by this analysis deployment; call the one its host routes to"
+    )]
+    ServedElsewhere {
+        /// The tenant the call's resource names.
+        tenant: String,
+    },
     /// Postgres failed.
     #[error("database error")]
     Database(#[from] sqlx::Error),
@@ -66,26 +76,27 @@ impl From<trustmesh_auth::PageError> for AnalysisError {
     }
 }
 
-impl AnalysisError {
-    /// The gRPC code this error maps to.
-    pub fn code(&self) -> Code {
+impl CallError for AnalysisError {
+    fn code(&self) -> Code {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Auth(error) => Status::from(error.clone()).code(),
             Self::NotFound { .. } | Self::DatasetNotFound { .. } => Code::NotFound,
-            Self::FailedPrecondition(_) | Self::DatasetNotReady { .. } => Code::FailedPrecondition,
+            Self::FailedPrecondition(_)
+            | Self::DatasetNotReady { .. }
+            | Self::ServedElsewhere { .. } => Code::FailedPrecondition,
             Self::Database(_) | Self::Outbox(_) | Self::IngestUnavailable(_) => Code::Unavailable,
             Self::Objects(_) | Self::Crypto(_) | Self::Corrupt(_) => Code::Internal,
         }
     }
 
-    /// A short machine-readable reason for the audit log (never content).
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
             Self::Auth(error) => error.reason(),
             Self::NotFound { .. } => "NOT_FOUND",
             Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Self::ServedElsewhere { .. } => "SERVED_ELSEWHERE",
             Self::DatasetNotFound { .. } => "DATASET_NOT_FOUND",
             Self::DatasetNotReady { .. } => "DATASET_NOT_READY",
             Self::IngestUnavailable(_) => "INGEST_UNAVAILABLE",
@@ -95,6 +106,10 @@ impl AnalysisError {
             Self::Crypto(_) => "CRYPTO",
             Self::Corrupt(_) => "CORRUPT",
         }
+    }
+
+    fn is_denial(&self) -> bool {
+        matches!(self, Self::Auth(_))
     }
 }
 
@@ -106,6 +121,7 @@ impl From<AnalysisError> for Status {
             AnalysisError::InvalidArgument(_)
             | AnalysisError::NotFound { .. }
             | AnalysisError::FailedPrecondition(_)
+            | AnalysisError::ServedElsewhere { .. }
             | AnalysisError::DatasetNotFound { .. }
             | AnalysisError::DatasetNotReady { .. } => Status::new(code, error.to_string()),
             AnalysisError::IngestUnavailable(_) => {

@@ -1,9 +1,10 @@
 //! A job's model outputs: the plaintext of its encrypted `outputs` object, and how
-//! `GetModelOutputs` slices it into a header and batches.
+//! `GetModelOutputs` slices it into a header and batches. The modality checks' flags and scores go
+//! with every batch, whatever kinds were asked for.
 
 use trustmesh_proto::v1::get_model_outputs_response::Payload;
 use trustmesh_proto::v1::{
-    GetModelOutputsRequest, GetModelOutputsResponse, ModelMetrics, ModelOutputKind,
+    GetModelOutputsRequest, GetModelOutputsResponse, ModalityCheck, ModelMetrics, ModelOutputKind,
     ModelOutputsBatch, ModelOutputsHeader, ModelSummary,
 };
 use trustmesh_store::{EncryptedError, ObjectKey};
@@ -55,6 +56,21 @@ pub(crate) struct StoredOutputs {
     /// before AutoML trained them.
     #[prost(message, optional, tag = "11")]
     pub(crate) model_summary: Option<ModelSummary>,
+    /// The image and text checks that ran (none in outputs stored before they did).
+    #[prost(message, repeated, tag = "12")]
+    pub(crate) modality_checks: Vec<ModalityCheck>,
+    /// Their flags, `modality_checks.len()` per row, row-major.
+    #[prost(bool, repeated, tag = "13")]
+    pub(crate) modality_flags: Vec<bool>,
+    /// Their scores matching `modality_flags`, NaN where the row was not analyzed.
+    #[prost(double, repeated, tag = "14")]
+    pub(crate) modality_scores: Vec<f64>,
+    /// Rows whose cell could not be analyzed (an unreadable image), ascending.
+    #[prost(uint64, repeated, tag = "15")]
+    pub(crate) not_analyzed_rows: Vec<u64>,
+    /// Why, matching `not_analyzed_rows`.
+    #[prost(string, repeated, tag = "16")]
+    pub(crate) not_analyzed_reasons: Vec<String>,
 }
 
 /// The object key of job `id`'s outputs.
@@ -92,6 +108,7 @@ pub(crate) fn responses(
         n => n.min(BATCH_MAX),
     };
     let k = stored.class_names.len();
+    let checks = stored.modality_checks.len();
     let dim = usize::try_from(stored.embedding_dim).unwrap_or_default();
     let with_embeddings = wants(ModelOutputKind::Embeddings);
     let mut responses = vec![GetModelOutputsResponse {
@@ -108,8 +125,10 @@ pub(crate) fn responses(
             knn_k: 0,
             metrics: stored.metrics.clone(),
             issue_types: stored.issue_types.clone(),
-            not_analyzed_rows: Vec::new(),
+            not_analyzed_rows: stored.not_analyzed_rows.clone(),
             model_summary: stored.model_summary.clone(),
+            not_analyzed_reasons: stored.not_analyzed_reasons.clone(),
+            modality_checks: stored.modality_checks.clone(),
         })),
     }];
     let as_index = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
@@ -141,6 +160,8 @@ pub(crate) fn responses(
                 } else {
                     Vec::new()
                 },
+                modality_flags: rows_of(&stored.modality_flags, checks, a, b),
+                modality_scores: rows_of(&stored.modality_scores, checks, a, b),
                 ..ModelOutputsBatch::default()
             })),
         });

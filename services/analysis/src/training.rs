@@ -24,7 +24,9 @@ use trustmesh_proto::v1::{
     self as api, AnalysisPreset, ColumnData, ColumnRole as ApiRole, ModelMetrics, Schema,
 };
 use trustmesh_quality::QualityError;
-use trustmesh_quality::automl::{self, AutoMlOptions, ColumnRole, ModelKind, Table, Task};
+use trustmesh_quality::automl::{
+    self, AutoMlOptions, AutoMlResult, ColumnRole, FoldOutput, FoldPlan, ModelKind, Table, Task,
+};
 
 use crate::jobs::JobSpec;
 
@@ -399,9 +401,9 @@ fn metrics_of(s: &automl::ModelSummary) -> ModelMetrics {
     }
 }
 
-/// Out-of-sample predicted probabilities by K-fold cross-validation of AutoML's models, with their
-/// summary and the detectors' features.
-pub(crate) fn train(prepared: &Prepared) -> Result<Trained, JobFailure> {
+/// AutoML's options for `prepared`: the folds asked for (refused above the rows), the seed, roles
+/// and models of [`models_for`].
+fn options(prepared: &Prepared) -> Result<AutoMlOptions, JobFailure> {
     let plan = &prepared.plan;
     let rows = prepared.table.n();
     let folds = usize::try_from(plan.folds).unwrap_or(usize::MAX);
@@ -422,7 +424,46 @@ pub(crate) fn train(prepared: &Prepared) -> Result<Trained, JobFailure> {
     options.folds = folds;
     options.seed = plan.seed;
     options.models = models_for(rows, plan.preset);
+    Ok(options)
+}
+
+/// Out-of-sample predicted probabilities by K-fold cross-validation of AutoML's models, with their
+/// summary and the detectors' features, every fold in this process.
+pub(crate) fn train(prepared: &Prepared) -> Result<Trained, JobFailure> {
+    let options = options(prepared)?;
     let result = automl::train(&prepared.table, &options).map_err(|e| failure(e, prepared))?;
+    finish(prepared, &result)
+}
+
+/// The cross-validation of `prepared` planned (featurized, folds drawn) for training fold by fold,
+/// on any replica: the same dataset and spec give the same plan.
+pub(crate) fn plan_folds(prepared: &Prepared) -> Result<FoldPlan, JobFailure> {
+    let options = options(prepared)?;
+    automl::plan_folds(&prepared.table, &options).map_err(|e| failure(e, prepared))
+}
+
+/// Trains fold `fold` of `plan` (every model on the other folds' rows, predicting this one's).
+pub(crate) fn train_fold(
+    prepared: &Prepared,
+    plan: &FoldPlan,
+    fold: usize,
+) -> Result<FoldOutput, JobFailure> {
+    automl::train_fold(plan, fold).map_err(|e| failure(e, prepared))
+}
+
+/// Ensembles every fold's predictions into the job's outputs.
+pub(crate) fn combine(
+    prepared: &Prepared,
+    plan: FoldPlan,
+    folds: Vec<FoldOutput>,
+) -> Result<Trained, JobFailure> {
+    let result = automl::combine(plan, folds).map_err(|e| failure(e, prepared))?;
+    finish(prepared, &result)
+}
+
+/// What the stored outputs need from AutoML's result.
+fn finish(prepared: &Prepared, result: &AutoMlResult) -> Result<Trained, JobFailure> {
+    let rows = prepared.table.n();
     let Some(pred_probs) = &result.pred_probs else {
         return Err(JobFailure::new(
             "TRAINING_FAILED",
@@ -463,7 +504,7 @@ pub(crate) fn train(prepared: &Prepared) -> Result<Trained, JobFailure> {
         embeddings,
         metrics: metrics_of(&result.summary),
         summary: summary_of(&result.summary),
-        class_names: result.classes,
+        class_names: result.classes.clone(),
     })
 }
 

@@ -25,7 +25,7 @@ use trustmesh_proto::v1::{
     UploadDatasetRequest, UploadMetadata, WatchJobRequest,
 };
 use trustmesh_runtime::settings::common::MeshSettings;
-use trustmesh_runtime::{ClientTls, GrpcSettings, ServerTls, TransportMode};
+use trustmesh_runtime::{ClientTls, GrpcSettings};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use uuid::Uuid;
@@ -160,23 +160,6 @@ async fn audit_events(nats: &NatsServer, tenant: &str, n: usize) -> Vec<AuditEve
     }
 }
 
-fn grpc() -> GrpcSettings {
-    GrpcSettings {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        tls: ServerTls {
-            mode: TransportMode::DevPlaintextLoopback,
-            ..ServerTls::default()
-        },
-        ..GrpcSettings::default()
-    }
-}
-
-fn admin() -> trustmesh_runtime::AdminSettings {
-    trustmesh_runtime::AdminSettings {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-    }
-}
-
 /// nats-server, a database, ingest and analysis, stopped on drop.
 struct Mesh {
     nats: NatsServer,
@@ -204,8 +187,8 @@ fn analysis_settings(
 ) -> trustmesh_analysis::Settings {
     use trustmesh_analysis::settings::{ObjectStoreSettings, PeerSettings};
     let mut settings = trustmesh_analysis::Settings {
-        grpc: grpc(),
-        admin: admin(),
+        grpc: GrpcSettings::dev_plaintext_loopback(),
+        admin: trustmesh_runtime::AdminSettings::any_loopback_port(),
         objects: ObjectStoreSettings::Local {
             dir: mesh_dir.join("analysis-objects"),
         },
@@ -231,8 +214,8 @@ impl Mesh {
         let bearer = mint(&nats, "acme").await;
 
         let mut ingest_settings = trustmesh_ingest::Settings {
-            grpc: grpc(),
-            admin: admin(),
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: trustmesh_runtime::AdminSettings::any_loopback_port(),
             objects: trustmesh_ingest::settings::ObjectStoreSettings::Local {
                 dir: dir.path().join("ingest-objects"),
             },
@@ -1219,8 +1202,8 @@ async fn a_job_cut_off_by_a_crash_completes_after_a_restart() {
     mesh.shutdown = shutdown.clone();
     let ingest_settings = {
         let mut s = trustmesh_ingest::Settings {
-            grpc: grpc(),
-            admin: admin(),
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: trustmesh_runtime::AdminSettings::any_loopback_port(),
             objects: trustmesh_ingest::settings::ObjectStoreSettings::Local {
                 dir: mesh.dir.path().join("ingest-objects"),
             },

@@ -13,7 +13,7 @@ use trustmesh_audit::{Application, Settings};
 use trustmesh_bus::Publisher;
 use trustmesh_events::{Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1::{ActorType, AuditEvent, EventMeta, Outcome};
-use trustmesh_runtime::{AdminSettings, GrpcSettings, ServerTls, TransportMode};
+use trustmesh_runtime::{AdminSettings, GrpcSettings};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 
@@ -92,17 +92,8 @@ async fn main() {
     );
 
     let settings = Settings {
-        grpc: GrpcSettings {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            tls: ServerTls {
-                mode: TransportMode::DevPlaintextLoopback,
-                ..ServerTls::default()
-            },
-            ..GrpcSettings::default()
-        },
-        admin: AdminSettings {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-        },
+        grpc: GrpcSettings::dev_plaintext_loopback(),
+        admin: AdminSettings::any_loopback_port(),
         database: DatabaseSettings {
             url: secrecy::SecretString::from(db.url()),
             max_connections: 8,

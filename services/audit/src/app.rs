@@ -137,6 +137,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     let options = CacheOptions {
         max_staleness: std::time::Duration::from_secs(settings.auth.max_key_cache_staleness_secs),
         replicas: settings.nats.stream_replicas,
+        audit_denials_as: Some(Service::Audit),
         ..CacheOptions::default()
     };
     let cache = KeyCache::start(&jetstream, options, background.clone()).await?;

@@ -1,9 +1,15 @@
-//! The `audit` schema: the chain heads and the append-only events table.
+//! The `audit` schema: the chain heads, the append-only events table and the checkpoints.
+//!
+//! All three are per tenant (each tenant has its own chain, verified, checkpointed and exported on
+//! its own) and under row-level security (`trustmesh_bus::schema::rls`): every function here runs
+//! in a transaction marked for the one tenant it acts for, except the checkpoint timer's search for
+//! due chains, which looks at every tenant's head (`service_tx`).
 
 use std::sync::Arc;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use time::OffsetDateTime;
+use trustmesh_bus::schema::rls::{service_tx, tenant_tx};
 
 use crate::chain::{CheckpointRow, EventFields, EventRow, GENESIS, checkpoint_message, to_micros};
 use crate::signing::CheckpointSigner;
@@ -74,7 +80,7 @@ pub(crate) async fn append(
     tenant: &str,
     fields: &EventFields,
 ) -> Result<Appended, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = tenant_tx(pool, tenant).await?;
     sqlx::query(
         "INSERT INTO chain_heads (tenant, sequence, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
     )
@@ -224,7 +230,10 @@ pub(crate) async fn list(
         query.push(" AND occurred_at < ").push_bind(end);
     }
     query.push(" ORDER BY sequence LIMIT ").push_bind(limit);
-    query.build_query_as().fetch_all(pool).await
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let rows = query.build_query_as().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Up to `limit` events of `tenant` with sequences in `from..=to`, by sequence.
@@ -235,7 +244,8 @@ pub(crate) async fn range(
     to: i64,
     limit: i64,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let rows = sqlx::query_as(&format!(
         "SELECT {ROW_COLUMNS} FROM events WHERE tenant = $1 AND sequence BETWEEN $2 AND $3
          ORDER BY sequence LIMIT $4"
     ))
@@ -243,8 +253,10 @@ pub(crate) async fn range(
     .bind(from)
     .bind(to)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// The hash of `tenant`'s event `sequence`, if stored.
@@ -253,20 +265,25 @@ pub(crate) async fn hash_at(
     tenant: &str,
     sequence: i64,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT hash FROM events WHERE tenant = $1 AND sequence = $2")
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let hash = sqlx::query_scalar("SELECT hash FROM events WHERE tenant = $1 AND sequence = $2")
         .bind(tenant)
         .bind(sequence)
-        .fetch_optional(pool)
-        .await
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(hash)
 }
 
 /// `tenant`'s chain head (last sequence and hash); `(0, h_0)` for a tenant without events.
 pub(crate) async fn head(pool: &PgPool, tenant: &str) -> Result<(i64, Vec<u8>), sqlx::Error> {
+    let mut tx = tenant_tx(pool, tenant).await?;
     let head: Option<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT sequence, hash FROM chain_heads WHERE tenant = $1")
             .bind(tenant)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?;
+    tx.commit().await?;
     Ok(head.unwrap_or((0, GENESIS.to_vec())))
 }
 
@@ -277,16 +294,20 @@ pub(crate) async fn checkpoint_due(
     checkpointer: &Checkpointer,
     every_secs: f64,
 ) -> Result<usize, sqlx::Error> {
+    // Service-wide: the timer looks for due chains among every tenant's heads; each checkpoint is
+    // then written under its own tenant's setting.
+    let mut tx = service_tx(pool).await?;
     let due: Vec<String> = sqlx::query_scalar(
         "SELECT tenant FROM chain_heads WHERE sequence > checkpointed_sequence
            AND checkpointed_at <= now() - make_interval(secs => $1)",
     )
     .bind(every_secs)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut written = 0;
     for tenant in due {
-        let mut tx = pool.begin().await?;
+        let mut tx = tenant_tx(pool, &tenant).await?;
         let (sequence, hash, checkpointed): (i64, Vec<u8>, i64) = sqlx::query_as(
             "SELECT sequence, hash, checkpointed_sequence FROM chain_heads WHERE tenant = $1 FOR UPDATE",
         )
@@ -311,13 +332,16 @@ pub(crate) async fn checkpoints(
     from: i64,
     to: i64,
 ) -> Result<Vec<CheckpointRow>, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let rows = sqlx::query_as(
         "SELECT sequence, hash, signed_at, key_id, signature FROM checkpoints
          WHERE tenant = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence",
     )
     .bind(tenant)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }

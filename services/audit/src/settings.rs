@@ -37,6 +37,7 @@ impl Validate for Settings {
         self.grpc.validate().map_err(|e| e.within("grpc"))?;
         self.admin.validate().map_err(|e| e.within("admin"))?;
         self.shutdown.validate().map_err(|e| e.within("shutdown"))?;
+        self.nats.validate().map_err(|e| e.within("nats"))?;
         self.database.validate().map_err(|e| e.within("database"))?;
         self.auth.validate().map_err(|e| e.within("auth"))?;
         self.checkpoints

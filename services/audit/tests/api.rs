@@ -28,7 +28,7 @@ use trustmesh_proto::v1::{
     AuditFilter, AuditOutcome, AuditRecord, AuditSigningKey, ExportEventsRequest,
     ListEventsRequest, VerifyLogRequest, VerifyLogResponse,
 };
-use trustmesh_runtime::{AdminSettings, GrpcSettings, ServerTls, TransportMode};
+use trustmesh_runtime::{AdminSettings, GrpcSettings};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 
@@ -56,17 +56,8 @@ impl TestApp {
                 signing_key_file: keys.path().join("signing-key"),
             },
             checkpoints,
-            grpc: GrpcSettings {
-                bind: "127.0.0.1:0".parse().unwrap(),
-                tls: ServerTls {
-                    mode: TransportMode::DevPlaintextLoopback,
-                    ..ServerTls::default()
-                },
-                ..GrpcSettings::default()
-            },
-            admin: AdminSettings {
-                bind: "127.0.0.1:0".parse().unwrap(),
-            },
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: AdminSettings::any_loopback_port(),
             database: DatabaseSettings {
                 url: secrecy::SecretString::from(db.url()),
                 max_connections: 4,
@@ -934,9 +925,7 @@ async fn a_kill_9_during_a_burst_leaves_a_complete_chain_without_gaps_or_duplica
     let nats = NatsServer::start().await;
     let db = TestDatabase::create().await;
     let keys = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = trustmesh_testkit::ports::free_port();
     let mut process = start_process(&db, &nats, port, keys.path());
 
     let publisher = Publisher::new(nats.jetstream().await);

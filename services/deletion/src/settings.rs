@@ -42,6 +42,7 @@ impl Validate for Settings {
         self.grpc.validate().map_err(|e| e.within("grpc"))?;
         self.admin.validate().map_err(|e| e.within("admin"))?;
         self.shutdown.validate().map_err(|e| e.within("shutdown"))?;
+        self.nats.validate().map_err(|e| e.within("nats"))?;
         if self.database.max_connections == 0 {
             return Err(
                 InvalidSetting::new("max_connections", "must be at least 1").within("database")

@@ -32,9 +32,7 @@ use trustmesh_proto::v1::{
     GetDeletionCertificateRequest, GetDeletionRequest, JobKind, JobState,
     ListCertificateSigningKeysRequest,
 };
-use trustmesh_runtime::{
-    AdminSettings, ExposeSecret as _, GrpcSettings, SecretString, ServerTls, TransportMode,
-};
+use trustmesh_runtime::{AdminSettings, ExposeSecret as _, GrpcSettings, SecretString};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use uuid::Uuid;
@@ -89,17 +87,8 @@ impl TestApp {
         let db = TestDatabase::create().await;
         let keys = tempfile::tempdir()?;
         let settings = Settings {
-            grpc: GrpcSettings {
-                bind: "127.0.0.1:0".parse()?,
-                tls: ServerTls {
-                    mode: TransportMode::DevPlaintextLoopback,
-                    ..ServerTls::default()
-                },
-                ..GrpcSettings::default()
-            },
-            admin: AdminSettings {
-                bind: "127.0.0.1:0".parse()?,
-            },
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: AdminSettings::any_loopback_port(),
             database: DatabaseSettings {
                 url: SecretString::from(db.url().to_owned()),
                 max_connections: 5,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use trustmesh_auth::{Authenticator, CacheOptions, ServiceCredential};
+use trustmesh_auth::{Authenticator, CacheOptions, ServiceCredential, UsageBucket};
 use trustmesh_bus::{
     ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
 };
@@ -19,7 +19,7 @@ use trustmesh_service_kit::{Foundations, StartError};
 use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 
 use crate::datasets::grpc::DatasetsHandler;
-use crate::datasets::repo::DatasetRepo;
+use crate::datasets::repo::{DatasetRepo, StoredDatasets, UsageReporter};
 use crate::deletion::consumer::DeletionHandler;
 use crate::settings::Settings;
 
@@ -130,6 +130,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         stop_background,
         ..
     } = foundations;
+    let usage_jetstream = jetstream.clone();
     let publisher = Publisher::new(jetstream);
 
     let store = settings.objects.open().await?;
@@ -146,7 +147,15 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     );
     let outbox = Outbox::new(&bus_schema);
     let relay = OutboxRelay::new(pool.clone(), &bus_schema, publisher.clone());
-    let repo = DatasetRepo::new(pool.clone(), keyring, outbox.clone());
+    let usage = UsageReporter::new(
+        pool.clone(),
+        UsageBucket::open(&usage_jetstream, settings.nats.stream_replicas)
+            .await
+            .map_err(StartError::from)?,
+        Service::Ingest,
+        StoredDatasets,
+    );
+    let repo = DatasetRepo::new(pool.clone(), keyring, outbox.clone(), usage);
 
     let deletion = DeletionHandler {
         objects: objects.clone(),
@@ -158,6 +167,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
             INGEST_DELETION.durable_name,
         ),
         outbox: repo.outbox().clone(),
+        usage: repo.usage().clone(),
     };
     let consumer = ConsumerRunner::new(pull, &INGEST_DELETION, publisher, deletion);
     consumer_ready.set_ready();

@@ -3,6 +3,7 @@
 use tonic::{Code, Status};
 use trustmesh_auth::{AuthError, PageError};
 use trustmesh_runtime::cause_chain;
+use trustmesh_service_kit::CallError;
 
 use crate::datasets::csv::Rejection;
 
@@ -63,9 +64,8 @@ pub enum IngestError {
     Task(#[from] tokio::task::JoinError),
 }
 
-impl IngestError {
-    /// The gRPC code this error maps to.
-    pub fn code(&self) -> Code {
+impl CallError for IngestError {
+    fn code(&self) -> Code {
         match self {
             Self::Auth(error) => Status::from(error.clone()).code(),
             Self::InvalidArgument(_) | Self::Rejected(_) | Self::Page(_) => Code::InvalidArgument,
@@ -92,8 +92,7 @@ impl IngestError {
         }
     }
 
-    /// A short machine-readable reason for the audit log (never content).
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::Auth(error) => error.reason(),
             Self::InvalidArgument(_) | Self::Page(_) => "INVALID_ARGUMENT",
@@ -110,6 +109,10 @@ impl IngestError {
             Self::Corrupt(_) => "CORRUPT",
             Self::Task(_) => "TASK",
         }
+    }
+
+    fn is_denial(&self) -> bool {
+        matches!(self, Self::Auth(_))
     }
 }
 

@@ -40,6 +40,7 @@ impl Validate for Settings {
         self.grpc.validate().map_err(|e| e.within("grpc"))?;
         self.admin.validate().map_err(|e| e.within("admin"))?;
         self.shutdown.validate().map_err(|e| e.within("shutdown"))?;
+        self.nats.validate().map_err(|e| e.within("nats"))?;
         self.database.validate().map_err(|e| e.within("database"))?;
         self.limits.validate().map_err(|e| e.within("limits"))
     }

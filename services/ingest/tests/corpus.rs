@@ -415,7 +415,26 @@ fn columnar_cases() -> Vec<Case> {
             ]),
             refused("PARQUET_UNSUPPORTED_TYPE", &["column \"tags\""]),
         ),
+        // Found by fuzz/ingest_parquet: each once made the reader panic or allocate gigabytes.
+        parquet(
+            "a negative column offset",
+            fuzz_seed("negative-column-offset.parquet"),
+            refused("PARQUET_CORRUPT", &["Parquet"]),
+        ),
+        parquet(
+            "a dictionary page claiming billions of values",
+            fuzz_seed("dictionary-claims-billions.parquet"),
+            refused("PARQUET_CORRUPT", &["Parquet"]),
+        ),
     ]
+}
+
+/// A committed seed of the `ingest_parquet` fuzz target.
+fn fuzz_seed(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus/ingest_parquet")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 /// Uploads `bytes` as `dataset`'s file, its `format` and `csv` options in the metadata.

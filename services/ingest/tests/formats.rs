@@ -122,6 +122,39 @@ async fn jsonl_and_parquet_read_back_as_the_equivalent_csv() {
 }
 
 #[tokio::test]
+async fn a_jsonl_field_of_image_data_uris_is_stored_as_an_image_column() {
+    use base64::Engine as _;
+    use trustmesh_proto::v1::ColumnType;
+    use trustmesh_proto::v1::column_data::Values;
+
+    let mut app = spawn_app().await;
+    let images = trustmesh_quality::modality::synth::bench_images(3, 16, 1);
+    let jsonl: String = images
+        .iter()
+        .enumerate()
+        .map(|(row, image)| {
+            let payload = base64::engine::general_purpose::STANDARD.encode(image);
+            format!("{{\"row_id\": {row}, \"label\": \"a\", \"photo\": \"data:image/png;base64,{payload}\"}}\n")
+        })
+        .collect();
+    let (_, schema, rows) = upload_and_read(
+        &mut app,
+        DatasetFormat::Jsonl,
+        "photos.jsonl",
+        jsonl.as_bytes(),
+    )
+    .await;
+    let photo = schema.columns.iter().find(|c| c.name == "photo").unwrap();
+    assert_eq!(photo.r#type(), ColumnType::Image);
+    let stored = rows.iter().find(|c| c.name == "photo").unwrap();
+    let Some(Values::Images(stored)) = &stored.values else {
+        panic!("the photos are stored as image bytes");
+    };
+    assert_eq!(stored.values, images);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn bad_jsonl_and_parquet_files_name_line_field_or_column_and_store_nothing() {
     let mut app = spawn_app().await;
     let good = parquet_file(vec![(
@@ -168,6 +201,12 @@ async fn bad_jsonl_and_parquet_files_name_line_field_or_column_and_store_nothing
             &["line 2", "field \"tags\""],
         ),
         (
+            DatasetFormat::Jsonl,
+            b"{\"a\": 1, \"photo\": \"data:image/png;base64,@@@\"}\n".to_vec(),
+            "JSONL_INVALID_IMAGE",
+            &["line 1", "field \"photo\"", "not valid base64"],
+        ),
+        (
             DatasetFormat::Parquet,
             b"a,b\n1,2\n".to_vec(),
             "PARQUET_CORRUPT",
@@ -197,8 +236,9 @@ async fn bad_jsonl_and_parquet_files_name_line_field_or_column_and_store_nothing
                 "blob",
                 Arc::new(BinaryArray::from_vec(vec![b"\x00\x01"])) as ArrayRef,
             )]),
-            "PARQUET_UNSUPPORTED_TYPE",
-            &["column \"blob\""],
+            // A binary column must hold encoded images.
+            "UNSUPPORTED_BINARY_COLUMN",
+            &["column \"blob\"", "row 1"],
         ),
     ];
     for (format, bytes, code, fragments) in cases {

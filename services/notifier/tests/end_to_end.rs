@@ -24,9 +24,7 @@ use trustmesh_proto::v1::{
     WebhookEndpoint, WebhookEventType,
 };
 use trustmesh_runtime::settings::common::PeerSettings;
-use trustmesh_runtime::{
-    AdminSettings, ClientTls, GrpcSettings, SecretString, ServerTls, TransportMode,
-};
+use trustmesh_runtime::{AdminSettings, ClientTls, GrpcSettings, SecretString};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use trustmesh_webhooks::{SigningSecret, verify};
@@ -36,14 +34,7 @@ const MESH: &str = "mesh-credential-for-end-to-end-tests-0123456789";
 const OPERATOR: &str = "operator-credential-for-end-to-end-tests-0123";
 
 fn grpc() -> Result<GrpcSettings> {
-    Ok(GrpcSettings {
-        bind: "127.0.0.1:0".parse()?,
-        tls: ServerTls {
-            mode: TransportMode::DevPlaintextLoopback,
-            ..ServerTls::default()
-        },
-        ..GrpcSettings::default()
-    })
+    Ok(GrpcSettings::dev_plaintext_loopback())
 }
 
 fn authed<T>(message: T, bearer: &str) -> Request<T> {
@@ -71,9 +62,7 @@ async fn an_endpoint_created_through_tenancy_receives_a_signed_delivery_it_can_l
 
     let notifier = trustmesh_notifier::Application::build(trustmesh_notifier::Settings {
         grpc: grpc()?,
-        admin: AdminSettings {
-            bind: "127.0.0.1:0".parse()?,
-        },
+        admin: AdminSettings::any_loopback_port(),
         database: trustmesh_notifier::settings::DatabaseSettings {
             url: SecretString::from(db.url().to_owned()),
             max_connections: 5,
@@ -100,9 +89,7 @@ async fn an_endpoint_created_through_tenancy_receives_a_signed_delivery_it_can_l
 
     let tenancy = trustmesh_tenancy::Application::build(trustmesh_tenancy::Settings {
         grpc: grpc()?,
-        admin: AdminSettings {
-            bind: "127.0.0.1:0".parse()?,
-        },
+        admin: AdminSettings::any_loopback_port(),
         database: trustmesh_tenancy::settings::DatabaseSettings {
             url: SecretString::from(db.url().to_owned()),
             max_connections: 5,

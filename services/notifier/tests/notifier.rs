@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use async_nats::jetstream::Context;
-use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -25,7 +25,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::Instrument as _;
 use trustmesh_bus::Publisher;
-use trustmesh_events::{Subject, TenantId};
+use trustmesh_events::{ConsumerSpec, NOTIFIER_DATASET, NOTIFIER_JOB, Subject, TenantId};
 use trustmesh_notifier::settings::{
     DatabaseSettings, KeySettings, MeshSettings, NatsSettings, WebhookSettings,
 };
@@ -37,7 +37,7 @@ use trustmesh_proto::v1::{
     ListWebhookDeliveriesRequest, WebhookDelivery, WebhookDeliveryState, WebhookEndpoint,
     WebhookEventType,
 };
-use trustmesh_runtime::{AdminSettings, GrpcSettings, SecretString, ServerTls, TransportMode};
+use trustmesh_runtime::{AdminSettings, GrpcSettings, SecretString};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use trustmesh_webhooks::{SigningSecret, verify};
@@ -217,17 +217,8 @@ impl TestApp {
         let db = TestDatabase::create().await;
         let keys = tempfile::tempdir()?;
         let settings = Settings {
-            grpc: GrpcSettings {
-                bind: "127.0.0.1:0".parse()?,
-                tls: ServerTls {
-                    mode: TransportMode::DevPlaintextLoopback,
-                    ..ServerTls::default()
-                },
-                ..GrpcSettings::default()
-            },
-            admin: AdminSettings {
-                bind: "127.0.0.1:0".parse()?,
-            },
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: AdminSettings::any_loopback_port(),
             database: DatabaseSettings {
                 url: SecretString::from(db.url().to_owned()),
                 max_connections: 5,
@@ -386,6 +377,30 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("no receipt for {deletion}")
+    }
+
+    /// Waits until the notifier has handled (acked) everything published to `consumers`.
+    async fn handled(&self, consumers: &[&ConsumerSpec]) -> Result<()> {
+        for spec in consumers {
+            let mut consumer: PullConsumer = self
+                .jetstream
+                .get_consumer_from_stream(spec.durable_name, spec.stream.name)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut idle = false;
+            for _ in 0..200 {
+                let info = consumer.info().await.map_err(|e| anyhow::anyhow!(e))?;
+                if info.num_pending == 0 && info.num_ack_pending == 0 {
+                    idle = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if !idle {
+                bail!("{} never caught up", spec.durable_name);
+            }
+        }
+        Ok(())
     }
 
     async fn request_deletion(
@@ -673,6 +688,29 @@ async fn deletions_remove_deliveries_endpoints_and_keys_with_a_receipt() -> Resu
     assert_eq!(receipt.deleted.get("rows:webhook_deliveries"), Some(&2));
     assert!(!receipt.residue_found);
     assert_eq!(app.deliveries_of(&endpoint.name).await?.len(), 1);
+
+    // Events about dataset A that arrive after its deletion (a redelivery, a consumer catching up
+    // after a restart) queue nothing: the deletion left no record of A and none comes back.
+    app.publish_twice(
+        &Subject::dataset_ingested(&acme),
+        &ingested("acme", &dataset_a),
+    )
+    .await?;
+    app.publish_twice(
+        &Subject::job_updated(&acme),
+        &job("acme", JobState::Succeeded, &dataset_a),
+    )
+    .await?;
+    app.handled(&[&NOTIFIER_DATASET, &NOTIFIER_JOB]).await?;
+    let left = app.deliveries_of(&endpoint.name).await?;
+    assert_eq!(left.len(), 1, "only dataset B's: {left:?}");
+    // A second deletion of A (another request for it) finds nothing.
+    let deletion = app
+        .request_deletion(&acme, ev::DeletionScope::Dataset, &dataset_a)
+        .await?;
+    let receipt = app.wait_receipt("acme", &deletion).await?;
+    assert_eq!(receipt.deleted.get("rows:webhook_deliveries"), Some(&0));
+    assert!(!receipt.residue_found);
 
     // The tenant: its endpoints, deliveries and DEKs; the other tenant keeps everything.
     let deletion = app

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use trustmesh_auth::{AuthBucket, Authenticator, CacheOptions, KeyId, KeyStoreError};
+use trustmesh_auth::{AuthBucket, Authenticator, CacheOptions, KeyId, KeyStoreError, UsageBucket};
 use trustmesh_bus::{
     ConsumerRunner, Outbox, OutboxRelay, ProcessedMessages, Publisher, ensure_consumer,
 };
@@ -55,6 +55,9 @@ pub enum AppError {
     /// A server or a background task failed while running.
     #[error("the service stopped on an error")]
     Host(#[from] trustmesh_runtime::HostError),
+    /// A single-tenant install could not set up its tenant.
+    #[error(transparent)]
+    SingleTenant(#[from] crate::single_tenant::BootstrapError),
 }
 
 /// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
@@ -104,7 +107,11 @@ impl std::ops::Deref for Application {
 ///
 /// [`AppError`] naming what could not be set up.
 pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Component, AppError> {
-    let operator = settings.auth.operator()?;
+    // A single-tenant install has no operator (`single_tenant.rs`).
+    let operator = match settings.single_tenant {
+        Some(_) => None,
+        None => Some(settings.auth.operator()?),
+    };
     let bearer = settings
         .mesh
         .bearer()
@@ -136,15 +143,30 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         ..CacheOptions::default()
     };
     let bucket = AuthBucket::open(&foundations.jetstream, options.replicas).await?;
+    let usage = UsageBucket::open(&foundations.jetstream, options.replicas).await?;
     reconcile(&foundations.pool, &bucket).await?;
-    // Every service recognizes the operator, and limits tenants' request rates, by what is here.
-    bucket.put_operator(operator.digest()).await?;
-    bucket.put_limits(&settings.auth.tenant_rate_limit).await?;
     let kv = foundations
         .jetstream
         .get_key_value(AUTH_KV_BUCKET)
         .await
         .map_err(|e| KeyStoreError::Bucket(e.into()))?;
+    // Every service recognizes the operator, and limits tenants' request rates, by what is here.
+    match &operator {
+        Some(operator) => {
+            bucket.put_operator(operator.digest()).await?;
+        }
+        None => {
+            // NOTE: `trustmesh_auth`'s `OPERATOR_KEY`; purged, a former install's operator is
+            // recognized by no service (their caches fail closed on the deletion).
+            kv.purge("operator")
+                .await
+                .map_err(|e| KeyStoreError::Bucket(e.into()))?;
+        }
+    }
+    bucket.put_limits(&settings.auth.tenant_rate_limit).await?;
+    bucket
+        .put_quota_defaults(&settings.auth.default_quota)
+        .await?;
     let cache = foundations.start_key_cache(options, readiness).await?;
     let consumer_ready = readiness.register("tenancy-deletion consumer");
     let Foundations {
@@ -176,8 +198,20 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         time::Duration::days(i64::from(settings.auth.max_key_lifetime_days)),
         time::Duration::days(i64::from(settings.auth.max_support_grant_days)),
         notifier,
-    );
-    let authenticator = Authenticator::new(cache).with_operator(operator);
+    )
+    .with_quota_defaults(settings.auth.tenant_rate_limit, settings.auth.default_quota)
+    .with_usage(usage);
+    let handler = match &settings.single_tenant {
+        Some(single) => {
+            crate::single_tenant::bootstrap(&handler, single).await?;
+            handler.single_tenant()
+        }
+        None => handler,
+    };
+    let mut authenticator = Authenticator::new(cache);
+    if let Some(operator) = operator {
+        authenticator = authenticator.with_operator(operator);
+    }
     stop_background.disarm();
     Ok(Component::new(SCHEMA)
         .service(move |grpc| {
@@ -195,7 +229,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
 
 /// Makes `tm_auth` agree with Postgres, the source of truth, without ever re-activating a key or a
 /// grant: keys and unexpired grants missing from the bucket are written, and those revoked in
-/// Postgres but active in the bucket are written revoked.
+/// Postgres but active in the bucket are written revoked; every tenant's quota is written.
 async fn reconcile(pool: &PgPool, bucket: &AuthBucket) -> Result<(), AppError> {
     let mut written = 0_usize;
     for row in repo::all_keys(pool).await? {
@@ -223,6 +257,15 @@ async fn reconcile(pool: &PgPool, bucket: &AuthBucket) -> Result<(), AppError> {
             bucket.put_grant(&record).await?;
             written += 1;
         }
+    }
+    // Quotas are rewritten as Postgres holds them: a quota raised or lowered is never a security
+    // downgrade to repair carefully as a revocation is.
+    for (tenant, row) in repo::all_quotas(pool).await? {
+        let Ok(tenant) = trustmesh_events::TenantId::parse(tenant.as_str()) else {
+            tracing::warn!(tenant.id = %tenant, "Skipping the quota of an invalid tenant id.");
+            continue;
+        };
+        bucket.put_quota(&tenant, &row.to_record()).await?;
     }
     if written > 0 {
         tracing::info!(

@@ -15,7 +15,7 @@ use async_nats::jetstream::kv;
 use sqlx::PgPool;
 use trustmesh_auth::{AuthBucket, KeyId};
 use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, ProcessedMessages};
-use trustmesh_events::Service;
+use trustmesh_events::{Service, TenantId};
 use trustmesh_service_kit::{Answer, CheckedDeletion, log_outcome};
 
 use crate::repo;
@@ -75,6 +75,13 @@ impl DeletionHandler {
             {
                 outcome.left += 1;
             }
+        }
+        // The tenant's quota record names it too (its row goes with the tenant's).
+        if let Ok(tenant) = TenantId::parse(tenant) {
+            self.kv
+                .purge(trustmesh_auth::quota_bucket_key(&tenant))
+                .await
+                .map_err(retry)?;
         }
         for row in rows {
             outcome.handled.insert(row.key_id.clone());

@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use trustmesh_auth::key::display_prefix;
 use trustmesh_auth::{
-    AuthBucket, IssuedKey, KeyId, PageToken, Principal, Scope, page_size, resource_tenant,
+    AuthBucket, IssuedKey, KeyId, PageToken, Principal, QuotaDefaults, RateLimit, Scope,
+    UsageBucket, page_size, resource_tenant,
 };
 use trustmesh_bus::audit::{self, AuditEntry};
 use trustmesh_bus::{Outbox, Publisher};
@@ -34,6 +35,7 @@ use trustmesh_proto::v1::{
 
 use crate::error::TenancyError;
 use crate::grants;
+use crate::quotas;
 use crate::repo::{self, KeyRow, NewKey, TenantRow};
 use crate::webhooks::Notifier;
 
@@ -59,9 +61,16 @@ pub struct TenancyHandler {
     pub(crate) bucket: AuthBucket,
     pub(crate) outbox: Outbox,
     publisher: Publisher,
-    max_key_lifetime: time::Duration,
+    pub(crate) max_key_lifetime: time::Duration,
     pub(crate) max_grant_lifetime: time::Duration,
     pub(crate) notifier: Option<Notifier>,
+    /// The deployment's default request rate and quotas (what a quota field of 0 means).
+    pub(crate) rate_limit: RateLimit,
+    pub(crate) quota_defaults: QuotaDefaults,
+    /// Where ingest and analysis report what each tenant uses (GetQuota's `usage`).
+    pub(crate) usage: Option<UsageBucket>,
+    /// A single-tenant install: the operator's RPCs are refused (`single_tenant.rs`).
+    single_tenant: bool,
 }
 
 impl TenancyHandler {
@@ -85,7 +94,42 @@ impl TenancyHandler {
             max_key_lifetime,
             max_grant_lifetime,
             notifier,
+            rate_limit: RateLimit::default(),
+            quota_defaults: QuotaDefaults::default(),
+            usage: None,
+            single_tenant: false,
         }
+    }
+
+    /// The same handler reading tenants' usage from `usage` (`tm_usage`).
+    pub(crate) fn with_usage(mut self, usage: UsageBucket) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// The same handler for a single-tenant install: no operator surface.
+    pub(crate) fn single_tenant(mut self) -> Self {
+        self.single_tenant = true;
+        self
+    }
+
+    /// Refuses an operator RPC in a single-tenant install, before anything else.
+    fn operator_surface(&self) -> Result<(), Status> {
+        if self.single_tenant {
+            return Err(crate::single_tenant::refused());
+        }
+        Ok(())
+    }
+
+    /// The same handler answering GetQuota with these defaults.
+    pub(crate) fn with_quota_defaults(
+        mut self,
+        rate_limit: RateLimit,
+        quota_defaults: QuotaDefaults,
+    ) -> Self {
+        self.rate_limit = rate_limit;
+        self.quota_defaults = quota_defaults;
+        self
     }
 
     /// Runs `call` for `principal`; on failure, audits it against `resource`'s tenant (if the name has
@@ -145,7 +189,7 @@ impl TenancyHandler {
         Err(status)
     }
 
-    async fn create_tenant_inner(
+    pub(crate) async fn create_tenant_inner(
         &self,
         principal: &Principal,
         request: CreateTenantRequest,
@@ -155,6 +199,11 @@ impl TenancyHandler {
             .map_err(|e| TenancyError::invalid("tenant_id", e.to_string()))?;
         let display_name = display_name(&request.display_name)?;
         let request_id = request_id(&request.request_id)?;
+        let quota = request
+            .quota
+            .as_ref()
+            .map(quotas::initial_quota)
+            .transpose()?;
         let mut tx = self.pool.begin().await?;
         let inserted =
             repo::insert_tenant(&mut tx, tenant.as_str(), display_name, request_id).await?;
@@ -168,6 +217,9 @@ impl TenancyHandler {
             };
         };
         let name = tenant_name(&tenant);
+        if let Some(quota) = quota {
+            self.write_quota(&mut tx, &tenant, quota).await?;
+        }
         audit::enqueue(
             &self.outbox,
             &mut tx,
@@ -194,7 +246,7 @@ impl TenancyHandler {
         Ok(tenant_proto(&row))
     }
 
-    async fn create_api_key_inner(
+    pub(crate) async fn create_api_key_inner(
         &self,
         principal: &Principal,
         request: CreateApiKeyRequest,
@@ -497,6 +549,7 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<CreateTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
+        self.operator_surface()?;
         let principal = Principal::of(&request)?.clone();
         let request = request.into_inner();
         let resource = format!("tenants/{}", request.tenant_id);
@@ -521,6 +574,7 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<ListTenantsRequest>,
     ) -> Result<Response<ListTenantsResponse>, Status> {
+        self.operator_surface()?;
         // Names no tenant, so there is no tenant log to audit it in.
         Principal::of(&request)?
             .require_operator()
@@ -532,6 +586,7 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<DisableTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
+        self.operator_surface()?;
         let resource = request.get_ref().name.clone();
         self.not_available(&request, "tenants.disable", &resource, "DisableTenant")
             .await
@@ -541,6 +596,7 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<EnableTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
+        self.operator_surface()?;
         let resource = request.get_ref().name.clone();
         self.not_available(&request, "tenants.enable", &resource, "EnableTenant")
             .await
@@ -635,8 +691,11 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<GetQuotaRequest>,
     ) -> Result<Response<Quota>, Status> {
-        let resource = request.get_ref().name.clone();
-        self.not_available(&request, "quotas.get", &resource, "GetQuota")
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
+        let resource = request.name.clone();
+        let result = self.get_quota_inner(&principal, request).await;
+        self.audited(&principal, quotas::action::GET, &resource, result)
             .await
     }
 
@@ -644,13 +703,16 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<UpdateQuotaRequest>,
     ) -> Result<Response<Quota>, Status> {
+        self.operator_surface()?;
+        let principal = Principal::of(&request)?.clone();
+        let request = request.into_inner();
         let resource = request
-            .get_ref()
             .quota
             .as_ref()
             .map(|q| q.name.clone())
             .unwrap_or_default();
-        self.not_available(&request, "quotas.update", &resource, "UpdateQuota")
+        let result = self.update_quota_inner(&principal, request).await;
+        self.audited(&principal, quotas::action::UPDATE, &resource, result)
             .await
     }
 
@@ -658,6 +720,8 @@ impl TenancyService for TenancyHandler {
         &self,
         request: Request<CreateSupportAccessGrantRequest>,
     ) -> Result<Response<SupportAccessGrant>, Status> {
+        // A grant opens the tenant to the operator, whom a single-tenant install does not have.
+        self.operator_surface()?;
         let principal = Principal::of(&request)?.clone();
         let request = request.into_inner();
         let resource = request.parent.clone();

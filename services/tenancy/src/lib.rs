@@ -16,20 +16,29 @@
 //! - `webhooks.rs`: the webhook RPCs, authorized and audited here and forwarded to the notifier's
 //!   `WebhookService` (which owns endpoints, sealed secrets and deliveries) with the mesh credential.
 //! - `error.rs`: [`TenancyError`] and its one mapping to `tonic::Status`.
+//! - `single_tenant.rs`: the single-tenant install (`single_tenant` settings): its tenant and first
+//!   admin key created at start, the operator's RPCs refused.
 //!
-//! Stored-data quotas (GetQuota, UpdateQuota) and tenant disable/enable/list arrive with later
-//! issues; until then those RPCs answer FAILED_PRECONDITION.
+//! - `quotas.rs`: GetQuota (tenant admin or operator) and UpdateQuota (operator): per-tenant
+//!   requests per minute, concurrent jobs and stored bytes, replicated through `tm_auth` and
+//!   enforced by the auth layer (rate), analysis (jobs) and ingest (bytes).
+//!
+//! Tenant disable/enable/list arrive with later issues; until then those RPCs answer
+//! FAILED_PRECONDITION.
 
 mod app;
 mod deletion;
 mod error;
 mod grants;
 mod grpc;
+mod quotas;
 mod repo;
 pub mod settings;
+mod single_tenant;
 mod webhooks;
 
 pub use app::{AppError, Application, MIGRATOR, SCHEMA, component};
 pub use error::TenancyError;
 pub use grpc::TenancyHandler;
 pub use settings::Settings;
+pub use single_tenant::BootstrapError;

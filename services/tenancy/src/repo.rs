@@ -1,8 +1,16 @@
 //! The `tenancy` schema: tenants, API keys (digests only) and support grants.
+//!
+//! `api_keys`, `support_grants` and `quotas` are tenant tables under row-level security
+//! (`trustmesh_bus::schema::rls`): every function here acting for one tenant runs in a transaction
+//! marked for it (opened with `tenant_tx`, or a caller's transaction marked with `set_tenant`), and
+//! only start-up reconciliation reads every tenant's rows (`service_tx`). `tenants` itself is the
+//! operator's registry (created by the operator, read by id to authorize), not a tenant's data: it
+//! has no tenant policy, and the role owning the schema is its only reader.
 
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
-use trustmesh_auth::{GrantRecord, KeyId, KeyRecord, Scope, SecretDigest};
+use trustmesh_auth::{GrantRecord, KeyId, KeyRecord, Scope, SecretDigest, TenantQuota};
+use trustmesh_bus::schema::rls::{service_tx, set_tenant, tenant_tx};
 use uuid::Uuid;
 
 /// A row of `tenants`.
@@ -133,6 +141,7 @@ pub(crate) async fn insert_key(
     tx: &mut Transaction<'static, Postgres>,
     key: NewKey<'_>,
 ) -> Result<KeyRow, sqlx::Error> {
+    set_tenant(tx, key.tenant).await?;
     sqlx::query_as(&format!(
         "INSERT INTO api_keys (key_id, tenant, display_name, scopes, secret_digest, expire_time, request_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
@@ -154,13 +163,16 @@ pub(crate) async fn key_by_request(
     tenant: &str,
     request_id: &str,
 ) -> Result<Option<KeyRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let rows = sqlx::query_as(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = $1 AND request_id = $2"
     ))
     .bind(tenant)
     .bind(request_id)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Up to `limit` keys of `tenant`, newest first, after cursor `before` (a key id).
@@ -171,7 +183,8 @@ pub(crate) async fn list_keys(
     before: Option<&str>,
     limit: i64,
 ) -> Result<Vec<KeyRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let rows = sqlx::query_as(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys
          WHERE tenant = $1
            AND ($2 OR (revoke_time IS NULL AND expire_time > now()))
@@ -182,8 +195,10 @@ pub(crate) async fn list_keys(
     .bind(show_inactive)
     .bind(before)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Marks key `key_id` of `tenant` revoked (keeping the first revocation time); `None` if there is
@@ -193,6 +208,7 @@ pub(crate) async fn revoke_key(
     tenant: &str,
     key_id: &str,
 ) -> Result<Option<KeyRow>, sqlx::Error> {
+    set_tenant(tx, tenant).await?;
     sqlx::query_as(&format!(
         "UPDATE api_keys SET revoke_time = COALESCE(revoke_time, now())
          WHERE tenant = $1 AND key_id = $2 RETURNING {KEY_COLUMNS}"
@@ -220,6 +236,7 @@ pub(crate) async fn insert_grant(
     tx: &mut Transaction<'static, Postgres>,
     grant: NewGrant<'_>,
 ) -> Result<GrantRow, sqlx::Error> {
+    set_tenant(tx, grant.tenant).await?;
     sqlx::query_as(&format!(
         "INSERT INTO support_grants
            (grant_id, tenant, grantee, reason, scopes, resources, expire_time, request_id)
@@ -243,13 +260,16 @@ pub(crate) async fn grant_by_request(
     tenant: &str,
     request_id: &str,
 ) -> Result<Option<GrantRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let rows = sqlx::query_as(&format!(
         "SELECT {GRANT_COLUMNS} FROM support_grants WHERE tenant = $1 AND request_id = $2"
     ))
     .bind(tenant)
     .bind(request_id)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Up to `limit` grants of `tenant`, newest first, after cursor `before` (a grant id).
@@ -260,7 +280,8 @@ pub(crate) async fn list_grants(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<GrantRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let rows = sqlx::query_as(&format!(
         "SELECT {GRANT_COLUMNS} FROM support_grants
          WHERE tenant = $1
            AND ($2 OR (revoke_time IS NULL AND expire_time > now()))
@@ -271,8 +292,10 @@ pub(crate) async fn list_grants(
     .bind(show_inactive)
     .bind(before)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Marks grant `grant_id` of `tenant` revoked (keeping the first revocation time); `None` if there
@@ -282,6 +305,7 @@ pub(crate) async fn revoke_grant(
     tenant: &str,
     grant_id: Uuid,
 ) -> Result<Option<GrantRow>, sqlx::Error> {
+    set_tenant(tx, tenant).await?;
     sqlx::query_as(&format!(
         "UPDATE support_grants SET revoke_time = COALESCE(revoke_time, now())
          WHERE tenant = $1 AND grant_id = $2 RETURNING {GRANT_COLUMNS}"
@@ -294,20 +318,26 @@ pub(crate) async fn revoke_grant(
 
 /// Every grant not yet expired, for reconciling `tm_auth` at start.
 pub(crate) async fn live_grants(pool: &PgPool) -> Result<Vec<GrantRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = service_tx(pool).await?;
+    let rows = sqlx::query_as(&format!(
         "SELECT {GRANT_COLUMNS} FROM support_grants WHERE expire_time > now() ORDER BY grant_id"
     ))
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Every key, for reconciling `tm_auth` at start.
 pub(crate) async fn all_keys(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = service_tx(pool).await?;
+    let rows = sqlx::query_as(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY key_id"
     ))
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Starts deleting `tenant`: marks it `deleting` (so no key or grant is created for it any more)
@@ -317,7 +347,8 @@ pub(crate) async fn begin_tenant_deletion(
     pool: &PgPool,
     tenant: &str,
 ) -> Result<(Vec<KeyRow>, Vec<GrantRow>), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    // NOTE: one tenant's rows, so its own setting suffices: no service-wide escape needed.
+    let mut tx = tenant_tx(pool, tenant).await?;
     sqlx::query("UPDATE tenants SET state = 'deleting', update_time = now() WHERE id = $1")
         .bind(tenant)
         .execute(&mut *tx)
@@ -345,6 +376,7 @@ pub(crate) async fn lock_tenant_keys(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
+    set_tenant(tx, tenant).await?;
     sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
         .bind(tenant)
         .execute(&mut **tx)
@@ -360,6 +392,7 @@ pub(crate) async fn delete_tenant(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &str,
 ) -> Result<(u64, u64), sqlx::Error> {
+    set_tenant(tx, tenant).await?;
     let keys = sqlx::query("DELETE FROM api_keys WHERE tenant = $1")
         .bind(tenant)
         .execute(&mut **tx)
@@ -378,6 +411,7 @@ pub(crate) async fn count_tenant_rows(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &str,
 ) -> Result<(u64, u64), sqlx::Error> {
+    set_tenant(tx, tenant).await?;
     let (keys, tenants): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM api_keys WHERE tenant = $1),
                 (SELECT count(*) FROM tenants WHERE id = $1)",
@@ -389,4 +423,87 @@ pub(crate) async fn count_tenant_rows(
         u64::try_from(keys).unwrap_or_default(),
         u64::try_from(tenants).unwrap_or_default(),
     ))
+}
+
+/// A row of `quotas`: a tenant's overrides, 0 meaning the deployment's default.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub(crate) struct QuotaRow {
+    pub(crate) max_requests_per_minute: i64,
+    pub(crate) max_concurrent_jobs: i64,
+    pub(crate) max_storage_bytes: i64,
+}
+
+impl QuotaRow {
+    /// The record replicated to `tm_auth` (the table's checks keep every value in range).
+    pub(crate) fn to_record(self) -> TenantQuota {
+        TenantQuota {
+            max_requests_per_minute: u32::try_from(self.max_requests_per_minute)
+                .unwrap_or_default(),
+            max_concurrent_jobs: u32::try_from(self.max_concurrent_jobs).unwrap_or_default(),
+            max_storage_bytes: u64::try_from(self.max_storage_bytes).unwrap_or_default(),
+        }
+    }
+}
+
+const QUOTA_COLUMNS: &str = "max_requests_per_minute, max_concurrent_jobs, max_storage_bytes";
+
+/// `tenant`'s quota overrides; all defaults if it has none.
+pub(crate) async fn get_quota(pool: &PgPool, tenant: &str) -> Result<QuotaRow, sqlx::Error> {
+    let mut tx = tenant_tx(pool, tenant).await?;
+    let row: Option<QuotaRow> = sqlx::query_as(&format!(
+        "SELECT {QUOTA_COLUMNS} FROM quotas WHERE tenant = $1"
+    ))
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.unwrap_or_default())
+}
+
+/// Writes `tenant`'s quota overrides.
+pub(crate) async fn put_quota(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+    quota: QuotaRow,
+) -> Result<QuotaRow, sqlx::Error> {
+    set_tenant(tx, tenant).await?;
+    sqlx::query_as(&format!(
+        "INSERT INTO quotas (tenant, {QUOTA_COLUMNS}) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant) DO UPDATE SET
+           max_requests_per_minute = EXCLUDED.max_requests_per_minute,
+           max_concurrent_jobs = EXCLUDED.max_concurrent_jobs,
+           max_storage_bytes = EXCLUDED.max_storage_bytes,
+           update_time = now()
+         RETURNING {QUOTA_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(quota.max_requests_per_minute)
+    .bind(quota.max_concurrent_jobs)
+    .bind(quota.max_storage_bytes)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Every tenant's quota overrides, for reconciling `tm_auth` at start.
+pub(crate) async fn all_quotas(pool: &PgPool) -> Result<Vec<(String, QuotaRow)>, sqlx::Error> {
+    let mut tx = service_tx(pool).await?;
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT tenant, {QUOTA_COLUMNS} FROM quotas ORDER BY tenant"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, rpm, jobs, bytes)| {
+            (
+                tenant,
+                QuotaRow {
+                    max_requests_per_minute: rpm,
+                    max_concurrent_jobs: jobs,
+                    max_storage_bytes: bytes,
+                },
+            )
+        })
+        .collect())
 }

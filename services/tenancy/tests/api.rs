@@ -19,20 +19,21 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 use trustmesh_auth::{
     AuthError, Authenticator, CacheOptions, GRANT_HEADER, KeyCache, Principal, RateLimit,
-    Scope as AuthScope,
+    Scope as AuthScope, TenantUsage, UsageBucket,
 };
 use trustmesh_bus::Publisher;
-use trustmesh_events::{Subject, TenantId};
+use trustmesh_events::{Service, Subject, TenantId};
 use trustmesh_proto::events::v1::{
     AuditEvent, DeletionReceipt, DeletionRequested, DeletionScope, EventMeta, Outcome,
 };
 use trustmesh_proto::v1::tenancy_service_client::TenancyServiceClient;
 use trustmesh_proto::v1::{
-    CreateApiKeyRequest, CreateSupportAccessGrantRequest, CreateTenantRequest, GetQuotaRequest,
-    GetTenantRequest, ListApiKeysRequest, ListSupportAccessGrantsRequest, RevokeApiKeyRequest,
-    RevokeSupportAccessGrantRequest, Scope, SupportAccessGrant,
+    CreateApiKeyRequest, CreateSupportAccessGrantRequest, CreateTenantRequest, EnableTenantRequest,
+    GetQuotaRequest, GetTenantRequest, ListApiKeysRequest, ListSupportAccessGrantsRequest, Quota,
+    QuotaUsage, RevokeApiKeyRequest, RevokeSupportAccessGrantRequest, Scope, SupportAccessGrant,
+    UpdateQuotaRequest,
 };
-use trustmesh_runtime::{AdminSettings, GrpcSettings, ServerTls, TransportMode};
+use trustmesh_runtime::{AdminSettings, GrpcSettings};
 use trustmesh_tenancy::settings::{AuthSettings, DatabaseSettings, NatsSettings};
 use trustmesh_tenancy::{Application, Settings};
 use trustmesh_testkit::canary::Canary;
@@ -62,17 +63,8 @@ impl TestApp {
         // The operator credential is a canary, so the scan below proves it is stored nowhere either.
         let operator = Canary::new();
         let settings = Settings {
-            grpc: GrpcSettings {
-                bind: "127.0.0.1:0".parse().unwrap(),
-                tls: ServerTls {
-                    mode: TransportMode::DevPlaintextLoopback,
-                    ..ServerTls::default()
-                },
-                ..GrpcSettings::default()
-            },
-            admin: AdminSettings {
-                bind: "127.0.0.1:0".parse().unwrap(),
-            },
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: AdminSettings::any_loopback_port(),
             database: DatabaseSettings {
                 url: SecretString::from(db.url()),
                 max_connections: 4,
@@ -275,9 +267,9 @@ async fn the_operator_creates_a_tenant_and_a_key_that_another_service_resolves()
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     // Later versions' RPCs say so, without pretending to be unimplemented.
     let later = client
-        .get_quota(authed(
-            GetQuotaRequest {
-                name: "tenants/acme/quota".into(),
+        .enable_tenant(authed(
+            EnableTenantRequest {
+                name: "tenants/acme".into(),
             },
             &secret,
         ))
@@ -312,8 +304,8 @@ async fn the_operator_creates_a_tenant_and_a_key_that_another_service_resolves()
     assert_eq!(
         failed,
         [
-            ("quotas.get", "NOT_AVAILABLE"),
-            ("tenants.create", "ALREADY_EXISTS")
+            ("tenants.create", "ALREADY_EXISTS"),
+            ("tenants.enable", "NOT_AVAILABLE")
         ]
     );
     Ok(())
@@ -1071,5 +1063,237 @@ async fn a_tenant_over_its_request_rate_is_refused_with_retry_info_and_others_ar
     // Once acme waits as told, it is served again.
     tokio::time::sleep(retry + Duration::from_millis(50)).await;
     client.get_tenant(get("acme", &acme)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn quotas_are_read_by_the_tenant_set_by_the_operator_and_reach_every_service()
+-> anyhow::Result<()> {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    app.create_tenant("beta").await;
+    let (acme_key, acme) = app.create_key("acme", &[Scope::Admin]).await;
+    let (_, beta) = app.create_key("beta", &[Scope::Admin]).await;
+    let other = app.other_service_cache().await;
+    let mut client = app.client().await;
+    let get = |token: &str, name: &str| {
+        authed(
+            GetQuotaRequest {
+                name: name.to_owned(),
+            },
+            token,
+        )
+    };
+    let update = |token: &str, quota: Quota, paths: &[&str]| {
+        authed(
+            UpdateQuotaRequest {
+                quota: Some(quota),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                }),
+            },
+            token,
+        )
+    };
+
+    // The tenant's admin reads the deployment's defaults; another tenant's admin finds nothing.
+    let quota = client
+        .get_quota(get(&acme, "tenants/acme/quota"))
+        .await?
+        .into_inner();
+    assert_eq!(quota.name, "tenants/acme/quota");
+    assert_eq!(
+        (
+            quota.max_requests_per_minute,
+            quota.max_concurrent_jobs,
+            quota.max_storage_bytes
+        ),
+        (6000, 20, 100 << 30)
+    );
+    let foreign = client
+        .get_quota(get(&beta, "tenants/acme/quota"))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+
+    // Only the operator changes it, and only the per-tenant quotas.
+    let lowered = Quota {
+        name: "tenants/acme/quota".to_owned(),
+        max_requests_per_minute: 60,
+        max_concurrent_jobs: 3,
+        ..Quota::default()
+    };
+    let denied = client
+        .update_quota(update(&acme, lowered.clone(), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let unknown = client
+        .update_quota(update(
+            app.operator.as_str(),
+            lowered.clone(),
+            &["max_datasets"],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    let updated = client
+        .update_quota(update(
+            app.operator.as_str(),
+            lowered,
+            &["max_requests_per_minute", "max_concurrent_jobs"],
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(
+        (
+            updated.max_requests_per_minute,
+            updated.max_concurrent_jobs,
+            updated.max_storage_bytes
+        ),
+        (60, 3, 100 << 30)
+    );
+    let read = client
+        .get_quota(get(app.operator.as_str(), "tenants/acme/quota"))
+        .await?
+        .into_inner();
+    assert_eq!(read, updated);
+
+    // Usage: what ingest and analysis last reported for the tenant, together; nothing reported
+    // reads as zero, and another tenant's reports never show.
+    assert_eq!(read.usage, Some(QuotaUsage::default()));
+    let usage = UsageBucket::open(&app.nats.jetstream().await, 1).await?;
+    let acme_id = TenantId::parse("acme")?;
+    let beta_id = TenantId::parse("beta")?;
+    usage
+        .report(
+            &acme_id,
+            Service::Ingest,
+            &TenantUsage {
+                datasets: 2,
+                storage_bytes: 4096,
+                ..TenantUsage::default()
+            },
+        )
+        .await?;
+    usage
+        .report(
+            &acme_id,
+            Service::Analysis,
+            &TenantUsage {
+                concurrent_jobs: 1,
+                ..TenantUsage::default()
+            },
+        )
+        .await?;
+    usage
+        .report(
+            &beta_id,
+            Service::Ingest,
+            &TenantUsage {
+                datasets: 7,
+                storage_bytes: 1,
+                ..TenantUsage::default()
+            },
+        )
+        .await?;
+    let acme_usage = |quota: Quota| quota.usage.expect("usage filled");
+    let read = client
+        .get_quota(get(&acme, "tenants/acme/quota"))
+        .await?
+        .into_inner();
+    assert_eq!(
+        acme_usage(read),
+        QuotaUsage {
+            datasets: 2,
+            storage_bytes: 4096,
+            concurrent_jobs: 1
+        }
+    );
+    // A later report replaces the earlier one (a job ended).
+    usage
+        .report(&acme_id, Service::Analysis, &TenantUsage::default())
+        .await?;
+    let read = client
+        .get_quota(get(app.operator.as_str(), "tenants/acme/quota"))
+        .await?
+        .into_inner();
+    assert_eq!(acme_usage(read).concurrent_jobs, 0);
+    let beta_read = client
+        .get_quota(get(&beta, "tenants/beta/quota"))
+        .await?
+        .into_inner();
+    assert_eq!(
+        acme_usage(beta_read),
+        QuotaUsage {
+            datasets: 7,
+            storage_bytes: 1,
+            concurrent_jobs: 0
+        }
+    );
+
+    // Another service's cache applies it within the revocation bound: acme at 60 a minute (a
+    // burst of 2), beta on the default.
+    let now = OffsetDateTime::now_utc();
+    let acme_principal = other.authenticate(&bearer(&acme), now)?;
+    let beta_principal = other.authenticate(&bearer(&beta), now)?;
+    let start = Instant::now();
+    while other
+        .quota(&acme_principal)
+        .is_none_or(|q| q.max_concurrent_jobs != 3)
+    {
+        assert!(
+            start.elapsed() < REVOCATION_BOUND,
+            "the quota did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quota = other.quota(&acme_principal).unwrap();
+    assert_eq!(quota.max_requests_per_minute, 60);
+    assert_eq!(quota.max_storage_bytes, 100 << 30);
+    assert!(other.admit(&acme_principal).is_ok());
+    assert!(other.admit(&acme_principal).is_ok());
+    assert!(matches!(
+        other.admit(&acme_principal),
+        Err(AuthError::RateLimited { .. })
+    ));
+    for _ in 0..100 {
+        other.admit(&beta_principal)?;
+    }
+
+    // Back to the default: 0 means the deployment's.
+    let restored = client
+        .update_quota(update(
+            app.operator.as_str(),
+            Quota {
+                name: "tenants/acme/quota".to_owned(),
+                ..Quota::default()
+            },
+            &["max_requests_per_minute"],
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(restored.max_requests_per_minute, 6000);
+    assert_eq!(restored.max_concurrent_jobs, 3);
+
+    // Reads and changes are audited, denials too.
+    let events = audit_events(&app.nats, "acme", 9).await;
+    let quota_events: Vec<(&str, &str, Outcome)> = events
+        .iter()
+        .filter(|e| e.action.starts_with("quotas."))
+        .map(|e| (e.action.as_str(), e.actor_id.as_str(), e.outcome()))
+        .collect();
+    for expected in [
+        ("quotas.get", acme_key.as_str(), Outcome::Allowed),
+        ("quotas.update", acme_key.as_str(), Outcome::Denied),
+        ("quotas.update", "operator", Outcome::Error),
+        ("quotas.update", "operator", Outcome::Allowed),
+        ("quotas.get", "operator", Outcome::Allowed),
+    ] {
+        assert!(
+            quota_events.contains(&expected),
+            "{expected:?} in {quota_events:?}"
+        );
+    }
     Ok(())
 }

@@ -23,7 +23,7 @@ use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 use crate::reports::export::Ingest;
 use crate::reports::grpc::ReportsHandler;
 use crate::reports::repo::ReportRepo;
-use crate::reports::scoring::ScoringHandler;
+use crate::reports::scoring::{AnalysisClients, ScoringHandler};
 use crate::settings::Settings;
 
 /// The trust-scoring service's own migrations (run next to `trustmesh_store::MIGRATOR`).
@@ -161,7 +161,6 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         resources: Resources {
             service: Service::TrustScoring,
             table: "reports",
-            object: "rows",
             action: "reports.delete",
         },
         pool: pool.clone(),
@@ -184,10 +183,22 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         trustmesh_runtime::lazy_channel(&ingest_peer.endpoint, &ingest_peer.tls)?,
         analysis_bearer.clone(),
     );
+    let dedicated = settings
+        .dedicated
+        .analysis
+        .iter()
+        .map(|(tenant, endpoint)| {
+            let channel = trustmesh_runtime::lazy_channel(endpoint, &settings.analysis.tls)?;
+            Ok((tenant.clone(), AnalysisServiceClient::new(channel)))
+        })
+        .collect::<Result<_, AppError>>()?;
     let scoring = ScoringHandler {
         repo: repo.clone(),
         objects: objects.clone(),
-        analysis: AnalysisServiceClient::new(channel),
+        analysis: AnalysisClients {
+            shared: AnalysisServiceClient::new(channel),
+            dedicated,
+        },
         analysis_bearer,
     };
     let consumer = ConsumerRunner::new(pull, &TRUST_SCORING_ANALYSIS, publisher.clone(), scoring);

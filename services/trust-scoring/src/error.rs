@@ -2,6 +2,7 @@
 
 use tonic::{Code, Status};
 use trustmesh_runtime::cause_chain;
+use trustmesh_service_kit::CallError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +51,8 @@ impl From<trustmesh_auth::PageError> for TrustError {
     }
 }
 
-impl TrustError {
-    /// The gRPC code this error maps to.
-    pub fn code(&self) -> Code {
+impl CallError for TrustError {
+    fn code(&self) -> Code {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::Auth(error) => Status::from(error.clone()).code(),
@@ -63,8 +63,7 @@ impl TrustError {
         }
     }
 
-    /// A short machine-readable reason for the audit log (never content).
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
             Self::Auth(error) => error.reason(),
@@ -77,6 +76,10 @@ impl TrustError {
             Self::Crypto(_) => "CRYPTO",
             Self::Corrupt(_) => "CORRUPT",
         }
+    }
+
+    fn is_denial(&self) -> bool {
+        matches!(self, Self::Auth(_))
     }
 }
 

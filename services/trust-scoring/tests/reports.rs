@@ -29,7 +29,7 @@ use trustmesh_proto::v1::{
     ListRowsRequest, SetCorrectionsRequest, StartAnalysisRequest, TaskType, UploadDatasetRequest,
     UploadMetadata, WatchJobRequest,
 };
-use trustmesh_runtime::{AdminSettings, ClientTls, GrpcSettings, ServerTls, TransportMode};
+use trustmesh_runtime::{AdminSettings, ClientTls, GrpcSettings};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use uuid::Uuid;
@@ -170,23 +170,6 @@ async fn denied(nats: &NatsServer, tenant: &str, n: usize) -> Vec<(String, Strin
     found
 }
 
-fn grpc() -> GrpcSettings {
-    GrpcSettings {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        tls: ServerTls {
-            mode: TransportMode::DevPlaintextLoopback,
-            ..ServerTls::default()
-        },
-        ..GrpcSettings::default()
-    }
-}
-
-fn admin() -> AdminSettings {
-    AdminSettings {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-    }
-}
-
 /// The mesh's service credential, shared by ingest, analysis and trust-scoring.
 const MESH_CREDENTIAL: &str = "test-mesh-service-credential-0123456789";
 
@@ -232,8 +215,8 @@ impl Mesh {
         let bearer = mint(&nats, "acme").await;
 
         let mut ingest = trustmesh_ingest::Settings {
-            grpc: grpc(),
-            admin: admin(),
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: AdminSettings::any_loopback_port(),
             objects: trustmesh_ingest::settings::ObjectStoreSettings::Local {
                 dir: root.join("ingest"),
             },
@@ -249,8 +232,8 @@ impl Mesh {
 
         let (endpoint, tls) = peer(ingest_addr);
         let mut analysis = trustmesh_analysis::Settings {
-            grpc: grpc(),
-            admin: admin(),
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: AdminSettings::any_loopback_port(),
             objects: trustmesh_analysis::settings::ObjectStoreSettings::Local {
                 dir: root.join("analysis"),
             },
@@ -270,8 +253,8 @@ impl Mesh {
         let (endpoint, tls) = peer(analysis_addr);
         let (ingest_endpoint, ingest_tls) = peer(ingest_addr);
         let mut trust = trustmesh_trust_scoring::Settings {
-            grpc: grpc(),
-            admin: admin(),
+            grpc: GrpcSettings::dev_plaintext_loopback(),
+            admin: AdminSettings::any_loopback_port(),
             objects: trustmesh_trust_scoring::settings::ObjectStoreSettings::Local {
                 dir: root.join("trust-scoring"),
             },

@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 
 use super::table::{Column, Table};
 use crate::QualityError;
+use crate::modality::{decode_image_uri, holds_image_uris};
 
 /// Why a Parquet or JSONL file could not be read as a [`Table`].
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +97,18 @@ pub fn read_parquet(path: impl AsRef<Path>) -> Result<Table, ReadError> {
 /// a field holding, say, numbers on some lines and strings on others (no silent coercion to text),
 /// [`ReadError::Table`] for a nested object field or a file without rows.
 pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Table, ReadError> {
+    read_jsonl_lines(path).map(|(table, _)| table)
+}
+
+/// [`read_jsonl`], with each row's 1-based line number in the file (blank lines are no rows), for
+/// errors found later in a row's values to name its line.
+///
+/// # Errors
+/// As [`read_jsonl`].
+pub fn read_jsonl_lines(path: impl AsRef<Path>) -> Result<(Table, Vec<usize>), ReadError> {
     let text = fs::read_to_string(path)?;
     let mut rows: Vec<Value> = Vec::new();
+    let mut lines: Vec<usize> = Vec::new();
     // Field -> kind and line of its first non-null value; `order` keeps first appearance.
     let mut kinds: HashMap<String, Option<(&'static str, usize)>> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -137,6 +148,7 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Table, ReadError> {
             }
         }
         rows.push(Value::Object(row.0.into_iter().collect::<Map<_, _>>()));
+        lines.push(line_no);
     }
     if rows.is_empty() {
         return Err(QualityError::Empty.into());
@@ -151,7 +163,43 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Table, ReadError> {
     let mut decoder = ReaderBuilder::new(schema.clone()).build_decoder()?;
     decoder.serialize(&rows)?;
     let batches: Vec<RecordBatch> = decoder.flush()?.into_iter().collect();
-    Ok(table_from_batches(&schema, &batches)?)
+    let table = decode_image_uris(&table_from_batches(&schema, &batches)?, &lines)?;
+    Ok((table, lines))
+}
+
+/// `table` with every text column holding image data URIs as a binary column of the decoded images
+/// (as ingest reads a JSONL upload); a URI whose payload is not base64 is an error naming its line.
+fn decode_image_uris(table: &Table, lines: &[usize]) -> Result<Table, ReadError> {
+    let columns = table
+        .columns()
+        .iter()
+        .map(|column| {
+            if column.is_binary() {
+                return Ok(column.clone());
+            }
+            let cells: Vec<&str> = (0..column.len())
+                .map(|i| column.get(i).unwrap_or_default())
+                .collect();
+            if !holds_image_uris(cells.iter().copied()) {
+                return Ok(column.clone());
+            }
+            let bytes = cells
+                .iter()
+                .zip(lines)
+                .map(|(cell, &line)| {
+                    decode_image_uri(cell).ok_or_else(|| ReadError::InvalidLine {
+                        line,
+                        reason: format!(
+                            "field {:?} is an image data URI whose payload is not valid base64",
+                            column.name()
+                        ),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Column::binary(column.name(), bytes))
+        })
+        .collect::<Result<Vec<_>, ReadError>>()?;
+    Ok(Table::new(columns)?)
 }
 
 /// A JSON object's fields in the file's order (serde_json's own map sorts them).
@@ -457,6 +505,36 @@ mod tests {
         assert_eq!(texts(&table, "a"), [Some("x".into()), None]);
         assert_eq!(texts(&table, "e"), [Some("[0.5, 1.0]".into()), None]);
         assert_eq!(texts(&table, "b"), [None, Some("true".into())]);
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"\n{\"a\": 1}\n\n\n{\"a\": 2}\n").unwrap();
+        let (table, lines) = read_jsonl_lines(file.path()).unwrap();
+        assert_eq!(table.n(), 2);
+        assert_eq!(lines, [2, 5]);
+    }
+
+    #[test]
+    fn jsonl_image_data_uris_are_binary_cells() {
+        use base64::Engine as _;
+        let png = b"\x89PNG\r\n\x1a\n";
+        let uri = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(png)
+        );
+        let table = jsonl(&format!(
+            "{{\"img\": \"{uri}\", \"n\": \"{uri}\"}}\n{{\"img\": null, \"n\": \"text\"}}\n"
+        ))
+        .unwrap();
+        let img = table.column("img").unwrap();
+        assert!(img.is_binary());
+        assert_eq!((img.bytes(0), img.bytes(1)), (Some(png.as_slice()), None));
+        assert!(!table.column("n").unwrap().is_binary());
+
+        let error = jsonl("{\"a\": 1}\n{\"img\": \"data:image/png;base64,@@\"}\n").unwrap_err();
+        assert!(
+            matches!(error, ReadError::InvalidLine { line: 2, .. }),
+            "{error}"
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! - `gbt.rs`: histogram gradient-boosted trees ([`GbtOptions`]).
 //! - `neighbors.rs`: out-of-sample kNN from one graph over all rows.
 //! - `metrics.rs`: [`ModelMetrics`] (accuracy, log loss, per-class precision/recall/F1; RMSE, R²).
-//! - `suite.rs`: [`train`], folds, models, ensemble and [`ModelSummary`].
+//! - `suite.rs`: [`train`], folds, models, ensemble and [`ModelSummary`]; the same run fold by fold
+//!   ([`plan_folds`], [`train_fold`] on any process, [`combine`]) for jobs spread over workers.
 
 mod arrow;
 mod featurize;
@@ -33,12 +34,13 @@ mod suite;
 mod table;
 mod text;
 
-pub use arrow::{ReadError, read_jsonl, read_parquet, table_from_batches};
+pub use arrow::{ReadError, read_jsonl, read_jsonl_lines, read_parquet, table_from_batches};
 pub use featurize::{Csr, Design, ONE_HOT_MAX, featurize};
 pub use gbt::{EARLY_STOP_MIN_ROWS, GbtOptions};
 pub use metrics::{ClassMetrics, ModelMetrics};
 pub use schema::{ColumnPlan, ColumnRole, infer_schema};
 pub use suite::{
-    AutoMlOptions, AutoMlResult, GBT_MAX_COLUMNS, ModelKind, ModelSummary, Task, train,
+    AutoMlOptions, AutoMlResult, FoldModel, FoldOutput, FoldPlan, GBT_MAX_COLUMNS, ModelKind,
+    ModelSummary, Task, combine, plan_folds, train, train_fold,
 };
 pub use table::{Column, Table};

@@ -10,9 +10,9 @@ use crate::{Features, QualityError};
 /// probability 0.
 const PRIOR_WEIGHT: f64 = 1.0;
 
-/// Out-of-sample predictions for every row from its `k` nearest rows in other folds (Euclidean):
-/// class probabilities (`n × k_classes`, the vote smoothed by the training fold's class prior) or
-/// the neighbours' mean value.
+/// Out-of-sample predictions for `rows` (in that order) from each one's `k` nearest rows in other
+/// folds (Euclidean): class probabilities (`rows.len() × k_classes`, the vote smoothed by the
+/// training fold's class prior) or the neighbours' mean value.
 ///
 /// # Errors
 /// [`QualityError`] if the graph cannot be built (fewer than two rows).
@@ -22,6 +22,7 @@ pub(super) fn predict(
     fold_of_row: &[usize],
     folds: usize,
     k: usize,
+    rows: &[usize],
 ) -> Result<Vec<f64>, QualityError> {
     let n = features.n();
     // Expected share of other-fold neighbours is (F−1)/F; ask for enough plus a margin.
@@ -45,8 +46,8 @@ pub(super) fn predict(
                 total[l] += 1.0;
                 per_fold[fold_of_row[i]][l] += 1.0;
             }
-            let mut out = vec![0.0; n * classes];
-            for (i, p) in out.chunks_exact_mut(classes).enumerate() {
+            let mut out = vec![0.0; rows.len() * classes];
+            for (&i, p) in rows.iter().zip(out.chunks_exact_mut(classes)) {
                 let train: Vec<f64> = total
                     .iter()
                     .zip(&per_fold[fold_of_row[i]])
@@ -66,8 +67,8 @@ pub(super) fn predict(
         }
         Target::Values(y) => {
             let mean = y.iter().sum::<f64>() / n as f64;
-            (0..n)
-                .map(|i| {
+            rows.iter()
+                .map(|&i| {
                     let (sum, count) = others(i).fold((0.0, 0usize), |(s, c), j| (s + y[j], c + 1));
                     if count == 0 { mean } else { sum / count as f64 }
                 })

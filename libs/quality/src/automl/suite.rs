@@ -153,6 +153,7 @@ pub struct AutoMlResult {
 }
 
 /// The label column, encoded.
+#[derive(Debug, Clone)]
 enum Label {
     Classes(Vec<String>, Vec<usize>),
     Values(Vec<f64>),
@@ -255,7 +256,7 @@ fn folds_of(label: &Label, folds: usize, seed: u64) -> Vec<usize> {
     }
 }
 
-/// One model's out-of-sample predictions.
+/// One model's out-of-sample predictions, every row.
 struct Run {
     kind: ModelKind,
     /// `n × k` probabilities, or `n` values.
@@ -264,41 +265,125 @@ struct Run {
     warnings: Vec<String>,
 }
 
-/// The folds' (held-out rows, training rows).
-fn splits(fold_of_row: &[usize], folds: usize) -> Vec<(Vec<usize>, Vec<usize>)> {
-    (0..folds)
-        .map(|f| (0..fold_of_row.len()).partition(|&r| fold_of_row[r] == f))
-        .collect()
+/// A planned cross-validation: the label, the featurized table, the seeded folds and the models
+/// that can run on these features. [`train_fold`] trains one fold from it (on any process: a plan
+/// is a function of the table and the options), [`combine`] ensembles every fold's predictions.
+#[derive(Debug, Clone)]
+pub struct FoldPlan {
+    label: Label,
+    columns: Vec<ColumnPlan>,
+    design: Design,
+    fold_of_row: Vec<usize>,
+    folds: usize,
+    models: Vec<ModelKind>,
+    warnings: Vec<String>,
+    opts: AutoMlOptions,
 }
 
-/// Scatters per-fold predictions (`width` per row) back to row order.
-fn scatter(n: usize, width: usize, parts: Vec<(Vec<usize>, Vec<f64>)>) -> Vec<f64> {
-    let mut out = vec![0.0; n * width];
-    for (rows, values) in parts {
-        for (&r, v) in rows.iter().zip(values.chunks_exact(width)) {
-            out[r * width..(r + 1) * width].copy_from_slice(v);
+impl FoldPlan {
+    /// Folds.
+    #[must_use]
+    pub fn folds(&self) -> usize {
+        self.folds
+    }
+
+    /// Rows.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.fold_of_row.len()
+    }
+
+    /// The fold each row is held out in.
+    #[must_use]
+    pub fn fold_of_row(&self) -> &[usize] {
+        &self.fold_of_row
+    }
+
+    /// The models each fold trains (those that can run on these features), in the options' order.
+    #[must_use]
+    pub fn models(&self) -> &[ModelKind] {
+        &self.models
+    }
+
+    /// Predictions per row: the number of classes, or 1 (regression).
+    #[must_use]
+    pub fn width(&self) -> usize {
+        match &self.label {
+            Label::Classes(classes, _) => classes.len(),
+            Label::Values(_) => 1,
         }
     }
-    out
+
+    fn target(&self) -> Target<'_> {
+        match &self.label {
+            Label::Classes(classes, labels) => Target::Classes(labels, classes.len()),
+            Label::Values(y) => Target::Values(y),
+        }
+    }
 }
 
+/// One model's predictions for one fold's held-out rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldModel {
+    /// The model.
+    pub kind: ModelKind,
+    /// `rows × width` probabilities (classification) or `rows` values, in [`FoldOutput::rows`]
+    /// order.
+    pub values: Vec<f64>,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// Whether the model converged (logistic regression; always true otherwise).
+    pub converged: bool,
+}
+
+/// What [`train_fold`] produced: every planned model's out-of-sample predictions for the fold's
+/// held-out rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldOutput {
+    /// The fold, 0-based.
+    pub fold: usize,
+    /// Its held-out rows, ascending.
+    pub rows: Vec<usize>,
+    /// One entry per model of [`FoldPlan::models`], in that order.
+    pub models: Vec<FoldModel>,
+}
+
+/// The folds' (held-out rows, training rows).
+fn split(fold_of_row: &[usize], fold: usize) -> (Vec<usize>, Vec<usize>) {
+    (0..fold_of_row.len()).partition(|&r| fold_of_row[r] == fold)
+}
+
+/// Whether `kind` can run on `design`: `Err` with the reason to warn about when it cannot.
+fn runnable(kind: ModelKind, design: &Design) -> Result<bool, String> {
+    match kind {
+        ModelKind::Linear => Ok(true),
+        ModelKind::Knn => Ok(!design.dense_names().is_empty()),
+        ModelKind::GradientBoostedTrees => {
+            let d = design.dense_names().len();
+            if d > GBT_MAX_COLUMNS {
+                Err(format!(
+                    "gradient-boosted trees skipped: {d} feature columns, more than {GBT_MAX_COLUMNS}"
+                ))
+            } else {
+                Ok(d > 0)
+            }
+        }
+    }
+}
+
+/// `kind`'s out-of-sample predictions for the held-out rows of each fold of `which`, with whether
+/// the model converged there.
 fn run_model(
     kind: ModelKind,
-    design: &Design,
-    target: &Target<'_>,
-    fold_of_row: &[usize],
-    opts: &AutoMlOptions,
-    folds: usize,
-) -> Result<Option<Run>, QualityError> {
-    let start = Instant::now();
-    let n = design.n();
-    let split = splits(fold_of_row, folds);
-    let width = match target {
-        Target::Classes(_, k) => *k,
-        Target::Values(_) => 1,
-    };
-    let mut warnings = Vec::new();
-    let out = match kind {
+    plan: &FoldPlan,
+    which: &[usize],
+) -> Result<Vec<(Vec<f64>, bool)>, QualityError> {
+    let design = &plan.design;
+    let target = plan.target();
+    let splits: Vec<(Vec<usize>, Vec<usize>)> =
+        which.iter().map(|&f| split(&plan.fold_of_row, f)).collect();
+    let opts = &plan.opts;
+    Ok(match kind {
         ModelKind::Linear => match target {
             Target::Classes(labels, k) if design.sparse().is_none() => {
                 let (dense, d) = design.dense_without_projection();
@@ -307,104 +392,68 @@ fn run_model(
                     c: opts.c,
                     ..LogisticOptions::default()
                 };
-                let parts = split
+                splits
                     .par_iter()
                     .map(|(test, train)| {
-                        let model = LogisticModel::fit(&features, labels, *k, train, &logistic)?;
-                        Ok((
-                            test.clone(),
-                            model.predict_proba(&features, test)?,
-                            model.converged(),
-                        ))
+                        let model = LogisticModel::fit(&features, labels, k, train, &logistic)?;
+                        Ok((model.predict_proba(&features, test)?, model.converged()))
                     })
-                    .collect::<Result<Vec<_>, QualityError>>()?;
-                for (fold, part) in parts.iter().enumerate() {
-                    if !part.2 {
-                        warnings.push(format!(
-                            "logistic regression did not converge on fold {fold}"
-                        ));
-                    }
-                }
-                scatter(
-                    n,
-                    width,
-                    parts.into_iter().map(|(r, p, _)| (r, p)).collect(),
-                )
+                    .collect::<Result<Vec<_>, QualityError>>()?
             }
             Target::Classes(labels, k) => {
                 let x = linear::design_csr(design);
-                let parts: Vec<(Vec<usize>, Vec<f64>, bool)> = split
+                splits
                     .par_iter()
                     .map(|(test, train)| {
-                        let model = SparseLogistic::fit(&x, labels, *k, train, opts.c, 1000);
-                        (test.clone(), model.predict_proba(&x, test), model.converged)
+                        let model = SparseLogistic::fit(&x, labels, k, train, opts.c, 1000);
+                        (model.predict_proba(&x, test), model.converged)
                     })
-                    .collect();
-                for (fold, part) in parts.iter().enumerate() {
-                    if !part.2 {
-                        warnings.push(format!(
-                            "logistic regression did not converge on fold {fold}"
-                        ));
-                    }
-                }
-                scatter(
-                    n,
-                    width,
-                    parts.into_iter().map(|(r, p, _)| (r, p)).collect(),
-                )
+                    .collect()
             }
             Target::Values(y) => {
                 let x = linear::design_csr(design);
-                let parts = split
+                splits
                     .par_iter()
-                    .map(|(test, train)| {
-                        (
-                            test.clone(),
-                            linear::ridge_fit_predict(&x, y, train, test, 1.0),
-                        )
-                    })
-                    .collect();
-                scatter(n, width, parts)
+                    .map(|(test, train)| (linear::ridge_fit_predict(&x, y, train, test, 1.0), true))
+                    .collect()
             }
         },
         ModelKind::GradientBoostedTrees => {
-            let Some(features) = design.dense_features() else {
-                return Ok(None);
-            };
-            if features.d() > GBT_MAX_COLUMNS {
-                return Err(QualityError::InvalidOption {
-                    option: "models",
-                    reason: format!(
-                        "gradient-boosted trees skipped: {} feature columns, more than {GBT_MAX_COLUMNS}",
-                        features.d()
-                    ),
-                });
-            }
+            let features = design.dense_features().ok_or(QualityError::Empty)?;
             let binned = Binned::new(&features);
-            let parts = split
+            splits
                 .par_iter()
                 .map(|(test, train)| {
                     (
-                        test.clone(),
-                        gbt::fit_predict(&binned, target, train, test, &opts.gbt),
+                        gbt::fit_predict(&binned, &target, train, test, &opts.gbt),
+                        true,
                     )
                 })
-                .collect();
-            scatter(n, width, parts)
+                .collect()
         }
         ModelKind::Knn => {
-            let Some(features) = design.dense_features() else {
-                return Ok(None);
-            };
-            neighbors::predict(&features, target, fold_of_row, folds, opts.neighbors)?
+            let features = design.dense_features().ok_or(QualityError::Empty)?;
+            let rows: Vec<usize> = splits.iter().flat_map(|(test, _)| test.clone()).collect();
+            let all = neighbors::predict(
+                &features,
+                &target,
+                &plan.fold_of_row,
+                plan.folds,
+                opts.neighbors,
+                &rows,
+            )?;
+            let width = plan.width();
+            let mut at = 0;
+            splits
+                .iter()
+                .map(|(test, _)| {
+                    let part = all[at * width..(at + test.len()) * width].to_vec();
+                    at += test.len();
+                    (part, true)
+                })
+                .collect()
         }
-    };
-    Ok(Some(Run {
-        kind,
-        out,
-        seconds: start.elapsed().as_secs_f64(),
-        warnings,
-    }))
+    })
 }
 
 /// Mixture weights that maximize the likelihood of the given labels under `Σ w_m p_m` (EM on the
@@ -460,21 +509,15 @@ fn regression_weights(runs: &[Run], y: &[f64]) -> Vec<f64> {
     inv.iter().map(|v| v / total).collect()
 }
 
-/// Trains the suite on `table` and returns every row's out-of-sample ensemble prediction, the
-/// featurized table and the summary.
+/// Reads the label, infers the columns' roles, featurizes `table` and draws the seeded folds: what
+/// every fold of [`train_fold`] and [`combine`] share. Deterministic: the same table and options
+/// give the same plan on any process.
 ///
-/// Fallbacks: with fewer rows than folds, there are as many folds as rows; a class with fewer rows
-/// than folds has its rows in distinct folds (each predicted by a model that saw the class's other
-/// rows, none for a single row, so its probability is pessimistic) and is warned about; a model
-/// that cannot run on these features (trees over more than [`GBT_MAX_COLUMNS`] columns) is skipped
-/// with a warning.
+/// Fallbacks and errors: as [`train`].
 ///
 /// # Errors
-/// [`QualityError::InvalidColumn`] for a missing or one-class label, or a value that does not fit
-/// its column's role (naming the row and column); [`QualityError::Empty`] if no column yields a
-/// feature or the table has fewer than two rows; [`QualityError::InvalidOption`] for fewer than two
-/// folds or no model.
-pub fn train(table: &Table, opts: &AutoMlOptions) -> Result<AutoMlResult, QualityError> {
+/// As [`train`].
+pub fn plan_folds(table: &Table, opts: &AutoMlOptions) -> Result<FoldPlan, QualityError> {
     if opts.folds < 2 {
         return Err(QualityError::InvalidOption {
             option: "folds",
@@ -500,56 +543,160 @@ pub fn train(table: &Table, opts: &AutoMlOptions) -> Result<AutoMlResult, Qualit
     if folds < opts.folds {
         warnings.push(format!("{n} rows: {folds} folds instead of {}", opts.folds));
     }
-    let target = match &label {
-        Label::Classes(classes, labels) => {
-            let mut counts = vec![0usize; classes.len()];
-            labels.iter().for_each(|&l| counts[l] += 1);
-            for (class, &rows) in counts.iter().enumerate() {
-                if rows < folds {
-                    let warning = CvWarning::SmallClass { class, rows, folds };
-                    warnings.push(format!("{warning} ({:?})", classes[class]));
-                }
+    if let Label::Classes(classes, labels) = &label {
+        let mut counts = vec![0usize; classes.len()];
+        labels.iter().for_each(|&l| counts[l] += 1);
+        for (class, &rows) in counts.iter().enumerate() {
+            if rows < folds {
+                let warning = CvWarning::SmallClass { class, rows, folds };
+                warnings.push(format!("{warning} ({:?})", classes[class]));
             }
-            Target::Classes(labels, classes.len())
-        }
-        Label::Values(y) => Target::Values(y),
-    };
-    let task = match target {
-        Target::Classes(..) => Task::Classification,
-        Target::Values(_) => Task::Regression,
-    };
-    let results: Vec<Result<Option<Run>, QualityError>> = opts
-        .models
-        .par_iter()
-        .map(|&kind| run_model(kind, &design, &target, &fold_of_row, opts, folds))
-        .collect();
-    let mut runs = Vec::new();
-    for result in results {
-        match result {
-            Ok(Some(run)) => runs.push(run),
-            Ok(None) => {}
-            Err(QualityError::InvalidOption { reason, .. }) => warnings.push(reason),
-            Err(other) => return Err(other),
         }
     }
-    if runs.is_empty() {
+    let mut models = Vec::new();
+    for &kind in &opts.models {
+        match runnable(kind, &design) {
+            Ok(true) => models.push(kind),
+            Ok(false) => {}
+            Err(reason) => warnings.push(reason),
+        }
+    }
+    if models.is_empty() {
         return Err(QualityError::Empty);
     }
+    Ok(FoldPlan {
+        label,
+        columns,
+        design,
+        fold_of_row,
+        folds,
+        models,
+        warnings,
+        opts: opts.clone(),
+    })
+}
+
+/// Trains every model of `plan` on the rows outside fold `fold` and predicts the fold's held-out
+/// rows (models in parallel).
+///
+/// # Errors
+/// [`QualityError::InvalidOption`] if `fold` is not a fold of the plan; a model's error.
+pub fn train_fold(plan: &FoldPlan, fold: usize) -> Result<FoldOutput, QualityError> {
+    if fold >= plan.folds {
+        return Err(QualityError::InvalidOption {
+            option: "fold",
+            reason: format!("fold {fold} of {}", plan.folds),
+        });
+    }
+    let models = plan
+        .models
+        .par_iter()
+        .map(|&kind| {
+            let start = Instant::now();
+            let (values, converged) = run_model(kind, plan, &[fold])?
+                .pop()
+                .ok_or(QualityError::Empty)?;
+            Ok(FoldModel {
+                kind,
+                values,
+                seconds: start.elapsed().as_secs_f64(),
+                converged,
+            })
+        })
+        .collect::<Result<Vec<_>, QualityError>>()?;
+    Ok(FoldOutput {
+        fold,
+        rows: split(&plan.fold_of_row, fold).0,
+        models,
+    })
+}
+
+/// Ensembles the folds' out-of-sample predictions (one [`FoldOutput`] per fold of `plan`, any
+/// order) into [`train`]'s result: every model's predictions in row order, the weights minimizing
+/// the cross-validated loss, the metrics and summary. A model's seconds are its slowest fold's.
+///
+/// # Errors
+/// [`QualityError::InvalidOption`] if a fold is missing, repeated, or does not match the plan
+/// (rows, models, value counts).
+pub fn combine(plan: FoldPlan, mut outputs: Vec<FoldOutput>) -> Result<AutoMlResult, QualityError> {
+    let mismatch = |reason: String| QualityError::InvalidOption {
+        option: "folds",
+        reason,
+    };
+    outputs.sort_by_key(|o| o.fold);
+    if outputs.len() != plan.folds || outputs.iter().enumerate().any(|(f, o)| o.fold != f) {
+        return Err(mismatch(format!(
+            "{} fold outputs for {} folds, or a fold repeated",
+            outputs.len(),
+            plan.folds
+        )));
+    }
+    let n = plan.rows();
+    let width = plan.width();
+    let mut runs: Vec<Run> = plan
+        .models
+        .iter()
+        .map(|&kind| Run {
+            kind,
+            out: vec![0.0; n * width],
+            seconds: 0.0,
+            warnings: Vec::new(),
+        })
+        .collect();
+    for output in &outputs {
+        if output.rows != split(&plan.fold_of_row, output.fold).0
+            || output.models.len() != runs.len()
+        {
+            return Err(mismatch(format!(
+                "fold {} does not match the plan",
+                output.fold
+            )));
+        }
+        for (run, model) in runs.iter_mut().zip(&output.models) {
+            if model.kind != run.kind || model.values.len() != output.rows.len() * width {
+                return Err(mismatch(format!(
+                    "fold {}'s predictions do not match the plan",
+                    output.fold
+                )));
+            }
+            for (&r, v) in output.rows.iter().zip(model.values.chunks_exact(width)) {
+                run.out[r * width..(r + 1) * width].copy_from_slice(v);
+            }
+            run.seconds = run.seconds.max(model.seconds);
+            if !model.converged {
+                run.warnings.push(format!(
+                    "logistic regression did not converge on fold {}",
+                    output.fold
+                ));
+            }
+        }
+    }
+    let FoldPlan {
+        label,
+        columns,
+        design,
+        fold_of_row,
+        folds,
+        mut warnings,
+        opts,
+        ..
+    } = plan;
     runs.iter_mut()
         .for_each(|r| warnings.append(&mut r.warnings));
+    let task = match label {
+        Label::Classes(..) => Task::Classification,
+        Label::Values(_) => Task::Regression,
+    };
     let seconds: f64 = runs.iter().map(|r| r.seconds).fold(0.0, f64::max);
     let (classes, labels, targets) = match label {
         Label::Classes(c, l) => (c, l, Vec::new()),
         Label::Values(y) => (Vec::new(), Vec::new(), y),
     };
-    let (weights, mixed) = match task {
-        Task::Classification => {
-            let w = classification_weights(&runs, &labels, classes.len());
-            (w, classes.len())
-        }
-        Task::Regression => (regression_weights(&runs, &targets), 1),
+    let weights = match task {
+        Task::Classification => classification_weights(&runs, &labels, classes.len()),
+        Task::Regression => regression_weights(&runs, &targets),
     };
-    let mut ensemble = vec![0.0; n * mixed];
+    let mut ensemble = vec![0.0; n * width];
     for (run, w) in runs.iter().zip(&weights) {
         ensemble
             .iter_mut()
@@ -582,11 +729,11 @@ pub fn train(table: &Table, opts: &AutoMlOptions) -> Result<AutoMlResult, Qualit
     let (pred_probs, predictions) = match task {
         Task::Classification => {
             // Renormalize: the mixture of normalized rows sums to 1 up to rounding.
-            for row in ensemble.chunks_exact_mut(mixed) {
+            for row in ensemble.chunks_exact_mut(width) {
                 let s: f64 = row.iter().sum();
                 row.iter_mut().for_each(|v| *v /= s);
             }
-            (Some(PredProbs::new(ensemble, mixed)?), Vec::new())
+            (Some(PredProbs::new(ensemble, width)?), Vec::new())
         }
         Task::Regression => (None, ensemble),
     };
@@ -600,4 +747,109 @@ pub fn train(table: &Table, opts: &AutoMlOptions) -> Result<AutoMlResult, Qualit
         design,
         summary,
     })
+}
+
+/// Trains the suite on `table` and returns every row's out-of-sample ensemble prediction, the
+/// featurized table and the summary: [`plan_folds`], every model over every fold (models and folds
+/// in parallel) and [`combine`].
+///
+/// Fallbacks: with fewer rows than folds, there are as many folds as rows; a class with fewer rows
+/// than folds has its rows in distinct folds (each predicted by a model that saw the class's other
+/// rows, none for a single row, so its probability is pessimistic) and is warned about; a model
+/// that cannot run on these features (trees over more than [`GBT_MAX_COLUMNS`] columns) is skipped
+/// with a warning.
+///
+/// # Errors
+/// [`QualityError::InvalidColumn`] for a missing or one-class label, or a value that does not fit
+/// its column's role (naming the row and column); [`QualityError::Empty`] if no column yields a
+/// feature or the table has fewer than two rows; [`QualityError::InvalidOption`] for fewer than two
+/// folds or no model.
+pub fn train(table: &Table, opts: &AutoMlOptions) -> Result<AutoMlResult, QualityError> {
+    let plan = plan_folds(table, opts)?;
+    let all: Vec<usize> = (0..plan.folds).collect();
+    let per_model = plan
+        .models
+        .par_iter()
+        .map(|&kind| {
+            let start = Instant::now();
+            let parts = run_model(kind, &plan, &all)?;
+            Ok((kind, parts, start.elapsed().as_secs_f64()))
+        })
+        .collect::<Result<Vec<_>, QualityError>>()?;
+    let mut outputs: Vec<FoldOutput> = all
+        .iter()
+        .map(|&fold| FoldOutput {
+            fold,
+            rows: split(&plan.fold_of_row, fold).0,
+            models: Vec::with_capacity(plan.models.len()),
+        })
+        .collect();
+    for (kind, parts, seconds) in per_model {
+        for (output, (values, converged)) in outputs.iter_mut().zip(parts) {
+            output.models.push(FoldModel {
+                kind,
+                values,
+                seconds,
+                converged,
+            });
+        }
+    }
+    combine(plan, outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::automl::Column;
+
+    /// `n` rows of three classes: two noisy numbers that separate them, a colour, a note.
+    fn table(n: usize) -> Table {
+        let noise = |i: usize, k: usize| ((i * 7919 + k * 104_729) % 1000) as f64 / 1000.0;
+        let cells = |f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<Vec<_>>();
+        Table::new(vec![
+            Column::new("x", cells(&|i| format!("{}", (i % 3) as f64 + noise(i, 1)))),
+            Column::new("y", cells(&|i| format!("{}", noise(i, 2) - (i % 3) as f64))),
+            Column::new("colour", cells(&|i| ["red", "blue"][i % 2].to_owned())),
+            Column::new("label", cells(&|i| format!("c{}", i % 3))),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn folds_trained_one_by_one_in_any_order_ensemble_as_the_whole_run() {
+        let table = table(120);
+        let mut opts = AutoMlOptions::new("label");
+        opts.seed = 7;
+        let whole = train(&table, &opts).unwrap();
+
+        let plan = plan_folds(&table, &opts).unwrap();
+        assert_eq!((plan.folds(), plan.rows(), plan.width()), (5, 120, 3));
+        assert_eq!(plan.models(), ModelKind::ALL);
+        let mut outputs: Vec<FoldOutput> = (0..plan.folds())
+            .rev()
+            .map(|fold| train_fold(&plan, fold).unwrap())
+            .collect();
+        for output in &outputs {
+            assert!(
+                output
+                    .rows
+                    .iter()
+                    .all(|&r| plan.fold_of_row()[r] == output.fold)
+            );
+        }
+        let missing = combine(plan.clone(), outputs[1..].to_vec());
+        assert!(
+            matches!(missing, Err(QualityError::InvalidOption { .. })),
+            "{missing:?}"
+        );
+        outputs.swap(0, 2);
+        let spread = combine(plan, outputs).unwrap();
+        assert_eq!(spread.pred_probs, whole.pred_probs);
+        assert_eq!(spread.fold_of_row, whole.fold_of_row);
+        let weights =
+            |r: &AutoMlResult| -> Vec<f64> { r.summary.models.iter().map(|m| m.weight).collect() };
+        assert_eq!(weights(&spread), weights(&whole));
+        assert_eq!(spread.summary.warnings, whole.summary.warnings);
+        assert!(train_fold(&plan_folds(&table, &opts).unwrap(), 5).is_err());
+    }
 }

@@ -5,11 +5,14 @@
 //! with 1 = clean, as the dataset-level detectors do. These checks need no labels, predictions or
 //! features: only the raw cells.
 //!
-//! Layout: `image.rs` (one decode per image for every image check), `text.rs` and `pii.rs` (the text
+//! Layout: `archive.rs` (reading an image zip within limits: folder per class, or a table naming
+//! the images), `data_uri.rs` (images in a JSONL field as data URIs), `image.rs` (one decode per image for every image check), `text.rs` and `pii.rs` (the text
 //! checks), `synth.rs` (deterministic images and texts with planted issues, for the fixtures, tests
 //! and benchmark); this file holds what both modalities share: IQR outlier scores and grouping by
 //! Hamming distance of 64-bit hashes.
 
+mod archive;
+mod data_uri;
 mod image;
 mod pii;
 pub mod synth;
@@ -17,6 +20,11 @@ mod text;
 
 use std::collections::HashMap;
 
+pub use archive::{
+    ArchiveError, ArchiveFile, ArchiveLimits, ImageArchive, TableArchive, TableFormat, Unresolved,
+    image_dimensions, read_archive,
+};
+pub use data_uri::{decode_image_uri, holds_image_uris};
 pub use image::{ImageIssueType, ImageOptions, ImageReport, check_images};
 pub use pii::{PiiMatch, PiiType, find_pii};
 pub use text::{TextIssueType, TextOptions, TextReport, check_texts};

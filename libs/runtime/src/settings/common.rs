@@ -4,6 +4,8 @@
 //! A service's `Settings` names them as fields (`database`, `nats`, `ingest`, ...), so the keys stay
 //! `TRUSTMESH_DATABASE__URL`, `TRUSTMESH_NATS__URL` and so on.
 
+use std::path::PathBuf;
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -52,6 +54,47 @@ pub struct NatsSettings {
     pub user: Option<String>,
     /// The user's password (`TRUSTMESH_NATS__PASSWORD`).
     pub password: Option<SecretString>,
+    /// TLS to the server (the `nats.tls` part): off unless `ca_file` is set.
+    pub tls: NatsTls,
+}
+
+/// TLS 1.3 to NATS (`TRUSTMESH_NATS__TLS__CA_FILE`, ...). With `ca_file` the client requires TLS
+/// and trusts only that CA (not the system roots); with `cert_file`/`key_file` it also presents a
+/// client certificate (for a server with `verify: true`). The NATS user still decides what the
+/// connection may do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsTls {
+    /// PEM file of the CA(s) the server certificate must chain to; set, TLS is required.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file with the client's certificate chain (with `key_file`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM file with the client's private key (with `cert_file`).
+    pub key_file: Option<PathBuf>,
+}
+
+impl Validate for NatsTls {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(InvalidSetting::new(
+                "cert_file",
+                "`cert_file` and `key_file` go together",
+            ));
+        }
+        if self.cert_file.is_some() && self.ca_file.is_none() {
+            return Err(InvalidSetting::new(
+                "ca_file",
+                "required with a client certificate",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for NatsSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        self.tls.validate().map_err(|error| error.within("tls"))
+    }
 }
 
 impl NatsSettings {
@@ -72,6 +115,7 @@ impl Default for NatsSettings {
             stream_replicas: 1,
             user: None,
             password: None,
+            tls: NatsTls::default(),
         }
     }
 }

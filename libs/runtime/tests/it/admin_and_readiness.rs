@@ -1,7 +1,5 @@
 //! Readiness drives `grpc.health.v1` (overall and per service) and `/readyz`; shutdown flips both first.
 
-use std::net::SocketAddr;
-
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::HealthCheckRequest;
@@ -23,9 +21,7 @@ async fn health_and_readyz_follow_readiness_and_flip_first_on_shutdown() -> anyh
         .add_service(Probe)
         .build()
         .await?;
-    let admin_settings = AdminSettings {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-    };
+    let admin_settings = AdminSettings::any_loopback_port();
     let admin =
         AdminServer::bind(&admin_settings, readiness.clone(), || "# EOF\n".to_owned()).await?;
     let (grpc_addr, admin_addr) = (grpc.local_addr(), admin.local_addr());

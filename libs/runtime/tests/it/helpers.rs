@@ -84,6 +84,7 @@ impl Pki {
                 cert_file: Some(self.server_cert.clone()),
                 key_file: Some(self.server_key.clone()),
                 client_ca_file: None,
+                require_client_cert: false,
             },
             ..GrpcSettings::default()
         }

@@ -133,6 +133,7 @@ async fn mtls_serves_only_clients_with_a_certificate_from_the_client_ca() -> any
     let pki = Pki::generate()?;
     let mut settings = pki.grpc_settings();
     settings.tls.client_ca_file = Some(pki.ca.clone());
+    settings.tls.require_client_cert = true;
     let (addr, shutdown) = start(settings).await?;
     let endpoint = format!("https://{addr}");
 
@@ -147,6 +148,41 @@ async fn mtls_serves_only_clients_with_a_certificate_from_the_client_ca() -> any
     );
 
     // A certificate from another CA is refused too.
+    let stranger = Pki::generate()?;
+    let foreign =
+        ClientTls::tls(&pki.ca).with_identity(&stranger.client_cert, &stranger.client_key);
+    let foreign = match connect_channel(&endpoint, &foreign).await {
+        Ok(channel) => health_status(&channel, "").await.err(),
+        Err(error) => Some(error.into()),
+    };
+    assert!(
+        foreign.is_some(),
+        "a client with a foreign certificate was served"
+    );
+
+    let trusted = pki
+        .client_tls()
+        .with_identity(&pki.client_cert, &pki.client_key);
+    let channel = connect_channel(&endpoint, &trusted).await?;
+    assert_eq!(health_status(&channel, "").await?, ServingStatus::Serving);
+    shutdown.cancel();
+    Ok(())
+}
+
+#[tokio::test]
+async fn optional_mtls_serves_anonymous_clients_and_refuses_a_foreign_certificate()
+-> anyhow::Result<()> {
+    let pki = Pki::generate()?;
+    let mut settings = pki.grpc_settings();
+    settings.tls.client_ca_file = Some(pki.ca.clone());
+    let (addr, shutdown) = start(settings).await?;
+    let endpoint = format!("https://{addr}");
+
+    // A tenant's SDK presents no certificate: served.
+    let anonymous = connect_channel(&endpoint, &pki.client_tls()).await?;
+    assert_eq!(health_status(&anonymous, "").await?, ServingStatus::Serving);
+
+    // A certificate from an unknown CA fails the handshake, although none is required.
     let stranger = Pki::generate()?;
     let foreign =
         ClientTls::tls(&pki.ca).with_identity(&stranger.client_cert, &stranger.client_key);

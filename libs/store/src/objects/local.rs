@@ -16,7 +16,8 @@ const READ_PIECE: usize = 1024 * 1024;
 /// An [`ObjectStore`] in a local directory: each object is a file at its key's path (mode 0600).
 ///
 /// A put writes a temporary file next to the target, fsyncs it, renames it over the target and
-/// fsyncs the directory, so a crash leaves the old object or the whole new one.
+/// fsyncs the directory, so a crash leaves the old object or the whole new one (and, at worst, the
+/// temporary file, which is no object but which a prefix deletion removes and its scan counts).
 #[derive(Debug, Clone)]
 pub struct LocalDirStore {
     root: PathBuf,
@@ -114,26 +115,47 @@ impl ObjectStore for LocalDirStore {
     }
 
     async fn list(&self, prefix: &ObjectPrefix) -> Result<Vec<ObjectMeta>, ObjectError> {
-        let root = self.root.clone();
-        let prefix = prefix.clone();
-        let listed = tokio::task::spawn_blocking(move || walk(&root, &prefix))
-            .await
-            .map_err(|e| ObjectError::Io(io::Error::other(e)))??;
-        Ok(listed)
+        Ok(self.found(prefix).await?.objects)
     }
 
     async fn delete_prefix(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
-        let mut deleted = 0;
-        for meta in self.list(prefix).await? {
-            self.delete(&meta.key).await?;
-            deleted += 1;
+        let found = self.found(prefix).await?;
+        let deleted = (found.objects.len() + found.debris.len()) as u64;
+        let paths = found
+            .objects
+            .iter()
+            .map(|meta| self.path(&meta.key))
+            .chain(found.debris);
+        for path in paths {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        let root = self.root.clone();
-        // Empty directories carry no data, only tenant and object ids; remove them anyway.
-        tokio::task::spawn_blocking(move || prune_empty_dirs(&root))
+        // Empty directories carry no data, only tenant and object ids; remove them anyway, but only
+        // those inside the prefix: a directory outside it may be one a concurrent put (another
+        // tenant's, another service's) has just created for its file.
+        tokio::task::spawn_blocking(move || prune_empty_dirs(found.dirs))
             .await
             .map_err(|e| ObjectError::Io(io::Error::other(e)))?;
         Ok(deleted)
+    }
+
+    async fn count_versions(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
+        let found = self.found(prefix).await?;
+        Ok((found.objects.len() + found.debris.len()) as u64)
+    }
+}
+
+impl LocalDirStore {
+    async fn found(&self, prefix: &ObjectPrefix) -> Result<Found, ObjectError> {
+        let root = self.root.clone();
+        let prefix = prefix.clone();
+        let found = tokio::task::spawn_blocking(move || walk(&root, &prefix))
+            .await
+            .map_err(|e| ObjectError::Io(io::Error::other(e)))??;
+        Ok(found)
     }
 }
 
@@ -145,9 +167,22 @@ fn not_found(e: io::Error) -> ObjectError {
     }
 }
 
-/// Every object file under `root` whose key matches `prefix`, ordered by key.
-fn walk(root: &Path, prefix: &ObjectPrefix) -> io::Result<Vec<ObjectMeta>> {
-    let mut out = Vec::new();
+/// What lies under a prefix.
+#[derive(Debug, Default)]
+struct Found {
+    /// The objects, ordered by key.
+    objects: Vec<ObjectMeta>,
+    /// Files under the prefix that are not objects: the `.tmp-*` file of a put a crash cut off (or
+    /// of one in flight). Not listed, but ciphertext of keys under the prefix all the same, so the
+    /// residue scan counts them and a prefix deletion removes them.
+    debris: Vec<PathBuf>,
+    /// Directories wholly inside the prefix, deepest first.
+    dirs: Vec<PathBuf>,
+}
+
+/// Every file under `root` whose key matches `prefix`, and the directories inside it.
+fn walk(root: &Path, prefix: &ObjectPrefix) -> io::Result<Found> {
+    let mut found = Found::default();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -160,7 +195,10 @@ fn walk(root: &Path, prefix: &ObjectPrefix) -> io::Result<Vec<ObjectMeta>> {
             if file_type.is_dir() {
                 // Only descend where matching keys can be.
                 let as_dir = format!("{rel}/");
-                if prefix.matches(&as_dir) || prefix.as_str().starts_with(&as_dir) {
+                if prefix.matches(&as_dir) {
+                    found.dirs.push(path.clone());
+                    pending.push(path);
+                } else if prefix.as_str().starts_with(&as_dir) {
                     pending.push(path);
                 }
                 continue;
@@ -168,35 +206,28 @@ fn walk(root: &Path, prefix: &ObjectPrefix) -> io::Result<Vec<ObjectMeta>> {
             if !file_type.is_file() || !prefix.matches(rel) {
                 continue;
             }
-            // Temporary files (".tmp-*") and anything else that is not a valid key are not objects.
-            if let Ok(key) = ObjectKey::new(rel) {
-                out.push(ObjectMeta {
+            match ObjectKey::new(rel) {
+                Ok(key) => found.objects.push(ObjectMeta {
                     key,
                     size: entry.metadata()?.len(),
-                });
+                }),
+                // Not a valid key: a temporary file (".tmp-*"), or something this store never wrote.
+                Err(_) => found.debris.push(path),
             }
         }
     }
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(out)
+    found.objects.sort_by(|a, b| a.key.cmp(&b.key));
+    // A directory's path is longer than its parent's: deepest first.
+    found
+        .dirs
+        .sort_by_key(|dir| std::cmp::Reverse(dir.as_os_str().len()));
+    Ok(found)
 }
 
-/// Removes every empty directory under `root` (not `root` itself); best effort.
-fn prune_empty_dirs(root: &Path) {
-    fn prune(dir: &Path) -> bool {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return false;
-        };
-        let mut empty = true;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) && prune(&path) {
-                let _ = std::fs::remove_dir(&path);
-            } else {
-                empty = false;
-            }
-        }
-        empty
+/// Removes those of `dirs` (deepest first) that are empty; best effort.
+fn prune_empty_dirs(dirs: Vec<PathBuf>) {
+    for dir in dirs {
+        // A directory that is not empty (or already gone) stays as it is.
+        let _ = std::fs::remove_dir(&dir);
     }
-    prune(root);
 }

@@ -215,7 +215,9 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn list(&self, prefix: &ObjectPrefix) -> Result<Vec<ObjectMeta>, ObjectError>;
 
     /// Deletes every object (and every version and delete marker, where the backend keeps versions)
-    /// whose key starts with `prefix`; returns how many objects or versions it deleted.
+    /// whose key starts with `prefix`, and whatever else the backend stores there (a local store's
+    /// temporary file of a put a crash cut off): exactly what [`ObjectStore::count_versions`]
+    /// counts, so a deletion's residue scan finds nothing after it. Returns how many it deleted.
     ///
     /// # Errors
     ///
@@ -223,7 +225,8 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn delete_prefix(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError>;
 
     /// How many objects, object versions and delete markers have a key starting with `prefix`: what a
-    /// deletion's residue scan counts. [`ObjectStore::list`] shows only current objects, and on a
+    /// deletion's residue scan counts, with anything else stored under it (see
+    /// [`ObjectStore::delete_prefix`]). [`ObjectStore::list`] shows only current objects, and on a
     /// versioned bucket an object it no longer lists may still have readable older versions.
     /// Backends without versions count their objects.
     ///

@@ -486,6 +486,35 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &ObjectPrefix) -> Result<Vec<ObjectMeta>, ObjectError> {
+        let mut out: Vec<ObjectMeta> = self
+            .list_current(prefix.as_str())
+            .await?
+            .into_iter()
+            // A key this store could not have written (another tool's) is not listed.
+            .filter_map(|(key, size)| {
+                Some(ObjectMeta {
+                    key: ObjectKey::new(key).ok()?,
+                    size,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete_prefix(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
+        let targets = self.stored_under(prefix).await?;
+        self.delete_batch(targets).await
+    }
+
+    async fn count_versions(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
+        Ok(self.stored_under(prefix).await?.len() as u64)
+    }
+}
+
+impl S3Store {
+    /// Every current object under `prefix` with its size, whatever its key, page by page.
+    async fn list_current(&self, prefix: &str) -> Result<Vec<(String, u64)>, ObjectError> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -493,48 +522,40 @@ impl ObjectStore for S3Store {
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
-                .prefix(prefix.as_str())
+                .prefix(prefix)
                 .set_continuation_token(token.take())
                 .send()
                 .await
                 .map_err(|e| s3_error("ListObjectsV2", e))?;
             for object in page.contents() {
-                let Some(key) = object.key() else {
-                    continue;
-                };
-                // A key this store could not have written (another tool's) is not listed.
-                if let Ok(key) = ObjectKey::new(key) {
+                if let Some(key) = object.key() {
                     let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
-                    out.push(ObjectMeta { key, size });
+                    out.push((key.to_owned(), size));
                 }
             }
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.to_owned()),
-                Some(_) | None => break,
+                Some(_) | None => return Ok(out),
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
     }
 
-    async fn delete_prefix(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
-        let targets = if self.versioning {
-            self.list_versions(prefix.as_str()).await?
-        } else {
-            self.list(prefix)
-                .await?
-                .into_iter()
-                .map(|m| (m.key.as_str().to_owned(), None))
-                .collect()
-        };
-        self.delete_batch(targets).await
-    }
-
-    async fn count_versions(&self, prefix: &ObjectPrefix) -> Result<u64, ObjectError> {
+    /// What a prefix deletion removes and the residue scan counts, the one list both use so they
+    /// agree: every version and delete marker (or, without versions, every object) under `prefix`,
+    /// keys [`ObjectStore::list`] would not show included.
+    async fn stored_under(
+        &self,
+        prefix: &ObjectPrefix,
+    ) -> Result<Vec<(String, Option<String>)>, ObjectError> {
         if self.versioning {
-            return Ok(self.list_versions(prefix.as_str()).await?.len() as u64);
+            return self.list_versions(prefix.as_str()).await;
         }
-        Ok(self.list(prefix).await?.len() as u64)
+        Ok(self
+            .list_current(prefix.as_str())
+            .await?
+            .into_iter()
+            .map(|(key, _)| (key, None))
+            .collect())
     }
 }
 

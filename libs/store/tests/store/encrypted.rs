@@ -539,3 +539,131 @@ async fn concurrent_writers_of_one_object_leave_one_readable_version() {
         "replaced and losing versions are deleted: {stored:?}"
     );
 }
+
+/// What a kill -9 leaves in a dataset's folder, and what deleting it by prefix removes: a version
+/// written but never recorded (killed before the row upsert, then rewritten), a version recorded but
+/// whose deletion was cut off (killed between deleting the row and the file, then redelivered),
+/// and, on a local store, the temporary file of a put killed mid-write. Deleting only the recorded
+/// version leaves them for the residue scan; `delete_prefix` leaves nothing, also when rerun, and
+/// touches no sibling dataset.
+async fn crash_leftovers_are_deleted_by_prefix(
+    store: Arc<dyn ObjectStore>,
+    local: Option<&std::path::Path>,
+) {
+    let (_db, pool) = service_db("ingest").await;
+    let enc = encrypted("ingest", &pool, Arc::clone(&store));
+    let acme = scope("acme");
+    let (raw, rows, sibling) = (
+        id("datasets/d1/raw"),
+        id("datasets/d1/rows"),
+        id("datasets/d2/raw"),
+    );
+    let folder = ObjectPrefix::new("ingest/acme/datasets/d1/").unwrap();
+    for key in [&raw, &rows, &sibling] {
+        enc.objects
+            .put(&acme, key, "data", Bytes::from(pattern(1_000)))
+            .await
+            .unwrap();
+    }
+    // Killed between writing a version of `raw` and recording it.
+    store
+        .put(
+            &id("ingest/acme/datasets/d1/raw/v7"),
+            Bytes::from(pattern(50)),
+        )
+        .await
+        .unwrap();
+    if let Some(root) = local {
+        // Killed in the middle of writing a version of `rows`.
+        std::fs::write(
+            root.join("ingest/acme/datasets/d1/rows/.tmp-0123abcd"),
+            pattern(20),
+        )
+        .unwrap();
+    }
+    let leftovers = 1 + u64::from(local.is_some());
+    assert_eq!(store.count_versions(&folder).await.unwrap(), 2 + leftovers);
+
+    // Deleting what the rows record leaves the leftovers for the residue scan.
+    assert!(enc.objects.delete(&acme, &raw).await.unwrap());
+    assert_eq!(store.count_versions(&folder).await.unwrap(), 1 + leftovers);
+    // Killed between deleting `rows`' row and its file.
+    let repo = ObjectsRepo::new(pool.clone());
+    assert!(repo.delete(&acme, rows.as_str()).await.unwrap().is_some());
+    assert_eq!(store.count_versions(&folder).await.unwrap(), 1 + leftovers);
+
+    // The redelivered deletion, by prefix: no row is left to name them, and nothing is left.
+    assert_eq!(
+        enc.objects
+            .delete_prefix(&acme, "datasets/d1/")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.count_versions(&folder).await.unwrap(), 0);
+    assert_eq!(
+        enc.objects
+            .delete_prefix(&acme, "datasets/d1/")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        enc.objects.get(&acme, &sibling).await.unwrap(),
+        Bytes::from(pattern(1_000))
+    );
+    if let Some(root) = local {
+        assert!(
+            !root.join("ingest/acme/datasets/d1").exists(),
+            "its folder is pruned"
+        );
+        assert!(root.join("ingest/acme/datasets/d2").is_dir());
+    }
+
+    // Recorded objects are counted and deleted with all their versions.
+    enc.objects
+        .put(&acme, &raw, "again", Bytes::from(pattern(10)))
+        .await
+        .unwrap();
+    store
+        .put(
+            &id("ingest/acme/datasets/d1/raw/v8"),
+            Bytes::from(pattern(50)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        enc.objects
+            .delete_prefix(&acme, "datasets/d1/")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.count_versions(&folder).await.unwrap(), 0);
+    assert!(matches!(
+        enc.objects.get(&acme, &raw).await,
+        Err(EncryptedError::NotFound)
+    ));
+    for bad in ["", "/", "datasets/d1", "datasets//"] {
+        assert!(
+            matches!(
+                enc.objects.delete_prefix(&acme, bad).await,
+                Err(EncryptedError::InvalidObjectId(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn local_crash_leftovers_are_deleted_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    crash_leftovers_are_deleted_by_prefix(local_store(dir.path()).await, Some(dir.path())).await;
+}
+
+#[tokio::test]
+async fn s3_crash_leftovers_are_deleted_by_prefix() {
+    let server = S3Server::start().await;
+    let store: Arc<dyn ObjectStore> = Arc::new(s3_store(&server, "trustmesh-objects").await);
+    crash_leftovers_are_deleted_by_prefix(store, None).await;
+}

@@ -467,3 +467,51 @@ fn plaintext_s3_endpoints_are_refused_off_loopback() {
     assert!(matches!(err, ObjectError::InvalidSettings(_)), "{err:?}");
     assert!(!format!("{:?}", settings("https://s3.example.com")).contains("\"sk\""));
 }
+
+/// A prefix deletion prunes the empty directories inside its prefix and no others (a sibling's
+/// empty directory may be one a concurrent put just made for its file), and it deletes, as the
+/// residue scan counts, the temporary file a put killed mid-write left under the prefix.
+#[tokio::test]
+async fn local_delete_prefix_prunes_only_inside_the_prefix_and_agrees_with_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::open(dir.path()).await.unwrap();
+    let root = dir.path();
+    store
+        .put(&key("svc/t-1/d1/raw/v1"), Bytes::from_static(b"a"))
+        .await
+        .unwrap();
+    std::fs::write(root.join("svc/t-1/d1/raw/.tmp-0123abcd"), b"partial").unwrap();
+    // Empty directories of other prefixes: another dataset's (its put about to write), another tenant's.
+    std::fs::create_dir_all(root.join("svc/t-1/d2/raw")).unwrap();
+    std::fs::create_dir_all(root.join("svc/t-2")).unwrap();
+
+    let d1 = prefix("svc/t-1/d1/");
+    assert_eq!(
+        store.list(&d1).await.unwrap().len(),
+        1,
+        "a temporary file is not an object"
+    );
+    assert_eq!(
+        store.count_versions(&d1).await.unwrap(),
+        2,
+        "but the scan counts it"
+    );
+    assert_eq!(store.delete_prefix(&d1).await.unwrap(), 2);
+    assert_eq!(store.count_versions(&d1).await.unwrap(), 0);
+    assert!(
+        !root.join("svc/t-1/d1").exists(),
+        "the prefix's directories are pruned"
+    );
+    assert!(
+        root.join("svc/t-1/d2/raw").is_dir(),
+        "a sibling's empty directory stays"
+    );
+    assert!(
+        root.join("svc/t-2").is_dir(),
+        "another tenant's empty directory stays"
+    );
+
+    assert_eq!(store.delete_prefix(&prefix("svc/t-1/")).await.unwrap(), 0);
+    assert!(!root.join("svc/t-1").exists());
+    assert!(root.join("svc/t-2").is_dir());
+}

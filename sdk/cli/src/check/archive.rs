@@ -1,110 +1,104 @@
-//! Reading a folder-per-class image archive (zip): one image per file, its label the name of the
-//! folder holding it, within limits against decompression bombs.
+//! Reading an image archive (zip) from a file: the quality engine's [`read_archive`], with errors
+//! naming the file and the option that sets an exceeded limit, in either layout: one folder per
+//! class (one row per file, labelled by its folder), or a table at the root (one row per table row,
+//! its image found by the path in the table's path column, its label in the `--label` column).
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use trustmesh_quality::automl::Column;
+use trustmesh_quality::modality::{
+    ArchiveError, ArchiveFile, ArchiveLimits, ImageArchive, TableArchive, read_archive,
+};
 
-/// Limits on what an archive may expand to.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ArchiveLimits {
-    /// Most files (entries other than folders).
-    pub(super) max_files: usize,
-    /// Most bytes all files expand to.
-    pub(super) max_bytes: u64,
+use super::input;
+
+/// An archive's rows, each an image with its path and label.
+pub(super) struct ImageRows {
+    /// One per row: its path in the archive, its label and its bytes (empty when `unresolved`).
+    pub(super) files: Vec<ArchiveFile>,
+    /// Per row of a table archive, why its path names no image (naming the row and path).
+    pub(super) unresolved: Vec<Option<String>>,
 }
 
-/// One file of the archive.
-pub(super) struct ArchiveFile {
-    /// Its path inside the archive.
-    pub(super) path: String,
-    /// The name of the folder holding it: its class.
-    pub(super) label: String,
-    /// Its contents.
-    pub(super) bytes: Vec<u8>,
-}
-
-/// Whether an entry is operating-system clutter rather than data (macOS resource forks, hidden
-/// files such as `.DS_Store`).
-fn is_clutter(path: &Path) -> bool {
-    path.components().any(|c| {
-        let name = c.as_os_str().to_string_lossy();
-        name == "__MACOSX" || name.starts_with('.')
-    })
-}
-
-/// Reads every file of the archive at `path`, sorted by path. The uncompressed sizes are counted as
-/// the files are read (not taken from the headers, which a crafted archive can falsify).
+/// Reads every row of the archive at `path`: its files sorted by path (folder per class), or its
+/// table's rows with their images and the labels of the `label` column (`label` when `None`).
 ///
 /// # Errors
-/// An unreadable archive, an entry with an unsafe path or outside any folder, or an archive over
-/// `limits`, each named with the limit's option.
-pub(super) fn read_archive(path: &Path, limits: ArchiveLimits) -> anyhow::Result<Vec<ArchiveFile>> {
+/// An unreadable archive, an entry with an unsafe path or outside any folder (without a table),
+/// an archive over `limits` (each named with the limit's option), or a table that cannot be read
+/// or has no path or label column.
+pub(super) fn read_file(
+    path: &Path,
+    limits: ArchiveLimits,
+    label: Option<&str>,
+) -> anyhow::Result<ImageRows> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .with_context(|| format!("{}: not a readable zip archive", path.display()))?;
-    let mut files = Vec::new();
-    let mut total = 0u64;
-    for i in 0..archive.len() {
-        let mut entry = archive
-            .by_index(i)
-            .with_context(|| format!("{}: entry {i} is unreadable", path.display()))?;
-        if entry.is_dir() {
-            continue;
-        }
-        let Some(inner) = entry.enclosed_name() else {
-            bail!(
-                "{}: entry {:?} has an unsafe path (absolute or with `..`)",
-                path.display(),
-                entry.name()
-            );
+    let archive = read_archive(std::io::BufReader::new(file), limits).map_err(|e| {
+        let option = match e {
+            ArchiveError::TooManyFiles { .. } => " (--max-archive-files)",
+            ArchiveError::TooManyBytes { .. } => " (--max-archive-bytes)",
+            ArchiveError::NotZip(_)
+            | ArchiveError::Unreadable { .. }
+            | ArchiveError::UnsafePath(_)
+            | ArchiveError::NotInFolder(_)
+            | ArchiveError::TwoTables(..)
+            | ArchiveError::Extract { .. }
+            | ArchiveError::Empty => "",
         };
-        if is_clutter(&inner) {
-            continue;
-        }
-        if files.len() == limits.max_files {
-            bail!(
-                "{}: more than {} files, over the limit (--max-archive-files)",
-                path.display(),
-                limits.max_files
-            );
-        }
-        let name = inner.to_string_lossy().into_owned();
-        let label = inner
-            .parent()
-            .and_then(Path::file_name)
-            .map(|l| l.to_string_lossy().into_owned())
-            .with_context(|| {
-                format!(
-                    "{}: {name:?} is not in a folder; expected one folder per class",
-                    path.display()
-                )
-            })?;
-        let room = limits.max_bytes - total;
-        let mut bytes = Vec::new();
-        (&mut entry)
-            .take(room + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("{}: cannot extract {name:?}", path.display()))?;
-        if bytes.len() as u64 > room {
-            bail!(
-                "{}: the files expand to more than {} bytes, over the limit (--max-archive-bytes)",
-                path.display(),
-                limits.max_bytes
-            );
-        }
-        total += bytes.len() as u64;
-        files.push(ArchiveFile {
-            path: name,
-            label,
+        anyhow::anyhow!("{}: {e}{option}", path.display())
+    })?;
+    match archive {
+        ImageArchive::Folders(files) => Ok(ImageRows {
+            unresolved: vec![None; files.len()],
+            files,
+        }),
+        ImageArchive::Table(archive) => table_rows(path, &archive, label.unwrap_or("label")),
+    }
+}
+
+/// The rows of a table archive.
+fn table_rows(path: &Path, archive: &TableArchive, label: &str) -> anyhow::Result<ImageRows> {
+    // The table readers read files: the table goes to a temporary one of the same name.
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let copy = dir.path().join(&archive.table_path);
+    std::fs::write(&copy, &archive.table)
+        .with_context(|| format!("cannot write {}", copy.display()))?;
+    let named = format!("{}: {}", path.display(), archive.table_path);
+    let table = input::read_table(&copy).with_context(|| named.clone())?;
+    let columns = table.columns();
+    let n = table.n();
+    let cells = columns.iter().map(|c| (0..n).map(move |i| c.get(i)));
+    let Some(at) = archive.path_column(cells) else {
+        bail!("{named}: no column names files of the archive (at least half of its values must)");
+    };
+    let Some(labels) = columns.iter().find(|c| c.name() == label) else {
+        let names: Vec<&str> = columns.iter().map(Column::name).collect();
+        bail!(
+            "{named}: no label column {label:?} (--label; columns: {})",
+            names.join(", ")
+        );
+    };
+    let mut rows = ImageRows {
+        files: Vec::with_capacity(table.n()),
+        unresolved: Vec::with_capacity(table.n()),
+    };
+    for i in 0..table.n() {
+        let image_path = columns[at].get(i).unwrap_or_default();
+        let (bytes, unresolved) = match archive.resolve(image_path) {
+            Ok(bytes) => (bytes.to_vec(), None),
+            Err(why) => (
+                Vec::new(),
+                Some(format!("row {i}: path {image_path:?} {why}")),
+            ),
+        };
+        rows.files.push(ArchiveFile {
+            path: image_path.to_owned(),
+            label: labels.get(i).unwrap_or_default().to_owned(),
             bytes,
         });
+        rows.unresolved.push(unresolved);
     }
-    if files.is_empty() {
-        bail!("{}: the archive holds no files", path.display());
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    Ok(rows)
 }

@@ -7,10 +7,13 @@ use serde_json::{Value, json};
 use trustmesh_quality::automl::ModelSummary;
 use trustmesh_quality::detectors::{Compat, IssueReport};
 use trustmesh_quality::label::HealthSummary;
-use trustmesh_quality::modality::{ImageReport, ModalityColumn, TextReport};
+use trustmesh_quality::modality::{ArchiveFile, ImageReport, ModalityColumn, TextReport};
 
-use super::archive::ArchiveFile;
+use super::images::{ISSUE_TYPES, ImageLabelChecks};
 use super::input::Data;
+
+/// The label and outlier checks on an archive's images, or why they did not run.
+pub(super) type LabelChecks = Result<ImageLabelChecks, String>;
 
 /// What the summary says about the run besides the report.
 pub(super) struct Run<'a> {
@@ -20,6 +23,8 @@ pub(super) struct Run<'a> {
     pub(super) model: Option<&'a ModelSummary>,
     /// The text checks per text column.
     pub(super) texts: &'a [(String, TextReport)],
+    /// The image checks per binary column.
+    pub(super) images: &'a [(String, ImageReport)],
     /// The command's stages and their milliseconds.
     pub(super) timings: &'a [(&'a str, f64)],
 }
@@ -67,12 +72,15 @@ fn modality_issues(columns: &[ModalityColumn]) -> Vec<Value> {
 /// Writes one row per input row: the id (if any), `is_<type>_issue` and `<type>_score` per check,
 /// `given_label`, `predicted_label`, `suggested_label` (class names) and `trust_score`; then, per
 /// text column `c`, `c.is_<type>_issue` and `c.<type>_score` per text check, `c.text_num_characters`,
-/// `c.PII_types`, `c.PII_items` (`;`-separated) and `c.predicted_language`.
+/// `c.PII_types`, `c.PII_items` (`;`-separated) and `c.predicted_language`; then, per image
+/// (binary) column `c`, `c.is_<type>_issue` and `c.<type>_score` per image check,
+/// `c.is_not_analyzed` and `c.not_analyzed_reason`.
 pub(super) fn write_rows(
     path: &Path,
     data: &Data,
     report: &IssueReport,
     texts: &[(String, TextReport)],
+    images: &[(String, ImageReport)],
 ) -> anyhow::Result<()> {
     let mut writer = csv::Writer::from_path(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
@@ -104,6 +112,10 @@ pub(super) fn write_rows(
             ]
             .map(|c| format!("{name}.{c}")),
         );
+    }
+    for (name, image) in images {
+        header.extend(pair_headers(&image.columns, &format!("{name}.")));
+        header.extend(["is_not_analyzed", "not_analyzed_reason"].map(|c| format!("{name}.{c}")));
     }
     writer.write_record(&header)?;
     let class = |labels: Option<&Vec<usize>>, i: usize| {
@@ -141,6 +153,14 @@ pub(super) fn write_rows(
                     .join(";"),
             );
             record.push(text.predicted_language[i].unwrap_or_default().to_owned());
+        }
+        for (_, image) in images {
+            for column in &image.columns {
+                record.push(flag_cell(column.is_issue[i]));
+                record.push(score_cell(column.score[i]));
+            }
+            record.push(flag_cell(image.not_analyzed[i].is_some()));
+            record.push(image.not_analyzed[i].clone().unwrap_or_default());
         }
         writer.write_record(&record)?;
     }
@@ -186,6 +206,7 @@ pub(super) fn write_summary(
         compat,
         model,
         texts,
+        images,
         timings,
     } = *run;
     let timings_ms: serde_json::Map<String, Value> = report
@@ -227,6 +248,11 @@ pub(super) fn write_summary(
         "text_issues": texts.iter().map(|(name, text)| json!({
             "column": name,
             "issues": modality_issues(&text.columns),
+        })).collect::<Vec<_>>(),
+        "image_issues": images.iter().map(|(name, image)| json!({
+            "column": name,
+            "issues": modality_issues(&image.columns),
+            "not_analyzed": image.not_analyzed.iter().flatten().count(),
         })).collect::<Vec<_>>(),
         "health_score": report.health_score,
         "non_iid_p_value": report.non_iid_p_value,
@@ -278,10 +304,17 @@ pub(super) fn print_overview(report: &IssueReport) {
     }
 }
 
-/// The text checks' overview on stdout: one line per text column and check.
-pub(super) fn print_text_overview(texts: &[(String, TextReport)]) {
-    for (name, text) in texts {
-        for c in &text.columns {
+/// The text and image checks' overview on stdout: one line per column and check.
+pub(super) fn print_column_overview(
+    texts: &[(String, TextReport)],
+    images: &[(String, ImageReport)],
+) {
+    let columns = texts
+        .iter()
+        .map(|(name, text)| (name, &text.columns))
+        .chain(images.iter().map(|(name, image)| (name, &image.columns)));
+    for (name, checks) in columns {
+        for c in checks {
             println!(
                 "{:<22} {:>8} issues  score {:.4}",
                 format!("{name}.{}", c.name),
@@ -292,25 +325,44 @@ pub(super) fn print_text_overview(texts: &[(String, TextReport)]) {
     }
 }
 
+/// The image checks' columns, then the label and outlier checks' when they ran.
+fn image_columns<'a>(report: &'a ImageReport, labels: &'a LabelChecks) -> Vec<&'a ModalityColumn> {
+    let extra = labels.as_ref().map_or(&[][..], |l| l.columns.as_slice());
+    report.columns.iter().chain(extra).collect()
+}
+
 /// Writes one row per archive file: `path`, `given_label` (its folder), `is_<type>_issue` and
-/// `<type>_score` per image check (empty scores for files not analyzed), `is_not_analyzed` and
-/// `not_analyzed_reason`.
+/// `<type>_score` per image check, then for the label and outlier checks (when they ran), then
+/// `predicted_label`, `suggested_label` and `trust_score` (when the label check ran), then
+/// `is_not_analyzed` and `not_analyzed_reason`. Files not analyzed have empty scores and labels.
 pub(super) fn write_image_rows(
     path: &Path,
     files: &[ArchiveFile],
     report: &ImageReport,
+    labels: &LabelChecks,
 ) -> anyhow::Result<()> {
     let mut writer = csv::Writer::from_path(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
+    let columns = image_columns(report, labels);
     let mut header = vec!["path".to_owned(), "given_label".to_owned()];
-    header.extend(pair_headers(&report.columns, ""));
+    for column in &columns {
+        header.extend([column.flag_column(), column.score_column()]);
+    }
+    if labels.is_ok() {
+        header.extend(["predicted_label", "suggested_label", "trust_score"].map(String::from));
+    }
     header.extend(["is_not_analyzed", "not_analyzed_reason"].map(String::from));
     writer.write_record(&header)?;
     for (i, file) in files.iter().enumerate() {
         let mut record = vec![file.path.clone(), file.label.clone()];
-        for column in &report.columns {
+        for column in &columns {
             record.push(flag_cell(column.is_issue[i]));
             record.push(score_cell(column.score[i]));
+        }
+        if let Ok(l) = labels {
+            record.push(l.predicted_label[i].clone());
+            record.push(l.suggested_label[i].clone());
+            record.push(score_cell(l.trust_score[i]));
         }
         record.push(flag_cell(report.not_analyzed[i].is_some()));
         record.push(report.not_analyzed[i].clone().unwrap_or_default());
@@ -322,12 +374,26 @@ pub(super) fn write_image_rows(
     Ok(())
 }
 
-/// Writes the image summary: rows, classes (folder names), per-type counts and mean scores, the
-/// files not analyzed with their reasons, and per-stage timings in milliseconds.
+/// The label and outlier checks that did not run, with the reason.
+fn label_skipped(labels: &LabelChecks) -> Vec<(&'static str, String)> {
+    match labels {
+        Ok(l) => l.skipped.clone(),
+        Err(reason) => ISSUE_TYPES
+            .iter()
+            .map(|t| (t.name(), reason.clone()))
+            .collect(),
+    }
+}
+
+/// Writes the image summary: rows, classes (folder names), per-type counts and mean scores (the
+/// image checks, then the label and outlier checks), the checks skipped with the reason, where the
+/// pred_probs came from, the files not analyzed with their reasons, and per-stage timings in
+/// milliseconds.
 pub(super) fn write_image_summary(
     path: &Path,
     files: &[ArchiveFile],
     report: &ImageReport,
+    labels: &LabelChecks,
     timings: &[(&str, f64)],
 ) -> anyhow::Result<()> {
     let mut classes: Vec<&str> = files.iter().map(|f| f.label.as_str()).collect();
@@ -336,7 +402,22 @@ pub(super) fn write_image_summary(
     let summary = json!({
         "rows": report.n,
         "classes": classes,
-        "issues": modality_issues(&report.columns),
+        "issues": image_columns(report, labels).into_iter().map(|c| json!({
+            "issue_type": c.name,
+            "score": c.mean_score(),
+            "num_issues": c.num_issues(),
+        })).collect::<Vec<_>>(),
+        "skipped": label_skipped(labels).into_iter().map(|(name, reason)| json!({
+            "issue_type": name,
+            "reason": reason,
+        })).collect::<Vec<_>>(),
+        "pred_probs": labels.as_ref().ok().map(|l| json!({
+            "source": "cross-validated ensemble",
+            "folds": l.model.folds,
+            "accuracy": l.model.ensemble.accuracy,
+            "log_loss": l.model.ensemble.log_loss,
+            "warnings": l.model.warnings,
+        })),
         "not_analyzed": files.iter().zip(&report.not_analyzed).filter_map(|(f, r)| {
             r.as_ref().map(|reason| json!({ "path": f.path, "reason": reason }))
         }).collect::<Vec<_>>(),
@@ -347,16 +428,20 @@ pub(super) fn write_image_summary(
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The image checks' overview on stdout: one line per check, then the files not analyzed.
-pub(super) fn print_image_overview(report: &ImageReport) {
+/// The image checks' overview on stdout: one line per check (the label and outlier checks' too),
+/// the checks skipped, then the files not analyzed.
+pub(super) fn print_image_overview(report: &ImageReport, labels: &LabelChecks) {
     println!("{} images checked", report.n);
-    for c in &report.columns {
+    for c in image_columns(report, labels) {
         println!(
             "{:<22} {:>8} issues  score {:.4}",
             c.name,
             c.num_issues(),
             c.mean_score()
         );
+    }
+    for (name, reason) in label_skipped(labels) {
+        println!("{name:<22} skipped: {reason}");
     }
     let not_analyzed = report.not_analyzed.iter().flatten().count();
     println!("{:<22} {not_analyzed:>8}", "not analyzed");

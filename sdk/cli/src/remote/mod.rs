@@ -1,6 +1,6 @@
 //! The commands that talk to a running mesh through the SDK: `login`, `datasets`, `analyze`,
-//! `jobs`, `report`, `rows`, `export`, `delete`, `keys`, `webhooks`, and the online parts of
-//! `certificate` and `audit`.
+//! `jobs`, `report`, `rows`, `export`, `delete`, `keys`, `quota`, `webhooks`, and the online parts
+//! of `certificate` and `audit`.
 //!
 //! - `config`: profiles (`~/.config/trustmesh/config.toml`, owner-only) and `login`.
 //! - `render`: tables for people, `--json` for scripts.
@@ -10,6 +10,7 @@ pub(crate) mod admin;
 pub(crate) mod config;
 pub(crate) mod datasets;
 pub(crate) mod jobs;
+pub(crate) mod quota;
 pub(crate) mod render;
 pub(crate) mod results;
 

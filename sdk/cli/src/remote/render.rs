@@ -170,6 +170,7 @@ pub(crate) fn report_json(r: &Report) -> Value {
         "health_score": r.health_score,
         "issues": r.issue_summaries.iter().map(|s| json!({
             "issue": issue_name(s.issue_type()),
+            "column": s.column,
             "flagged_rows": s.flagged_rows,
             "flagged_fraction": s.flagged_fraction,
             "quality_score": s.quality_score,
@@ -291,10 +292,17 @@ pub(crate) fn report_text(r: &Report) -> String {
     issues.sort_by_key(|s| std::cmp::Reverse(s.flagged_rows));
     text.push_str(
         &table(
-            &["issue", "flagged rows", "fraction", "quality score"],
+            &[
+                "issue",
+                "column",
+                "flagged rows",
+                "fraction",
+                "quality score",
+            ],
             issues.iter().map(|s| {
                 vec![
                     issue_name(s.issue_type()),
+                    s.column.clone(),
                     s.flagged_rows.to_string(),
                     format!("{:.1}%", s.flagged_fraction * 100.0),
                     format!("{:.3}", s.quality_score),
@@ -314,6 +322,20 @@ fn flagged(row: &RowResult) -> Vec<String> {
         .collect()
 }
 
+/// The flagged issues of a row for people: each with the column it concerns, if any
+/// (`dark (image)`, `label`).
+fn flagged_text(row: &RowResult) -> String {
+    row.issues
+        .iter()
+        .filter(|i| i.flagged)
+        .map(|i| match i.column.as_str() {
+            "" => issue_name(i.issue_type()),
+            column => format!("{} ({column})", issue_name(i.issue_type())),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A row result as JSON.
 pub(crate) fn row_json(r: &RowResult) -> Value {
     json!({
@@ -321,6 +343,10 @@ pub(crate) fn row_json(r: &RowResult) -> Value {
         "row_id": r.row_id,
         "trust_score": r.trust_score,
         "issues": flagged(r),
+        "flagged": r.issues.iter().filter(|i| i.flagged).map(|i| json!({
+            "issue": issue_name(i.issue_type()), "column": i.column,
+        })).collect::<Vec<_>>(),
+        "not_analyzed_reason": r.not_analyzed_reason,
         "given_label": r.given_label,
         "suggested_label": r.suggested_label,
         "suggested_label_confidence": r.suggested_label_confidence,
@@ -333,15 +359,23 @@ pub(crate) fn row_row(r: &RowResult) -> Vec<String> {
         r.row_index.to_string(),
         r.row_id.clone(),
         format!("{:.3}", r.trust_score),
-        flagged(r).join(", "),
+        flagged_text(r),
         r.given_label.clone(),
         r.suggested_label.clone(),
+        r.not_analyzed_reason.clone(),
     ]
 }
 
 /// The header of [`row_row`].
-pub(crate) const ROW_HEADER: &[&str] =
-    &["row", "id", "trust", "issues", "given label", "suggested"];
+pub(crate) const ROW_HEADER: &[&str] = &[
+    "row",
+    "id",
+    "trust",
+    "issues",
+    "given label",
+    "suggested",
+    "not analyzed because",
+];
 
 /// An API key as JSON (never its secret: the key has none to show).
 pub(crate) fn key_json(k: &ApiKey) -> Value {
@@ -466,7 +500,7 @@ pub(crate) fn certificate_json(c: &DeletionCertificate) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use trustmesh_sdk::proto::{ClassMetrics, ModelMetrics};
+    use trustmesh_sdk::proto::{ClassMetrics, IssueSummary, ModelMetrics, RowIssue};
 
     use super::*;
 
@@ -533,5 +567,67 @@ mod tests {
         assert_eq!(summary["ensemble"]["per_class"][0]["recall"], 0.8);
         let without = report_json(&Report::default());
         assert!(without["model_summary"].is_null());
+    }
+
+    #[test]
+    fn reports_and_rows_name_each_issues_column_and_why_a_row_was_not_analyzed() {
+        let report = Report {
+            issue_summaries: vec![
+                IssueSummary {
+                    issue_type: IssueType::Dark.into(),
+                    column: "image".to_owned(),
+                    flagged_rows: 3,
+                    ..IssueSummary::default()
+                },
+                IssueSummary {
+                    issue_type: IssueType::Label.into(),
+                    flagged_rows: 2,
+                    ..IssueSummary::default()
+                },
+            ],
+            ..Report::default()
+        };
+        let text = report_text(&report);
+        assert!(text.contains("column"), "{text}");
+        let dark = text
+            .lines()
+            .find(|l| l.contains("dark"))
+            .unwrap_or_else(|| panic!("no dark line in\n{text}"));
+        assert!(dark.contains("image"), "{dark}");
+        let json = report_json(&report);
+        assert_eq!(json["issues"][0]["column"], "image");
+        assert_eq!(json["issues"][1]["column"], "");
+
+        let issue = |t: IssueType, column: &str, flagged: bool| RowIssue {
+            issue_type: t.into(),
+            column: column.to_owned(),
+            flagged,
+            ..RowIssue::default()
+        };
+        let row = RowResult {
+            row_index: 4,
+            row_id: "img/gone.png".to_owned(),
+            issues: vec![
+                issue(IssueType::NotAnalyzed, "image", true),
+                issue(IssueType::Dark, "image", false),
+                issue(IssueType::Label, "", true),
+            ],
+            not_analyzed_reason: "image: row 4 (path \"img/gone.png\"): no image".to_owned(),
+            ..RowResult::default()
+        };
+        let cells = row_row(&row);
+        assert_eq!(cells.len(), ROW_HEADER.len());
+        assert_eq!(cells[3], "not-analyzed (image), label");
+        assert_eq!(cells[6], row.not_analyzed_reason);
+        let json = row_json(&row);
+        assert_eq!(json["issues"], json!(["not-analyzed", "label"]));
+        assert_eq!(
+            json["flagged"],
+            json!([
+                {"issue": "not-analyzed", "column": "image"},
+                {"issue": "label", "column": ""},
+            ])
+        );
+        assert_eq!(json["not_analyzed_reason"], row.not_analyzed_reason);
     }
 }

@@ -14,11 +14,19 @@
 //! the dataset (`GetDataset` with the mesh's service credential, audited by ingest as actor
 //! SERVICE): a missing dataset is NOT_FOUND, one not READY FAILED_PRECONDITION, a `label_column` or
 //! `column_overrides` column the dataset lacks INVALID_ARGUMENT naming it, and ingest unreachable
-//! UNAVAILABLE; nothing is stored for a refused request (no job, no `analysis.requested`).
+//! UNAVAILABLE; nothing is stored for a refused request (no job, no `analysis.requested`). A
+//! tenant that already has its quota of jobs QUEUED or RUNNING (`max_concurrent_jobs`,
+//! `trustmesh_auth::quota`) gets RESOURCE_EXHAUSTED with a `QuotaFailure` and a `RetryInfo`,
+//! audited as DENIED with reason `QUOTA_EXCEEDED`; the count is taken as the job is inserted, under
+//! a per-tenant lock, so starts racing each other cannot exceed the quota together.
 //!
 //! Every call is audited (allowed, denied or failed) through the outbox on
 //! `tm.<tenant>.audit.analysis` of the tenant the resource name names, that is the owner's log even
 //! when another tenant's key is refused; the actor is the calling key.
+//!
+//! Dedicated profile: a call on a tenant this replica does not serve (a dedicated tenant's on a
+//! shared replica, another tenant's on a dedicated one) is FAILED_PRECONDITION, checked once the
+//! caller is authorized and before anything is read or stored ([`Placement::check`]).
 //!
 //! GetModelOutputs is also a service-to-service call: trust-scoring presents the mesh's service
 //! credential (its `mesh.service_credential`) and reads on the tenant's behalf, which
@@ -31,17 +39,16 @@ use std::time::Duration;
 use futures::Stream;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
-use trustmesh_auth::{PageToken, Principal, Scope, page_size};
+use trustmesh_auth::{EffectiveQuota, PageToken, Principal, Scope, page_size};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
-use trustmesh_proto::events::v1::Outcome;
 use trustmesh_proto::v1::analysis_service_server::AnalysisService;
 use trustmesh_proto::v1::{
     CancelJobRequest, Dataset, DatasetState, GetJobRequest, GetModelOutputsRequest,
     GetModelOutputsResponse, Job, JobState, ListJobsRequest, ListJobsResponse,
     StartAnalysisRequest, TaskType, WatchJobRequest,
 };
-use trustmesh_service_kit::{call_entry_for, request_id};
+use trustmesh_service_kit::{call_entry_for, request_id, settle};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
@@ -50,6 +57,7 @@ use super::{JobSpec, ResourceName, is_terminal, parse_parent};
 use crate::error::AnalysisError;
 use crate::ingest::IngestClient;
 use crate::outputs::{self, StoredOutputs};
+use crate::placement::Placement;
 
 /// Default and largest `ListJobs` page.
 const PAGE_DEFAULT: usize = 50;
@@ -74,17 +82,25 @@ pub(crate) struct JobsHandler {
     objects: EncryptedObjects,
     /// Ingest, asked with the mesh's service credential whether a dataset can be analysed.
     ingest: IngestClient,
+    /// The tenants whose calls this replica answers (dedicated profile).
+    placement: Placement,
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<Job, Status>> + Send>>;
 type OutputsStream = Pin<Box<dyn Stream<Item = Result<GetModelOutputsResponse, Status>> + Send>>;
 
 impl JobsHandler {
-    pub(crate) fn new(repo: JobRepo, objects: EncryptedObjects, ingest: IngestClient) -> Self {
+    pub(crate) fn new(
+        repo: JobRepo,
+        objects: EncryptedObjects,
+        ingest: IngestClient,
+        placement: Placement,
+    ) -> Self {
         Self {
             repo,
             objects,
             ingest,
+            placement,
         }
     }
 
@@ -129,40 +145,22 @@ impl JobsHandler {
         }
     }
 
-    /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
-    /// RPC's answer. An allowed call whose audit cannot be recorded fails: no unaudited data access.
+    /// Audits the call and turns the result into the RPC's answer ([`settle`]).
     async fn settle<T>(
         &self,
         entry: Option<AuditEntry>,
         result: Result<(T, u64), AnalysisError>,
     ) -> Result<T, Status> {
-        let Some(mut entry) = entry else {
-            return result.map(|(value, _)| value).map_err(Status::from);
-        };
-        match result {
-            Ok((value, records)) => {
-                entry.records_affected = records;
-                self.repo.audit(entry).await?;
-                Ok(value)
-            }
-            Err(error) => {
-                entry.outcome = if let AnalysisError::Auth(_) = error {
-                    Outcome::Denied
-                } else {
-                    Outcome::Error
-                };
-                entry.grpc_code = error.code() as i32;
-                error.reason().clone_into(&mut entry.reason);
-                if let Err(audit_error) = self.repo.audit(entry).await {
-                    tracing::error!(error = %audit_error, "Could not record the audit event of a failed call.");
-                }
-                Err(error.into())
-            }
-        }
+        settle(entry, result, |entry| self.repo.audit(entry)).await
     }
 
-    async fn start(&self, req: StartAnalysisRequest) -> Result<Job, AnalysisError> {
+    async fn start(
+        &self,
+        req: StartAnalysisRequest,
+        quota: Option<&EffectiveQuota>,
+    ) -> Result<Job, AnalysisError> {
         let dataset = ResourceName::parse("dataset", "datasets", &req.dataset)?;
+        self.placement.check(&dataset.tenant)?;
         match req.task_type() {
             TaskType::Classification => {}
             TaskType::Unspecified => {
@@ -221,12 +219,13 @@ impl JobsHandler {
         let task_type = i16::try_from(i32::from(TaskType::Classification)).unwrap_or_default();
         let row = self
             .repo
-            .create(&scope, request_id, dataset.id, task_type, &spec)
+            .create(&scope, request_id, dataset.id, task_type, &spec, quota)
             .await?;
         Ok(row.to_proto(&dataset.tenant))
     }
 
     async fn row(&self, name: &ResourceName) -> Result<JobRow, AnalysisError> {
+        self.placement.check(&name.tenant)?;
         self.repo
             .get(&TenantScope::new(name.tenant.clone()), name.id)
             .await?
@@ -240,6 +239,7 @@ impl JobsHandler {
         tenant: &TenantId,
         req: &ListJobsRequest,
     ) -> Result<ListJobsResponse, AnalysisError> {
+        self.placement.check(tenant)?;
         let size = page_size(req.page_size, PAGE_DEFAULT, PAGE_MAX)?;
         let dataset = match req.dataset.as_str() {
             "" => None,
@@ -282,6 +282,7 @@ impl JobsHandler {
     }
 
     async fn cancel(&self, name: &ResourceName) -> Result<Job, AnalysisError> {
+        self.placement.check(&name.tenant)?;
         let scope = TenantScope::new(name.tenant.clone());
         let change = Change {
             state: Some(JobState::Cancelled),
@@ -417,6 +418,7 @@ impl AnalysisService for JobsHandler {
     ) -> Result<Response<Job>, Status> {
         let request_id = request_id(&request);
         let principal = Principal::of(&request)?.clone();
+        let quota = EffectiveQuota::of(&request).cloned();
         let req = request.into_inner();
         let entry = call_entry_for(
             Service::Analysis,
@@ -427,7 +429,7 @@ impl AnalysisService for JobsHandler {
         );
         let result = async {
             principal.require(Scope::AnalysisRun, "dataset", &req.dataset)?;
-            self.start(req).await.map(|job| (job, 1))
+            self.start(req, quota.as_ref()).await.map(|job| (job, 1))
         }
         .await;
         self.settle(entry, result).await.map(Response::new)
@@ -559,6 +561,8 @@ impl AnalysisService for JobsHandler {
 
 #[cfg(test)]
 mod tests {
+    use trustmesh_service_kit::CallError as _;
+
     use super::*;
 
     #[test]

@@ -1,7 +1,10 @@
 //! Analysis jobs: the `AnalysisService` handler ([`grpc`]), the `jobs` table ([`repo`]), the
-//! `analysis-requested` worker ([`worker`]) and the `analysis-scores` consumer ([`scores`]); plus
-//! resource names, the sealed job spec and the job's steps here.
+//! `analysis-requested` worker ([`worker`]), the `analysis-scores` consumer ([`scores`]) and the
+//! `analysis-deletion` consumer ([`deletion`]); plus resource names, the sealed job spec and the
+//! job's steps here.
 
+pub(crate) mod deletion;
+pub(crate) mod folds;
 pub(crate) mod grpc;
 pub(crate) mod repo;
 pub(crate) mod scores;

@@ -4,14 +4,18 @@
 use std::sync::Arc;
 
 use prost::Message;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use trustmesh_auth::{EffectiveQuota, TenantUsage};
 use trustmesh_bus::Outbox;
 use trustmesh_bus::audit::{self, AuditEntry};
+use trustmesh_bus::schema::rls::tenant_tx;
+use trustmesh_bus::schema::xact_lock;
 use trustmesh_crypto::{Keyring, ObjectRef};
 use trustmesh_events::{Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1::{AnalysisRequested, EventMeta, JobUpdated};
 use trustmesh_proto::v1::{Job, JobError, JobKind, JobState};
+use trustmesh_service_kit::CountUsage;
 use trustmesh_store::TenantScope;
 use trustmesh_telemetry::{
     DecryptMetrics, JobKind as MetricKind, JobMetrics, JobState as MetricState,
@@ -112,6 +116,20 @@ impl Pending {
     }
 }
 
+impl Pending {
+    /// Writes the event to `outbox` within `tx`.
+    pub(crate) async fn enqueue(
+        &self,
+        outbox: &Outbox,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ) -> Result<(), AnalysisError> {
+        outbox
+            .enqueue_bytes(tx, &self.subject, &self.payload, &self.msg_id)
+            .await?;
+        Ok(())
+    }
+}
+
 /// A fresh event id and the metadata of an event of `tenant` produced by analysis.
 pub(crate) fn event_meta(tenant: &TenantId, request_id: &str) -> (Uuid, EventMeta) {
     let event_id = Uuid::now_v7();
@@ -169,14 +187,49 @@ pub(crate) struct JobRepo {
     pool: PgPool,
     keyring: Arc<Keyring>,
     outbox: Outbox,
+    usage: UsageReporter,
+}
+
+/// Reports a tenant's jobs QUEUED or RUNNING to `tm_usage` (tenancy's GetQuota reads them); a
+/// dedicated replica reports its tenant's, the only ones in its database.
+pub(crate) type UsageReporter = trustmesh_service_kit::UsageReporter<ActiveJobs>;
+
+/// Counts a tenant's jobs QUEUED or RUNNING.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ActiveJobs;
+
+impl CountUsage for ActiveJobs {
+    async fn count(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+    ) -> Result<TenantUsage, sqlx::Error> {
+        let active: Vec<i16> = ACTIVE.iter().map(|s| state_code(*s)).collect();
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tenant = $1 AND state = ANY($2)")
+                .bind(tenant.as_str())
+                .bind(&active)
+                .fetch_one(conn)
+                .await?;
+        Ok(TenantUsage {
+            concurrent_jobs: u32::try_from(count).unwrap_or(u32::MAX),
+            ..TenantUsage::default()
+        })
+    }
 }
 
 impl JobRepo {
-    pub(crate) fn new(pool: PgPool, keyring: Arc<Keyring>, outbox: Outbox) -> Self {
+    pub(crate) fn new(
+        pool: PgPool,
+        keyring: Arc<Keyring>,
+        outbox: Outbox,
+        usage: UsageReporter,
+    ) -> Self {
         Self {
             pool,
             keyring,
             outbox,
+            usage,
         }
     }
 
@@ -212,6 +265,7 @@ impl JobRepo {
         dataset: Uuid,
         task_type: i16,
         spec: &JobSpec,
+        quota: Option<&EffectiveQuota>,
     ) -> Result<JobRow, AnalysisError> {
         let id = Uuid::now_v7();
         let object = format!("jobs/{id}/spec");
@@ -219,7 +273,16 @@ impl JobRepo {
             .keyring
             .seal(&Self::spec_ref(scope, &object), &spec.encode_to_vec())
             .await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        // The tenant's quota of concurrent jobs: fewer than `max_concurrent_jobs` QUEUED or RUNNING,
+        // counted under a per-tenant lock held until this insert commits, so starts racing each
+        // other cannot exceed it between them.
+        if let Some(quota) = quota {
+            let key = format!("analysis.jobs/{}/active", scope.as_str());
+            xact_lock(&mut tx, &key, false).await?;
+            let active = ActiveJobs.count(&mut tx, scope.tenant()).await?;
+            quota.admit_job(u64::from(active.concurrent_jobs))?;
+        }
         let inserted: Option<JobRow> = sqlx::query_as(&format!(
             "INSERT INTO jobs (tenant, id, dataset, task_type, spec_sealed, state, step_count, request_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -238,14 +301,16 @@ impl JobRepo {
         .await?;
         let Some(row) = inserted else {
             tx.rollback().await?;
-            return sqlx::query_as(&format!(
+            let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+            let earlier: Option<JobRow> = sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND request_id = $2"
             ))
             .bind(scope.as_str())
             .bind(request_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| AnalysisError::NotFound {
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return earlier.ok_or_else(|| AnalysisError::NotFound {
                 resource: format!("tenants/{}/jobs", scope.as_str()),
             });
         };
@@ -260,6 +325,7 @@ impl JobRepo {
         self.write(&mut tx, scope, &row, &[pending], None).await?;
         tx.commit().await?;
         JobMetrics::of(MetricKind::Analysis).entered(MetricState::Queued);
+        self.usage.report(tenant).await;
         Ok(row)
     }
 
@@ -319,7 +385,7 @@ impl JobRepo {
             Some((code, message)) => (Some(code), Some(message)),
             None => (None, None),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
         let row: Option<JobRow> = sqlx::query_as(&format!(
             "UPDATE jobs SET
                 state = COALESCE($3, state),
@@ -368,6 +434,7 @@ impl JobRepo {
         tx.commit().await?;
         if let Some(state) = change.state {
             record_transition(&row, state);
+            self.usage.report(scope.tenant()).await;
         }
         Ok(Some(row))
     }
@@ -378,13 +445,16 @@ impl JobRepo {
         scope: &TenantScope,
         id: Uuid,
     ) -> Result<Option<JobRow>, AnalysisError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let row = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND id = $2"
         ))
         .bind(scope.as_str())
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Up to `limit` of the tenant's jobs older than `before` (ids are UUIDv7), newest first, only
@@ -397,7 +467,8 @@ impl JobRepo {
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<JobRow>, AnalysisError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let rows = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM jobs
              WHERE tenant = $1 AND ($2::uuid IS NULL OR dataset = $2)
                AND (cardinality($3::smallint[]) = 0 OR state = ANY($3))
@@ -409,8 +480,10 @@ impl JobRepo {
         .bind(states)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// Records an audit event on its own (committed before the caller answers).

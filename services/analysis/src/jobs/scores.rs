@@ -1,6 +1,7 @@
 //! The `analysis-scores` consumer: on `scores.ready`, the job whose outputs were scored becomes
 //! SUCCEEDED with the report as its output. Only a RUNNING job with stored outputs changes, so a
-//! redelivery (or a cancelled job) has no effect.
+//! redelivery (or a cancelled job) has no effect. A dedicated tenant's jobs are in its replica's
+//! database: the shared replicas leave its messages to that replica's `analysis-scores-<tenant>`.
 
 use trustmesh_bus::{Delivery, Handler, HandlerError};
 use trustmesh_proto::events::v1::ScoresReady;
@@ -9,11 +10,14 @@ use trustmesh_store::TenantScope;
 
 use super::ResourceName;
 use super::repo::{Change, Guard, JobRepo};
+use crate::placement::Placement;
 
 /// The `analysis-scores` handler.
 #[derive(Debug, Clone)]
 pub(crate) struct ScoresHandler {
     pub(crate) repo: JobRepo,
+    /// Tenants whose jobs dedicated replicas keep: left to them.
+    pub(crate) placement: Placement,
 }
 
 impl ScoresHandler {
@@ -22,6 +26,10 @@ impl ScoresHandler {
         let tenant = delivery
             .tenant()
             .ok_or_else(|| HandlerError::poison("the subject carries no valid tenant"))?;
+        if self.placement.left_to_dedicated(&tenant) {
+            tracing::debug!("The tenant's jobs are completed by its dedicated replicas.");
+            return Ok(());
+        }
         let job = ResourceName::job(&event.job)
             .map_err(|_| HandlerError::poison("the job is not a job name"))?;
         let report = ResourceName::parse("report", "reports", &event.report)

@@ -11,7 +11,7 @@ use prost::Message as _;
 use tonic::Code;
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_bus::{Delivery, Handler, HandlerError};
-use trustmesh_events::{Service, Subject};
+use trustmesh_events::{Service, Subject, TenantId};
 use trustmesh_proto::events::v1::{
     ActorType, AnalysisCompleted, AnalysisFailed, AnalysisRequested, Outcome,
 };
@@ -19,18 +19,21 @@ use trustmesh_proto::v1::column_data::Values;
 use trustmesh_proto::v1::{ColumnData, DatasetState, JobState, ReadRowsRequest};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 
+use super::folds::FoldRepo;
 use super::repo::{ACTIVE, Change, Guard, JobRepo, JobRow, Pending, event_meta};
-use super::{ResourceName, Step, is_terminal, steps};
+use super::{JobSpec, ResourceName, Step, is_terminal, steps};
 use crate::error::AnalysisError;
+use crate::fairness::TenantGate;
 use crate::ingest::IngestClient;
 use crate::outputs::{StoredOutputs, outputs_key};
+use crate::placement::Placement;
 use crate::training::{self, JobFailure, Plan};
 
 /// Rows per `ReadRows` message.
 const READ_BATCH_ROWS: u32 = 16384;
 
 /// Why a run stopped early.
-enum Stop {
+pub(super) enum Stop {
     /// The job cannot succeed: it becomes FAILED.
     Failed(JobFailure),
     /// Try again later.
@@ -92,7 +95,7 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Awaits `work`, sending a progress ack every [`HEARTBEAT`] so the delivery is not redelivered
 /// while a long step (featurizing, training) runs.
-async fn with_heartbeat<T>(delivery: &Delivery, work: impl Future<Output = T>) -> T {
+pub(super) async fn with_heartbeat<T>(delivery: &Delivery, work: impl Future<Output = T>) -> T {
     tokio::pin!(work);
     let mut ticker = tokio::time::interval(HEARTBEAT);
     loop {
@@ -148,6 +151,24 @@ pub(crate) struct AnalysisWorker {
     pub(crate) objects: EncryptedObjects,
     /// Ingest, called with the mesh's service credential.
     pub(crate) ingest: IngestClient,
+    /// This replica's training slots, shared by tenants in turn.
+    pub(crate) gate: TenantGate,
+    /// Fold work items and results of large jobs.
+    pub(crate) folds: FoldRepo,
+    /// Jobs with at least this many rows fan their folds out (`0`: never).
+    pub(crate) fold_fanout_min_rows: usize,
+    /// Tenants whose work dedicated replicas take: left to them.
+    pub(crate) placement: Placement,
+}
+
+/// A dataset read for a job: the plan of its columns, the columns, its rows and name.
+pub(super) struct Loaded {
+    pub(super) plan: Plan,
+    pub(super) columns: Vec<ColumnData>,
+    pub(super) rows: usize,
+    pub(super) dataset: String,
+    /// The image and text checks' results (unreadable images are marked missing in `columns`).
+    pub(super) modality: crate::modality::ModalityResults,
 }
 
 impl AnalysisWorker {
@@ -170,6 +191,50 @@ impl AnalysisWorker {
             Some(_) => Ok(()),
             None => Err(Stop::Cancelled),
         }
+    }
+
+    /// The job's dataset (checked ready) and its planned columns, read whole from ingest.
+    pub(super) async fn load(
+        &self,
+        delivery: &Delivery,
+        scope: &TenantScope,
+        row: &JobRow,
+        spec: &JobSpec,
+    ) -> Result<Loaded, Stop> {
+        let dataset_name = ResourceName::dataset_string(scope.tenant(), row.dataset);
+        let dataset = self
+            .ingest
+            .get_dataset(&dataset_name)
+            .await
+            .map_err(|s| ingest_failure(&s))?;
+        if dataset.state() != DatasetState::Ready {
+            return Err(JobFailure::new(
+                "DATASET_NOT_READY",
+                "the dataset is not ready for analysis",
+            )
+            .into());
+        }
+        let schema = dataset.schema.unwrap_or_default();
+        let plan = training::plan(&schema, spec)?;
+        let columns = self.read(&dataset_name, &plan, delivery).await?;
+        let rows = usize::try_from(dataset.row_count).unwrap_or(usize::MAX);
+        let label = plan.label.clone();
+        let checks = move || crate::modality::run(&schema, &label, columns, rows);
+        let (columns, modality) = with_heartbeat(delivery, tokio::task::spawn_blocking(checks))
+            .await
+            .map_err(|e| Stop::Retry(HandlerError::retryable(e)))?;
+        Ok(Loaded {
+            plan,
+            columns,
+            rows,
+            dataset: dataset_name,
+            modality,
+        })
+    }
+
+    /// Whether `tenant`'s work is left to its dedicated replicas.
+    pub(super) fn left_to_dedicated(&self, tenant: &TenantId) -> bool {
+        self.placement.left_to_dedicated(tenant)
     }
 
     /// Reads the planned columns of the dataset, whole.
@@ -227,24 +292,17 @@ impl AnalysisWorker {
         row: &JobRow,
     ) -> Result<u64, Stop> {
         let tenant = scope.tenant();
+        // The job stays QUEUED until its tenant's turn for a training slot of this replica.
+        let slot = with_heartbeat(delivery, self.gate.acquire(scope.as_str())).await;
         self.advance(scope, row, steps::READ_ROWS).await?;
         let spec = self.repo.open_spec(scope, row).await?;
-        let dataset_name = ResourceName::dataset_string(tenant, row.dataset);
-        let dataset = self
-            .ingest
-            .get_dataset(&dataset_name)
-            .await
-            .map_err(|s| ingest_failure(&s))?;
-        if dataset.state() != DatasetState::Ready {
-            return Err(JobFailure::new(
-                "DATASET_NOT_READY",
-                "the dataset is not ready for analysis",
-            )
-            .into());
-        }
-        let plan = training::plan(&dataset.schema.unwrap_or_default(), &spec)?;
-        let columns = self.read(&dataset_name, &plan, delivery).await?;
-        let rows = usize::try_from(dataset.row_count).unwrap_or(usize::MAX);
+        let Loaded {
+            plan,
+            columns,
+            rows,
+            dataset: dataset_name,
+            modality,
+        } = self.load(delivery, scope, row, &spec).await?;
 
         self.advance(scope, row, steps::FEATURIZE).await?;
         let prepared = with_heartbeat(
@@ -256,14 +314,22 @@ impl AnalysisWorker {
 
         self.advance(scope, row, steps::TRAIN_FOLDS).await?;
         let started = std::time::Instant::now();
-        let (prepared, trained) = with_heartbeat(
-            delivery,
-            tokio::task::spawn_blocking(move || {
-                training::train(&prepared).map(|trained| (prepared, trained))
-            }),
-        )
-        .await
-        .map_err(|e| Stop::Retry(HandlerError::retryable(e)))??;
+        let spread = self.fold_fanout_min_rows > 0 && rows >= self.fold_fanout_min_rows;
+        let (prepared, trained) = if spread {
+            self.train_spread(delivery, scope, row, prepared, slot)
+                .await?
+        } else {
+            let trained = with_heartbeat(
+                delivery,
+                tokio::task::spawn_blocking(move || {
+                    training::train(&prepared).map(|trained| (prepared, trained))
+                }),
+            )
+            .await
+            .map_err(|e| Stop::Retry(HandlerError::retryable(e)))??;
+            drop(slot);
+            trained
+        };
         tracing::info!(
             rows,
             models = trained.summary.models.len(),
@@ -284,6 +350,7 @@ impl AnalysisWorker {
             model_summary: Some(trained.summary),
             issue_types: spec.issue_types,
             task_type: i32::from(row.task_type),
+            ..modality.into_stored(rows)
         };
         let key = outputs_key(row.id)?;
         self.objects
@@ -327,7 +394,12 @@ impl AnalysisWorker {
             .transition(scope, row.id, guard, change, &[pending], Some(entry))
             .await?
         {
-            Some(_) => Ok(stored.row_count),
+            Some(_) => {
+                if spread {
+                    self.forget_folds(scope, row.id).await;
+                }
+                Ok(stored.row_count)
+            }
             None => {
                 self.objects
                     .delete(scope, &key)
@@ -339,7 +411,7 @@ impl AnalysisWorker {
     }
 
     /// Marks the job FAILED with `failure`, writing `analysis.failed` and the audit event with it.
-    async fn fail(
+    pub(super) async fn fail(
         &self,
         scope: &TenantScope,
         row: &JobRow,
@@ -384,6 +456,10 @@ impl AnalysisWorker {
         let tenant = delivery
             .tenant()
             .ok_or_else(|| HandlerError::poison("the subject carries no valid tenant"))?;
+        if self.left_to_dedicated(&tenant) {
+            tracing::debug!("The tenant's jobs run on its dedicated replicas.");
+            return Ok(());
+        }
         let name = ResourceName::job(&event.job)
             .map_err(|_| HandlerError::poison("the job is not a job name"))?;
         if name.tenant != tenant {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use trustmesh_bus::schema::xact_lock;
 use uuid::Uuid;
 
 use super::model::{DeletionRow, ReceiptRow, Scope, State};
@@ -62,11 +63,12 @@ pub(crate) async fn lock_target(
     tenant: &str,
     target: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("trustmesh-deletion:{tenant}:{target}"))
-        .execute(conn)
-        .await?;
-    Ok(())
+    xact_lock(
+        conn,
+        &format!("deletion.deletions/{tenant}/{target}"),
+        false,
+    )
+    .await
 }
 
 pub(crate) async fn find_by_request_id(
@@ -124,7 +126,7 @@ pub(crate) async fn insert(
 }
 
 pub(crate) async fn get(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     tenant: &str,
     id: Uuid,
 ) -> Result<Option<DeletionRow>, sqlx::Error> {
@@ -133,7 +135,7 @@ pub(crate) async fn get(
     ))
     .bind(tenant)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }
 
@@ -269,14 +271,14 @@ pub(crate) async fn insert_certificate(
 }
 
 pub(crate) async fn certificate(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     deletion: Uuid,
 ) -> Result<Option<CertificateRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT document, signature, key_id, issue_time FROM certificates WHERE deletion_id = $1",
     )
     .bind(deletion)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }
 

@@ -17,6 +17,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use trustmesh_bus::Outbox;
 use trustmesh_bus::audit::{self, AuditEntry};
+use trustmesh_bus::schema::rls::{service_tx, tenant_tx};
 use trustmesh_events::{Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1 as ev;
 use trustmesh_proto::v1;
@@ -166,8 +167,8 @@ impl Deletions {
         &self,
         request: Request,
     ) -> Result<(DeletionRow, Vec<ReceiptRow>), DeletionError> {
-        let mut tx = self.inner.pool.begin().await?;
         let tenant = request.tenant.as_str();
+        let mut tx = tenant_tx(&self.inner.pool, tenant).await?;
         repo::lock_target(&mut tx, tenant, &request.target).await?;
         let existing = match &request.request_id {
             Some(id) => repo::find_by_request_id(&mut tx, tenant, id).await?,
@@ -245,11 +246,12 @@ impl Deletions {
         tenant: &TenantId,
         id: Uuid,
     ) -> Result<(DeletionRow, Vec<ReceiptRow>), DeletionError> {
-        let row = repo::get(&self.inner.pool, tenant.as_str(), id)
+        let mut tx = tenant_tx(&self.inner.pool, tenant.as_str()).await?;
+        let row = repo::get(&mut tx, tenant.as_str(), id)
             .await?
             .ok_or(DeletionError::NotFound)?;
-        let mut conn = self.inner.pool.acquire().await?;
-        let receipts = repo::receipts(&mut conn, id).await?;
+        let receipts = repo::receipts(&mut tx, id).await?;
+        tx.commit().await?;
         Ok((row, receipts))
     }
 
@@ -259,16 +261,17 @@ impl Deletions {
         tenant: &TenantId,
         id: Uuid,
     ) -> Result<CertificateRow, DeletionError> {
-        let row = repo::get(&self.inner.pool, tenant.as_str(), id)
+        let mut tx = tenant_tx(&self.inner.pool, tenant.as_str()).await?;
+        let row = repo::get(&mut tx, tenant.as_str(), id)
             .await?
             .ok_or(DeletionError::NotFound)?;
         match row.state() {
             State::Completed => {
-                repo::certificate(&self.inner.pool, id)
-                    .await?
-                    .ok_or(DeletionError::Corrupt(
-                        "completed deletion without certificate",
-                    ))
+                let certificate = repo::certificate(&mut tx, id).await?;
+                tx.commit().await?;
+                certificate.ok_or(DeletionError::Corrupt(
+                    "completed deletion without certificate",
+                ))
             }
             State::InProgress => Err(DeletionError::FailedPrecondition(
                 "the deletion is still waiting for receipts; no certificate yet",
@@ -334,7 +337,7 @@ impl Deletions {
                 "the receipt names another tenant's deletion".to_owned(),
             ));
         }
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = tenant_tx(&self.inner.pool, tenant.as_str()).await?;
         let row = repo::lock(&mut tx, tenant.as_str(), id)
             .await?
             .ok_or(DeletionError::NotFound)?;
@@ -416,7 +419,8 @@ impl Deletions {
     /// Re-publishes the requests of deletions whose receipts are late, and fails those whose retries
     /// are spent; returns how many deletions it handled.
     pub(crate) async fn sweep(&self) -> Result<usize, DeletionError> {
-        let mut tx = self.inner.pool.begin().await?;
+        // Service-wide: the sweeper looks at every tenant's late deletions.
+        let mut tx = service_tx(&self.inner.pool).await?;
         let now = now();
         let due = repo::lock_due(&mut tx, now, SWEEP_BATCH).await?;
         let mut failed = 0;

@@ -1,8 +1,9 @@
 //! CSV validation and parsing into columns of strings: every rejection names its line and column,
 //! never a value.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::{self, Read};
 
 /// Why an upload was rejected: a stable code and a message naming the position, never the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +56,12 @@ pub(crate) struct Table {
     /// Column names, unique and non-empty.
     pub(crate) names: Vec<String>,
     /// Values per column, one per row.
-    pub(crate) columns: Vec<Vec<String>>,
+    pub(crate) columns: Vec<Cells>,
     /// The 1-based line each row starts on.
     pub(crate) lines: Vec<u64>,
+    /// The binary columns' values by column index (a Parquet binary column; an empty value is a
+    /// null), whose text cells are empty.
+    pub(crate) binary: BTreeMap<usize, Vec<Vec<u8>>>,
 }
 
 impl Table {
@@ -67,28 +71,74 @@ impl Table {
     }
 }
 
-/// Parses `bytes` as CSV into a [`Table`], checking it has a header of unique, non-empty names,
-/// rows of that width, valid UTF-8 and at most `max_rows` rows and `max_columns` columns.
-pub(crate) fn parse(
-    bytes: &[u8],
+/// One column's text cells, compactly: one buffer of their text and where each ends, so a cell
+/// costs its text and 4 bytes (not a `String` of its own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Cells {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Cells {
+    /// Cells held.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Appends `value`; a column's text is limited to 4 GiB.
+    pub(crate) fn push(&mut self, value: &str) -> Result<(), Rejection> {
+        let end = u32::try_from(self.text.len() + value.len()).map_err(|_| {
+            Rejection::new(
+                "COLUMN_TOO_LARGE",
+                "a column holds more than 4 GiB of text; split the file",
+            )
+        })?;
+        self.text.push_str(value);
+        self.ends.push(end);
+        Ok(())
+    }
+
+    /// Appends empty cells until there are `len`.
+    pub(crate) fn fill_to(&mut self, len: usize) {
+        let end = self.ends.last().copied().unwrap_or_default();
+        self.ends.resize(len.max(self.ends.len()), end);
+    }
+
+    /// The cells in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let end = end as usize;
+            let cell = self.text.get(start..end).unwrap_or_default();
+            start = end;
+            cell
+        })
+    }
+}
+
+/// Parses the CSV file `reader` yields (read once, front to back, never held whole) into a
+/// [`Table`], checking it has a header of unique, non-empty names, rows of that width, valid UTF-8
+/// and at most `max_rows` rows and `max_columns` columns.
+pub(crate) fn parse<R: Read>(
+    reader: R,
     options: CsvOptions,
     max_rows: u64,
     max_columns: usize,
 ) -> Result<Table, Rejection> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(reader) = skip_bom_unless_blank(reader).map_err(unreadable)? else {
         return Err(Rejection::new("EMPTY_FILE", "the file is empty"));
-    }
+    };
     let mut reader = ::csv::ReaderBuilder::new()
         .delimiter(options.delimiter)
         .has_headers(false)
         .flexible(true)
-        .from_reader(bytes);
+        .from_reader(reader);
     let mut records = reader.byte_records();
     let mut table = Table {
         names: Vec::new(),
         columns: Vec::new(),
         lines: Vec::new(),
+        binary: BTreeMap::new(),
     };
     let mut pending_first = None;
     if let Some(first) = records.next() {
@@ -111,7 +161,7 @@ pub(crate) fn parse(
             pending_first = Some(first);
         }
     }
-    table.columns = vec![Vec::new(); table.names.len()];
+    table.columns = vec![Cells::default(); table.names.len()];
     let rest = records.map(|r| r.map_err(malformed));
     for record in pending_first.map(Ok).into_iter().chain(rest) {
         let record = record?;
@@ -132,6 +182,38 @@ pub(crate) fn parse(
         ));
     }
     Ok(table)
+}
+
+/// `reader` without a leading UTF-8 byte-order mark; `None` if all it holds is whitespace. What
+/// it reads ahead (whitespace up to the first other byte) is handed back in front of the rest.
+pub(crate) fn skip_bom_unless_blank<R: Read>(
+    mut reader: R,
+) -> io::Result<Option<io::Chain<io::Cursor<Vec<u8>>, R>>> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let mut ahead = Vec::new();
+    let mut blank = true;
+    let mut byte = [0_u8; 1];
+    loop {
+        if reader.read(&mut byte)? == 0 {
+            return Ok((!blank).then(|| io::Cursor::new(ahead).chain(reader)));
+        }
+        ahead.push(byte[0]);
+        blank &= byte[0].is_ascii_whitespace();
+        if ahead == BOM {
+            ahead.clear();
+            blank = true;
+        } else if !blank && !BOM.starts_with(&ahead) {
+            return Ok(Some(io::Cursor::new(ahead).chain(reader)));
+        }
+    }
+}
+
+/// The upload could not be read (it was abandoned mid-way).
+pub(crate) fn unreadable(error: io::Error) -> Rejection {
+    Rejection::new(
+        "UPLOAD_UNREADABLE",
+        format!("the upload could not be read: {error}"),
+    )
 }
 
 fn malformed(error: ::csv::Error) -> Rejection {
@@ -196,7 +278,9 @@ fn push_row(table: &mut Table, record: &::csv::ByteRecord, line: u64) -> Result<
             )
             .at(Some(line), Some(name)));
         };
-        column.push(value.to_owned());
+        column
+            .push(value)
+            .map_err(|e| e.at(Some(line), Some(name)))?;
     }
     table.lines.push(line);
     Ok(())
@@ -211,15 +295,20 @@ mod tests {
         has_header: true,
     };
 
+    /// A table's cells as vectors.
+    fn cells(table: &Table) -> Vec<Vec<&str>> {
+        table.columns.iter().map(|c| c.iter().collect()).collect()
+    }
+
     fn reject(bytes: &[u8]) -> Rejection {
         parse(bytes, OPTIONS, 100, 100).unwrap_err()
     }
 
     #[test]
     fn parses_columns_with_their_lines() {
-        let table = parse(b"a,b\n1,x\n\"2\",\"y,z\"\n", OPTIONS, 100, 100).unwrap();
+        let table = parse(b"a,b\n1,x\n\"2\",\"y,z\"\n".as_slice(), OPTIONS, 100, 100).unwrap();
         assert_eq!(table.names, ["a", "b"]);
-        assert_eq!(table.columns, [vec!["1", "2"], vec!["x", "y,z"]]);
+        assert_eq!(cells(&table), [vec!["1", "2"], vec!["x", "y,z"]]);
         assert_eq!(table.lines, [2, 3]);
     }
 
@@ -239,17 +328,24 @@ mod tests {
 
         assert_eq!(reject(b"").code, "EMPTY_FILE");
         assert_eq!(reject(b" \n\n").code, "EMPTY_FILE");
+        assert_eq!(reject(b"\xEF\xBB\xBF\n").code, "EMPTY_FILE");
+        let bom = parse(&b"\xEF\xBB\xBF\na\n1\n"[..], OPTIONS, 100, 100).unwrap();
+        assert_eq!((bom.row_count(), bom.names), (1, vec!["a".to_owned()]));
         assert_eq!(reject(b"a,b\n").code, "NO_ROWS");
         let dup = reject(b"a,b,a\n1,2,3\n");
         assert_eq!(dup.code, "CSV_DUPLICATE_HEADER");
         assert_eq!(dup.column.as_deref(), Some("a"));
         assert_eq!(reject(b"a,,c\n1,2,3\n").code, "CSV_EMPTY_HEADER");
         assert_eq!(
-            parse(b"a\n1\n2\n3\n", OPTIONS, 2, 100).unwrap_err().code,
+            parse(b"a\n1\n2\n3\n".as_slice(), OPTIONS, 2, 100)
+                .unwrap_err()
+                .code,
             "TOO_MANY_ROWS"
         );
         assert_eq!(
-            parse(b"a,b,c\n1,2,3\n", OPTIONS, 2, 2).unwrap_err().code,
+            parse(b"a,b,c\n1,2,3\n".as_slice(), OPTIONS, 2, 2)
+                .unwrap_err()
+                .code,
             "TOO_MANY_COLUMNS"
         );
     }
@@ -260,7 +356,7 @@ mod tests {
             has_header: false,
             ..OPTIONS
         };
-        let table = parse(b"1,2\n3,4\n", options, 100, 100).unwrap();
+        let table = parse(b"1,2\n3,4\n".as_slice(), options, 100, 100).unwrap();
         assert_eq!(table.names, ["column_1", "column_2"]);
         assert_eq!(table.row_count(), 2);
     }

@@ -5,6 +5,12 @@
 //! Upload, `datasets:read` for Get, List and ReadRows. A key of another tenant gets NOT_FOUND, word
 //! for word what a missing dataset gets.
 //!
+//! An upload that would take the tenant's datasets past its stored-bytes quota
+//! (`max_storage_bytes`, `trustmesh_auth::quota`) is refused with RESOURCE_EXHAUSTED and a
+//! `QuotaFailure`, by its declared size before any chunk is read, by the bytes received after, and
+//! last when it is recorded, under a per-tenant lock, so uploads finishing together cannot exceed it
+//! between them. Stored bytes are the raw uploads' sizes (the parsed rows beside them not counted).
+//!
 //! Every call is audited (allowed, denied or failed) through the outbox on
 //! `tm.<tenant>.audit.ingest` of the tenant the resource name names, that is the owner's log even
 //! when another tenant's key is refused; the actor is the calling key.
@@ -23,27 +29,28 @@ use futures::Stream;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
-use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size};
+use trustmesh_auth::{EffectiveQuota, PageError, PageToken, Principal, Scope, page_size};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
-use trustmesh_proto::events::v1::Outcome;
 use trustmesh_proto::v1::column_data::Values;
 use trustmesh_proto::v1::dataset_service_server::DatasetService;
 use trustmesh_proto::v1::upload_dataset_request::Payload;
 use trustmesh_proto::v1::{
-    BoolValues, ColumnData, CreateDatasetRequest, Dataset, DatasetFormat, DatasetState,
-    DoubleValues, GetDatasetRequest, Int64Values, ListDatasetsRequest, ListDatasetsResponse,
-    ReadRowsRequest, ReadRowsResponse, RowBatch, StringValues, UploadDatasetRequest,
-    UploadMetadata,
+    BoolValues, BytesValues, ColumnData, CreateDatasetRequest, Dataset, DatasetFormat,
+    DatasetState, DoubleValues, GetDatasetRequest, Int64Values, ListDatasetsRequest,
+    ListDatasetsResponse, ReadRowsRequest, ReadRowsResponse, RowBatch, StringValues,
+    UploadDatasetRequest, UploadMetadata,
 };
-use trustmesh_service_kit::{call_entry, call_entry_for, request_id};
+use trustmesh_service_kit::{call_entry, call_entry_for, request_id, settle};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
-use super::csv::{self, CsvOptions};
+use super::csv::{self, CsvOptions, Rejection};
+use super::data_uri::decode_image_uris;
+use super::pipeline::{PieceReader, UploadSink, put_rows};
 use super::repo::{DatasetRepo, DatasetRow, FinishedUpload, state};
 use super::{DatasetName, SealedMeta, SealedUpload, StoredRows, parse_parent, schema};
-use super::{jsonl, parquet};
+use super::{images, jsonl, parquet};
 use crate::error::IngestError;
 use crate::settings::Limits;
 
@@ -73,36 +80,13 @@ impl DatasetsHandler {
         }
     }
 
-    /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
-    /// RPC's answer. An allowed call whose audit cannot be recorded fails: no unaudited data access.
+    /// Audits the call and turns the result into the RPC's answer ([`settle`]).
     async fn settle<T>(
         &self,
         entry: Option<AuditEntry>,
         result: Result<(T, u64), IngestError>,
     ) -> Result<T, Status> {
-        let Some(mut entry) = entry else {
-            return result.map(|(value, _)| value).map_err(Status::from);
-        };
-        match result {
-            Ok((value, records)) => {
-                entry.records_affected = records;
-                self.repo.audit(entry).await?;
-                Ok(value)
-            }
-            Err(error) => {
-                entry.outcome = if let IngestError::Auth(_) = error {
-                    Outcome::Denied
-                } else {
-                    Outcome::Error
-                };
-                entry.grpc_code = error.code() as i32;
-                error.reason().clone_into(&mut entry.reason);
-                if let Err(audit_error) = self.repo.audit(entry).await {
-                    tracing::error!(error = %audit_error, "Could not record the audit event of a failed call.");
-                }
-                Err(error.into())
-            }
-        }
+        settle(entry, result, |entry| self.repo.audit(entry)).await
     }
 
     async fn to_proto(&self, scope: &TenantScope, row: DatasetRow) -> Result<Dataset, IngestError> {
@@ -201,6 +185,7 @@ impl DatasetsHandler {
         mut stream: Streaming<UploadDatasetRequest>,
         request_id: &str,
         resource: &mut Option<String>,
+        quota: Option<&EffectiveQuota>,
     ) -> Result<(Dataset, u64), IngestError> {
         let first = stream
             .message()
@@ -228,66 +213,84 @@ impl DatasetsHandler {
             ));
         }
 
-        let mut bytes = Vec::new();
-        let mut hasher = Sha256::new();
-        while let Some(message) = stream.message().await.map_err(IngestError::StreamBroken)? {
-            let Some(Payload::Chunk(chunk)) = message.payload else {
-                return Err(IngestError::InvalidArgument(
-                    "every message after the first must carry a chunk".to_owned(),
-                ));
-            };
-            if (bytes.len() + chunk.len()) as u64 > self.limits.max_upload_bytes {
-                return Err(self.too_large());
+        // The tenant's stored-bytes quota: the declared size first, then what actually arrives.
+        let stored = match quota {
+            Some(quota) => {
+                let stored = self.repo.stored_bytes(&scope).await?;
+                quota.admit_bytes(stored, metadata.size_bytes)?;
+                Some((quota, stored))
             }
-            hasher.update(&chunk);
-            bytes.extend_from_slice(&chunk);
-        }
-        let sha256 = hex_lower(&hasher.finalize());
-        if !metadata.sha256.is_empty() && !metadata.sha256.eq_ignore_ascii_case(&sha256) {
-            return Err(IngestError::DigestMismatch);
-        }
-
+            None => None,
+        };
+        // The upload is stored and parsed as it arrives, never held whole (see `pipeline`).
         let limits = self.limits;
         let overrides = metadata.column_overrides.clone();
         let id_column = metadata.id_column.clone();
-        let bytes = Bytes::from(bytes);
-        let (bytes, inferred) = tokio::task::spawn_blocking(move || {
+        let (raw_key, rows_key) = (dataset.raw_key()?, dataset.rows_key()?);
+        let parse = move |reader: PieceReader| {
             let (rows, columns) = (limits.max_rows, limits.max_columns);
             match format {
-                Format::Csv(options) => csv::parse(&bytes, options, rows, columns),
-                Format::Jsonl => jsonl::parse(&bytes, rows, columns),
-                Format::Parquet => parquet::parse(bytes.clone(), rows, columns),
+                Format::Csv(options) => csv::parse(reader, options, rows, columns),
+                Format::Jsonl => jsonl::parse(reader, rows, columns).and_then(decode_image_uris),
+                Format::Parquet => parquet::parse(reader.into_bytes()?, rows, columns),
+                Format::ImageZip => {
+                    let max_bytes = limits.max_upload_bytes;
+                    let bytes = reader.into_bytes()?;
+                    return images::parse(&bytes, rows, columns, max_bytes, &overrides, &id_column);
+                }
             }
             .and_then(|table| schema::infer(table, &overrides, &id_column))
-            .map(|inferred| (bytes, inferred))
-        })
-        .await?
-        .map_err(|rejection| match rejection.code {
-            "TOO_MANY_ROWS" | "TOO_MANY_COLUMNS" => IngestError::TooLarge(rejection.to_string()),
-            _ => IngestError::Rejected(rejection),
-        })?;
+        };
+        let mut sink = UploadSink::start(&self.objects, &scope, raw_key.clone(), rejected, parse);
+        let received = async {
+            let mut hasher = Sha256::new();
+            while let Some(message) = stream.message().await.map_err(IngestError::StreamBroken)? {
+                let Some(Payload::Chunk(chunk)) = message.payload else {
+                    return Err(IngestError::InvalidArgument(
+                        "every message after the first must carry a chunk".to_owned(),
+                    ));
+                };
+                let received = sink.received() + chunk.len() as u64;
+                if received > self.limits.max_upload_bytes {
+                    return Err(self.too_large());
+                }
+                if let Some((quota, stored)) = stored {
+                    quota.admit_bytes(stored, received)?;
+                }
+                hasher.update(&chunk);
+                sink.push(Bytes::from(chunk)).await?;
+            }
+            let sha256 = hex_lower(&hasher.finalize());
+            if !metadata.sha256.is_empty() && !metadata.sha256.eq_ignore_ascii_case(&sha256) {
+                return Err(IngestError::DigestMismatch);
+            }
+            Ok(sha256)
+        }
+        .await;
+        let sha256 = match received {
+            Ok(sha256) => sha256,
+            Err(error) => {
+                sink.abort().await;
+                return Err(error);
+            }
+        };
+        let (inferred, raw) = sink.finish().await?;
 
-        let size_bytes = bytes.len() as u64;
+        let size_bytes = raw.size;
         let row_count = inferred
             .columns
             .first()
             .map_or(0, |c| value_count(c) as u64);
         let column_count = u32::try_from(inferred.columns.len()).unwrap_or(u32::MAX);
-        let stored = StoredRows {
-            row_count,
-            columns: inferred.columns,
-        };
-        let (raw_key, rows_key) = (dataset.raw_key()?, dataset.rows_key()?);
-        self.objects.put(&scope, &raw_key, "upload", bytes).await?;
         let stored = async {
-            self.objects
-                .put(
-                    &scope,
-                    &rows_key,
-                    "rows",
-                    Bytes::from(stored.encode_to_vec()),
-                )
-                .await?;
+            put_rows(
+                &self.objects,
+                &scope,
+                &rows_key,
+                row_count,
+                inferred.columns,
+            )
+            .await?;
             let mut entry = call_entry(
                 Service::Ingest,
                 principal,
@@ -310,7 +313,7 @@ impl DatasetsHandler {
                 },
             };
             self.repo
-                .finish_upload(&dataset, upload, request_id, entry)
+                .finish_upload(&dataset, upload, quota, request_id, entry)
                 .await
         }
         .await;
@@ -344,12 +347,7 @@ impl DatasetsHandler {
                     "metadata.format is required".to_owned(),
                 ));
             }
-            format @ DatasetFormat::ImageZip => {
-                return Err(IngestError::InvalidArgument(format!(
-                    "format {} is not supported yet; upload CSV, JSONL or Parquet",
-                    format.as_str_name()
-                )));
-            }
+            DatasetFormat::ImageZip => Format::ImageZip,
         };
         let filename = metadata.filename.as_str();
         if filename.len() > 255
@@ -444,6 +442,20 @@ enum Format {
     Csv(CsvOptions),
     Jsonl,
     Parquet,
+    /// A zip of images: one folder per class, or a table at its root naming them.
+    ImageZip,
+}
+
+/// The call's error for a parser's rejection: TOO_LARGE for the limits, else the rejection.
+fn rejected(rejection: Rejection) -> IngestError {
+    match rejection.code {
+        "TOO_MANY_ROWS"
+        | "TOO_MANY_COLUMNS"
+        | "ARCHIVE_TOO_MANY_FILES"
+        | "ARCHIVE_TOO_LARGE"
+        | "IMAGE_TOO_LARGE" => IngestError::TooLarge(rejection.to_string()),
+        _ => IngestError::Rejected(rejection),
+    }
 }
 
 fn csv_options(metadata: &UploadMetadata) -> Result<CsvOptions, IngestError> {
@@ -495,15 +507,13 @@ fn slice(column: &ColumnData, from: u64, to: u64) -> Result<ColumnData, IngestEr
         Some(Values::Booleans(v)) => Values::Booleans(BoolValues {
             values: v.values.get(range.clone()).ok_or_else(corrupt)?.to_vec(),
         }),
-        Some(
-            Values::DatetimesMicros(_)
-            | Values::Images(_)
-            | Values::FloatLists(_)
-            | Values::StringLists(_),
-        )
+        Some(Values::Images(v)) => Values::Images(BytesValues {
+            values: v.values.get(range.clone()).ok_or_else(corrupt)?.to_vec(),
+        }),
+        Some(Values::DatetimesMicros(_) | Values::FloatLists(_) | Values::StringLists(_))
         | None => {
             return Err(IngestError::Corrupt(
-                "a CSV column of a kind CSV never yields",
+                "a stored column of a kind no upload yields",
             ));
         }
     };
@@ -568,9 +578,16 @@ impl DatasetService for DatasetsHandler {
     ) -> Result<Response<Dataset>, Status> {
         let principal = Principal::of(&request)?.clone();
         let request_id = request_id(&request);
+        let quota = EffectiveQuota::of(&request).cloned();
         let mut resource = None;
         let result = self
-            .upload(&principal, request.into_inner(), &request_id, &mut resource)
+            .upload(
+                &principal,
+                request.into_inner(),
+                &request_id,
+                &mut resource,
+                quota.as_ref(),
+            )
             .await;
         // A successful upload recorded its audit event with the dataset, in one transaction.
         let entry = match (&result, resource) {

@@ -9,37 +9,52 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
+use std::io::{BufRead, BufReader, Read};
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::error::Category;
 
-use super::csv::{Rejection, Table};
+use super::csv::{Cells, Rejection, Table, skip_bom_unless_blank, unreadable};
 
-/// Parses `bytes` as JSONL into a [`Table`]: valid UTF-8, each non-blank line a JSON object of
-/// strings, numbers, booleans and nulls, a field's values of one kind (integers and floats are
-/// one), at most `max_rows` rows and `max_columns` fields in all.
-pub(crate) fn parse(bytes: &[u8], max_rows: u64, max_columns: usize) -> Result<Table, Rejection> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+/// Parses the JSONL file `reader` yields (read once, line by line, never held whole) into a
+/// [`Table`]: valid UTF-8, each non-blank line a JSON object of strings, numbers, booleans and
+/// nulls, a field's values of one kind (integers and floats are one), at most `max_rows` rows and
+/// `max_columns` fields in all.
+pub(crate) fn parse<R: Read>(
+    reader: R,
+    max_rows: u64,
+    max_columns: usize,
+) -> Result<Table, Rejection> {
+    let Some(reader) = skip_bom_unless_blank(reader).map_err(unreadable)? else {
         return Err(Rejection::new("EMPTY_FILE", "the file is empty"));
-    }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = line_of(&bytes[..e.valid_up_to()]);
-        Rejection::new(
-            "UNSUPPORTED_ENCODING",
-            format!("line {line} is not valid UTF-8"),
-        )
-        .at(Some(line), None)
-    })?;
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut table = Table {
         names: Vec::new(),
         columns: Vec::new(),
         lines: Vec::new(),
+        binary: std::collections::BTreeMap::new(),
     };
     let mut fields: HashMap<String, Field> = HashMap::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index as u64 + 1;
+    let mut buffer = Vec::new();
+    let mut line = 0_u64;
+    loop {
+        buffer.clear();
+        if reader.read_until(b'\n', &mut buffer).map_err(unreadable)? == 0 {
+            break;
+        }
+        line += 1;
+        // As `str::lines`: without its `\n` or `\r\n`.
+        let mut bytes = buffer.strip_suffix(b"\n").unwrap_or(&buffer);
+        bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let raw = std::str::from_utf8(bytes).map_err(|_| {
+            Rejection::new(
+                "UNSUPPORTED_ENCODING",
+                format!("line {line} is not valid UTF-8"),
+            )
+            .at(Some(line), None)
+        })?;
         if raw.trim().is_empty() {
             continue;
         }
@@ -69,7 +84,9 @@ pub(crate) fn parse(bytes: &[u8], max_rows: u64, max_columns: usize) -> Result<T
                         .at(Some(line), Some(field)));
                     }
                     table.names.push(entry.key().clone());
-                    table.columns.push(vec![String::new(); rows_before]);
+                    let mut cells = Cells::default();
+                    cells.fill_to(rows_before);
+                    table.columns.push(cells);
                     entry.insert(Field {
                         column: next,
                         first: None,
@@ -111,12 +128,14 @@ pub(crate) fn parse(bytes: &[u8], max_rows: u64, max_columns: usize) -> Result<T
                     None => column.first = Some((found, line)),
                 }
             }
-            values.push(cell);
+            values
+                .push(&cell)
+                .map_err(|e| e.at(Some(line), Some(field)))?;
         }
         table.lines.push(line);
         // A field this line lacks is an empty cell.
         for values in &mut table.columns {
-            values.resize(table.lines.len(), String::new());
+            values.fill_to(table.lines.len());
         }
     }
     if table.row_count() == 0 {
@@ -137,11 +156,6 @@ struct Field {
     column: usize,
     /// The kind and line of its first non-null value.
     first: Option<(&'static str, u64)>,
-}
-
-/// The 1-based line number after `before`.
-fn line_of(before: &[u8]) -> u64 {
-    before.iter().filter(|&&b| b == b'\n').count() as u64 + 1
 }
 
 fn object(raw: &str, line: u64) -> Result<Row, Rejection> {
@@ -207,14 +221,18 @@ mod tests {
     #[test]
     fn parses_columns_in_first_appearance_order() {
         let table = parse(
-            b"{\"b\": 1, \"a\": \"x\"}\n\n{\"a\": null, \"c\": true, \"b\": 2.5}\n",
+            b"{\"b\": 1, \"a\": \"x\"}\n\n{\"a\": null, \"c\": true, \"b\": 2.5}\n".as_slice(),
             100,
             100,
         )
         .unwrap();
         assert_eq!(table.names, ["b", "a", "c"]);
         assert_eq!(
-            table.columns,
+            table
+                .columns
+                .iter()
+                .map(|c| c.iter().collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
             [vec!["1", "2.5"], vec!["x", ""], vec!["", "true"]]
         );
         assert_eq!(table.lines, [1, 3]);
@@ -249,13 +267,13 @@ mod tests {
         assert_eq!(nested.code, "JSONL_UNSUPPORTED_TYPE");
         assert_eq!(nested.column.as_deref(), Some("o"));
 
-        let utf8 = parse(b"{\"a\": 1}\n{\"a\": \"\xff\"}\n", 100, 100).unwrap_err();
+        let utf8 = parse(b"{\"a\": 1}\n{\"a\": \"\xff\"}\n".as_slice(), 100, 100).unwrap_err();
         assert_eq!((utf8.code, utf8.line), ("UNSUPPORTED_ENCODING", Some(2)));
         assert_eq!(reject(" \n").code, "EMPTY_FILE");
         assert_eq!(reject("{}\n{}\n").code, "NO_COLUMNS");
-        let rows = parse(b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3}\n", 2, 100).unwrap_err();
+        let rows = parse(b"{\"a\": 1}\n{\"a\": 2}\n{\"a\": 3}\n".as_slice(), 2, 100).unwrap_err();
         assert_eq!((rows.code, rows.line), ("TOO_MANY_ROWS", Some(3)));
-        let columns = parse(b"{\"a\": 1}\n{\"b\": 2, \"c\": 3}\n", 100, 2).unwrap_err();
+        let columns = parse(b"{\"a\": 1}\n{\"b\": 2, \"c\": 3}\n".as_slice(), 100, 2).unwrap_err();
         assert_eq!(
             (columns.code, columns.column.as_deref()),
             ("TOO_MANY_COLUMNS", Some("c"))

@@ -1,11 +1,14 @@
 //! Datasets: the `DatasetService` handler ([`grpc`]), its Postgres repository ([`repo`]), CSV, JSONL
-//! and Parquet parsing ([`csv`], [`jsonl`], [`parquet`]) and schema inference ([`schema`]); plus
+//! and Parquet parsing ([`csv`], [`jsonl`], [`parquet`]), image archives ([`images`]) and schema inference ([`schema`]); plus
 //! resource names and the sealed payloads here.
 
 pub mod csv;
+pub(crate) mod data_uri;
 pub(crate) mod grpc;
+pub(crate) mod images;
 pub(crate) mod jsonl;
 pub(crate) mod parquet;
+pub(crate) mod pipeline;
 pub(crate) mod repo;
 pub(crate) mod schema;
 

@@ -4,14 +4,18 @@
 use std::sync::Arc;
 
 use prost::Message;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
+use trustmesh_auth::{EffectiveQuota, TenantUsage};
 use trustmesh_bus::Outbox;
 use trustmesh_bus::audit::{self, AuditEntry};
+use trustmesh_bus::schema::rls::{set_tenant, tenant_tx};
+use trustmesh_bus::schema::xact_lock;
 use trustmesh_crypto::{Keyring, ObjectRef};
-use trustmesh_events::{Service, Subject, msg_id};
+use trustmesh_events::{Service, Subject, TenantId, msg_id};
 use trustmesh_proto::events::v1::DatasetIngested;
 use trustmesh_proto::v1::DatasetState;
+use trustmesh_service_kit::CountUsage;
 use trustmesh_store::TenantScope;
 use uuid::Uuid;
 
@@ -53,6 +57,33 @@ pub(crate) struct DatasetRepo {
     pool: PgPool,
     keyring: Arc<Keyring>,
     outbox: Outbox,
+    usage: UsageReporter,
+}
+
+/// Reports a tenant's datasets and stored bytes to `tm_usage` (tenancy's GetQuota reads them).
+pub(crate) type UsageReporter = trustmesh_service_kit::UsageReporter<StoredDatasets>;
+
+/// Counts a tenant's datasets (in any state) and the bytes their uploads hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredDatasets;
+
+impl CountUsage for StoredDatasets {
+    async fn count(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+    ) -> Result<TenantUsage, sqlx::Error> {
+        let scope = TenantScope::new(tenant.clone());
+        let datasets: i64 = sqlx::query_scalar("SELECT count(*) FROM datasets WHERE tenant = $1")
+            .bind(scope.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(TenantUsage {
+            datasets: u64::try_from(datasets).unwrap_or_default(),
+            storage_bytes: stored_bytes(conn, &scope).await?,
+            concurrent_jobs: 0,
+        })
+    }
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -69,12 +100,22 @@ fn small(n: i32) -> i16 {
 }
 
 impl DatasetRepo {
-    pub(crate) fn new(pool: PgPool, keyring: Arc<Keyring>, outbox: Outbox) -> Self {
+    pub(crate) fn new(
+        pool: PgPool,
+        keyring: Arc<Keyring>,
+        outbox: Outbox,
+        usage: UsageReporter,
+    ) -> Self {
         Self {
             pool,
             keyring,
             outbox,
+            usage,
         }
+    }
+
+    pub(crate) fn usage(&self) -> &UsageReporter {
+        &self.usage
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -153,6 +194,7 @@ impl DatasetRepo {
     ) -> Result<DatasetRow, IngestError> {
         let id = Uuid::now_v7();
         let sealed = self.seal(scope, id, "meta", &meta.encode_to_vec()).await?;
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
         let inserted: Option<DatasetRow> = sqlx::query_as(&format!(
             "INSERT INTO datasets (tenant, id, state, meta_sealed, request_id)
              VALUES ($1, $2, $3, $4, $5)
@@ -164,19 +206,22 @@ impl DatasetRepo {
         .bind(state(DatasetState::AwaitingUpload))
         .bind(&sealed)
         .bind(request_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = inserted {
+            tx.commit().await?;
+            self.usage.report(scope.tenant()).await;
             return Ok(row);
         }
-        sqlx::query_as(&format!(
+        let earlier: Option<DatasetRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM datasets WHERE tenant = $1 AND request_id = $2"
         ))
         .bind(scope.as_str())
         .bind(request_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| IngestError::NotFound {
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        earlier.ok_or_else(|| IngestError::NotFound {
             resource: format!("tenants/{}", scope.as_str()),
         })
     }
@@ -187,13 +232,16 @@ impl DatasetRepo {
         scope: &TenantScope,
         id: Uuid,
     ) -> Result<Option<DatasetRow>, IngestError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let row = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM datasets WHERE tenant = $1 AND id = $2"
         ))
         .bind(scope.as_str())
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Up to `limit` of the tenant's datasets older than `before` (ids are UUIDv7), newest first,
@@ -205,7 +253,8 @@ impl DatasetRepo {
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<DatasetRow>, IngestError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let rows = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM datasets
              WHERE tenant = $1 AND ($2::smallint IS NULL OR state = $2)
                AND ($3::uuid IS NULL OR id < $3)
@@ -215,17 +264,30 @@ impl DatasetRepo {
         .bind(state)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// The bytes the tenant's datasets hold: the sum of their uploads' sizes.
+    pub(crate) async fn stored_bytes(&self, scope: &TenantScope) -> Result<u64, sqlx::Error> {
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let stored = stored_bytes(&mut tx, scope).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// Marks the dataset READY with its upload, and in the same transaction writes `dataset.ingested`
     /// and the upload's audit event to the outbox. Fails with FAILED_PRECONDITION (writing nothing)
-    /// unless it was AWAITING_UPLOAD.
+    /// unless it was AWAITING_UPLOAD, and with the quota's RESOURCE_EXHAUSTED when the upload would
+    /// take the tenant's stored bytes past `quota`: checked under a per-tenant lock against what the
+    /// tenant's finished uploads hold, so uploads finishing together cannot exceed it between them.
     pub(crate) async fn finish_upload(
         &self,
         name: &DatasetName,
         upload: FinishedUpload,
+        quota: Option<&EffectiveQuota>,
         request_id: &str,
         audit_entry: AuditEntry,
     ) -> Result<DatasetRow, IngestError> {
@@ -233,7 +295,13 @@ impl DatasetRepo {
         let sealed = self
             .seal(&scope, name.id, "upload", &upload.upload.encode_to_vec())
             .await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        if let Some(quota) = quota {
+            let key = format!("ingest.datasets/{}/stored-bytes", scope.as_str());
+            xact_lock(&mut tx, &key, false).await?;
+            let stored = stored_bytes(&mut tx, &scope).await?;
+            quota.admit_bytes(stored, upload.size_bytes)?;
+        }
         let row: Option<DatasetRow> = sqlx::query_as(&format!(
             "UPDATE datasets SET state = $3, format = $4, size_bytes = $5, row_count = $6,
                 column_count = $7, modality = $8, upload_sealed = $9, updated_at = now()
@@ -271,6 +339,7 @@ impl DatasetRepo {
             .await?;
         audit::enqueue(&self.outbox, &mut tx, audit_entry).await?;
         tx.commit().await?;
+        self.usage.report(&name.tenant).await;
         Ok(row)
     }
 
@@ -289,6 +358,7 @@ impl DatasetRepo {
         scope: &TenantScope,
         id: Option<Uuid>,
     ) -> Result<u64, sqlx::Error> {
+        set_tenant(tx, scope.as_str()).await?;
         let done =
             sqlx::query("DELETE FROM datasets WHERE tenant = $1 AND ($2::uuid IS NULL OR id = $2)")
                 .bind(scope.as_str())
@@ -304,6 +374,7 @@ impl DatasetRepo {
         scope: &TenantScope,
         id: Option<Uuid>,
     ) -> Result<u64, sqlx::Error> {
+        set_tenant(tx, scope.as_str()).await?;
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM datasets WHERE tenant = $1 AND ($2::uuid IS NULL OR id = $2)",
         )
@@ -313,4 +384,15 @@ impl DatasetRepo {
         .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
+}
+
+/// The sum of the tenant's uploads' sizes, in the open transaction of `conn`.
+async fn stored_bytes(conn: &mut PgConnection, scope: &TenantScope) -> Result<u64, sqlx::Error> {
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(size_bytes), 0)::bigint FROM datasets WHERE tenant = $1",
+    )
+    .bind(scope.as_str())
+    .fetch_one(conn)
+    .await?;
+    Ok(u64::try_from(stored).unwrap_or_default())
 }

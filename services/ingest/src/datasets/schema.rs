@@ -1,15 +1,18 @@
 //! Schema inference: each column's physical type (integer, float, boolean, string) and role (numeric,
-//! categorical, text, id), with the upload's overrides applied; and the typed column values.
+//! categorical, text, id), with the upload's overrides applied; and the typed column values. A
+//! binary column (Parquet) whose values are all encoded images (sniffed by their headers) is an
+//! IMAGE column, checked by analysis like an image archive's; any other binary column is refused.
 
 use std::collections::HashSet;
 
 use trustmesh_proto::v1::column_data::Values;
 use trustmesh_proto::v1::{
-    BoolValues, Column, ColumnData, ColumnOverride, ColumnRole, ColumnType, DoubleValues,
-    Int64Values, Modality, Schema, StringValues,
+    BoolValues, BytesValues, Column, ColumnData, ColumnOverride, ColumnRole, ColumnType,
+    DoubleValues, Int64Values, Modality, Schema, StringValues,
 };
+use trustmesh_quality::modality::image_dimensions;
 
-use super::csv::{Rejection, Table};
+use super::csv::{Cells, Rejection, Table};
 
 /// A string column whose values average at least this many characters is free text.
 const TEXT_MIN_MEAN_CHARS: usize = 40;
@@ -27,7 +30,7 @@ pub(crate) struct Inferred {
 
 /// Infers the schema of `table`, applying `overrides` and `id_column` (empty: inferred).
 pub(crate) fn infer(
-    table: Table,
+    mut table: Table,
     overrides: &[ColumnOverride],
     id_column: &str,
 ) -> Result<Inferred, Rejection> {
@@ -48,8 +51,27 @@ pub(crate) fn infer(
     let mut schema = Schema::default();
     let mut columns = Vec::with_capacity(table.names.len());
     let mut text = false;
+    let mut images = false;
+    let mut binary = std::mem::take(&mut table.binary);
     for (index, (name, values)) in table.names.iter().zip(table.columns).enumerate() {
         let over = overrides.iter().find(|o| &o.column == name);
+        if let Some(bytes) = binary.remove(&index) {
+            if over.is_some() {
+                return Err(Rejection::new(
+                    "UNSUPPORTED_OVERRIDE",
+                    format!("column \"{name}\" holds images; it cannot be overridden"),
+                )
+                .at(None, Some(name)));
+            }
+            let (meta, data) = image_column(name, bytes, &table.lines)?;
+            schema.columns.push(Column {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                ..meta
+            });
+            columns.push(data);
+            images = true;
+            continue;
+        }
         let forced = over.map_or(ColumnType::Unspecified, ColumnOverride::r#type);
         let column_type = match forced {
             ColumnType::Unspecified => infer_type(&values),
@@ -68,11 +90,7 @@ pub(crate) fn infer(
             }
         };
         let null_count = values.iter().filter(|v| is_null(v)).count();
-        let distinct: HashSet<&str> = values
-            .iter()
-            .filter(|v| !is_null(v))
-            .map(String::as_str)
-            .collect();
+        let distinct: HashSet<&str> = values.iter().filter(|v| !is_null(v)).collect();
         let distinct_count = distinct.len();
         let inferred_role = if name == id_column
             || (id_column.is_empty() && looks_like_id(name) && distinct_count == rows)
@@ -111,7 +129,9 @@ pub(crate) fn infer(
             list_length: 0,
         });
     }
-    let modality = if text {
+    let modality = if images {
+        Modality::Image
+    } else if text {
         Modality::Text
     } else {
         Modality::Tabular
@@ -121,6 +141,57 @@ pub(crate) fn infer(
         columns,
         modality,
     })
+}
+
+/// A binary column as an IMAGE column, when every value is an encoded image (empty values are
+/// nulls) within the pixel limit.
+fn image_column(
+    name: &str,
+    bytes: Vec<Vec<u8>>,
+    lines: &[u64],
+) -> Result<(Column, ColumnData), Rejection> {
+    for (row, value) in bytes.iter().enumerate() {
+        if value.is_empty() {
+            continue;
+        }
+        let line = lines.get(row).copied();
+        if image_dimensions(value).is_none() {
+            return Err(Rejection::new(
+                "UNSUPPORTED_BINARY_COLUMN",
+                format!(
+                    "row {}, column \"{name}\" holds bytes that are no image of a known format; a \
+                     binary column must hold encoded images",
+                    line.unwrap_or_default()
+                ),
+            )
+            .at(line, Some(name)));
+        }
+        let what = format!("row {}, column \"{name}\"", line.unwrap_or_default());
+        super::images::check_pixels(&what, value).map_err(|e| e.at(line, Some(name)))?;
+    }
+    let valid: Vec<bool> = bytes.iter().map(|b| !b.is_empty()).collect();
+    let null_count = valid.iter().filter(|v| !**v).count();
+    let distinct = bytes
+        .iter()
+        .filter(|b| !b.is_empty())
+        .collect::<HashSet<_>>()
+        .len();
+    let meta = Column {
+        name: name.to_owned(),
+        index: 0,
+        r#type: ColumnType::Image.into(),
+        role: ColumnRole::Image.into(),
+        role_overridden: false,
+        null_count: null_count as u64,
+        distinct_count: distinct as u64,
+        list_length: 0,
+    };
+    let data = ColumnData {
+        name: name.to_owned(),
+        valid: if null_count == 0 { Vec::new() } else { valid },
+        values: Some(Values::Images(BytesValues { values: bytes })),
+    };
+    Ok((meta, data))
 }
 
 fn is_null(value: &str) -> bool {
@@ -143,17 +214,16 @@ fn parse_float(value: &str) -> Option<f64> {
     value.trim().parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
-fn infer_type(values: &[String]) -> ColumnType {
-    let mut present = values.iter().filter(|v| !is_null(v)).peekable();
-    if present.peek().is_none() {
+fn infer_type(values: &Cells) -> ColumnType {
+    let present = || values.iter().filter(|v| !is_null(v));
+    if present().next().is_none() {
         return ColumnType::String;
     }
-    let present: Vec<&String> = present.collect();
-    if present.iter().all(|v| parse_int(v).is_some()) {
+    if present().all(|v| parse_int(v).is_some()) {
         ColumnType::Integer
-    } else if present.iter().all(|v| parse_float(v).is_some()) {
+    } else if present().all(|v| parse_float(v).is_some()) {
         ColumnType::Float
-    } else if present.iter().all(|v| parse_bool(v).is_some()) {
+    } else if present().all(|v| parse_bool(v).is_some()) {
         ColumnType::Boolean
     } else {
         ColumnType::String
@@ -165,11 +235,14 @@ fn looks_like_id(name: &str) -> bool {
     matches!(lower.as_str(), "id" | "row_id" | "index" | "uuid") || lower.ends_with("_id")
 }
 
-fn is_text(values: &[String]) -> bool {
-    let present: Vec<&String> = values.iter().filter(|v| !is_null(v)).collect();
-    !present.is_empty()
-        && present.iter().map(|v| v.chars().count()).sum::<usize>() / present.len()
-            >= TEXT_MIN_MEAN_CHARS
+fn is_text(values: &Cells) -> bool {
+    let (count, chars) = values
+        .iter()
+        .filter(|v| !is_null(v))
+        .fold((0_usize, 0_usize), |(n, c), v| {
+            (n + 1, c + v.chars().count())
+        });
+    count != 0 && chars / count >= TEXT_MIN_MEAN_CHARS
 }
 
 /// The values of one column as `column_type`; a value that does not parse is a rejection naming its
@@ -177,7 +250,7 @@ fn is_text(values: &[String]) -> bool {
 fn typed(
     name: &str,
     column_type: ColumnType,
-    values: Vec<String>,
+    values: Cells,
     lines: &[u64],
 ) -> Result<ColumnData, Rejection> {
     let valid: Vec<bool> = values.iter().map(|v| !is_null(v)).collect();
@@ -194,7 +267,7 @@ fn typed(
         .at(line, Some(name))
     };
     fn convert<T: Default>(
-        values: &[String],
+        values: &Cells,
         parse: impl Fn(&str) -> Option<T>,
         bad: impl Fn(usize) -> Rejection,
     ) -> Result<Vec<T>, Rejection> {
@@ -225,7 +298,9 @@ fn typed(
         | ColumnType::Datetime
         | ColumnType::Image
         | ColumnType::FloatList
-        | ColumnType::StringList => Values::Strings(StringValues { values }),
+        | ColumnType::StringList => Values::Strings(StringValues {
+            values: values.iter().map(str::to_owned).collect(),
+        }),
     };
     let all_valid = valid.iter().all(|v| *v);
     Ok(ColumnData {

@@ -13,7 +13,7 @@ use trustmesh_store::{EncryptedObjects, ObjectPrefix, ObjectStore, PgDekStore, T
 use uuid::Uuid;
 
 use crate::datasets::DatasetName;
-use crate::datasets::repo::DatasetRepo;
+use crate::datasets::repo::{DatasetRepo, UsageReporter};
 
 /// What the deletion touches.
 enum Target {
@@ -29,6 +29,7 @@ pub(crate) struct DeletionHandler {
     pub(crate) deks: PgDekStore,
     pub(crate) processed: ProcessedMessages,
     pub(crate) outbox: Outbox,
+    pub(crate) usage: UsageReporter,
 }
 
 fn retry(error: impl std::fmt::Display) -> HandlerError {
@@ -72,11 +73,13 @@ impl DeletionHandler {
         let mut deks_destroyed = 0;
         let dataset_id = match &target {
             Target::Dataset(name) => {
-                let mut objects = 0;
-                for key in [name.raw_key(), name.rows_key()] {
-                    let key = key.map_err(retry)?;
-                    objects += u64::from(self.objects.delete(&scope, &key).await.map_err(retry)?);
-                }
+                // The dataset's folder (raw upload and rows), every version: also those a crash
+                // left unrecorded, which deleting the recorded ones would leave for the scan.
+                let objects = self
+                    .objects
+                    .delete_prefix(&scope, &format!("datasets/{}/", name.id))
+                    .await
+                    .map_err(retry)?;
                 deleted.insert("objects".to_owned(), objects);
                 Some(name.id)
             }
@@ -110,6 +113,7 @@ impl DeletionHandler {
 
         let outbox = self.outbox.clone();
         let deletion = checked.request.deletion.clone();
+        let usage_tenant = tenant.clone();
         let mut answer = Answer {
             deleted,
             residue,
@@ -139,6 +143,7 @@ impl DeletionHandler {
             })
             .await?;
         log_outcome(&outcome);
+        self.usage.report(&usage_tenant).await;
         Ok(())
     }
 }

@@ -34,9 +34,7 @@ use trustmesh_proto::v1::{
     CreateDatasetRequest, Dataset, DatasetFormat, GetDatasetRequest, UploadDatasetRequest,
     UploadMetadata,
 };
-use trustmesh_runtime::{
-    AdminSettings, ExposeSecret as _, GrpcSettings, SecretString, ServerTls, TransportMode,
-};
+use trustmesh_runtime::{AdminSettings, ExposeSecret as _, GrpcSettings, SecretString};
 use trustmesh_testkit::nats::NatsServer;
 use trustmesh_testkit::postgres::TestDatabase;
 use trustmesh_testkit::s3::S3Server;
@@ -161,17 +159,8 @@ pub async fn spawn_app_with(backend: Backend) -> TestApp {
         },
     };
     let settings = Settings {
-        grpc: GrpcSettings {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tls: ServerTls {
-                mode: TransportMode::DevPlaintextLoopback,
-                ..ServerTls::default()
-            },
-            ..GrpcSettings::default()
-        },
-        admin: AdminSettings {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
+        grpc: GrpcSettings::dev_plaintext_loopback(),
+        admin: AdminSettings::any_loopback_port(),
         database: DatabaseSettings {
             url: SecretString::from(db.url().to_owned()),
             max_connections: 5,

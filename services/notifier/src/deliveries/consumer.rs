@@ -1,7 +1,9 @@
 //! The notifier's consumers (`notifier-job`, `notifier-scores`, `notifier-dataset`,
 //! `notifier-deletion`): each deliverable event becomes one queued delivery per subscribed
 //! endpoint, however often it arrives; `deletion.requested` deletes the target's deliveries (and,
-//! for a tenant, its endpoints and DEKs) and answers with a receipt.
+//! for a tenant, its endpoints and DEKs) and answers with a receipt. A deleted dataset stays
+//! recorded as such, so an event about it that arrives later (or while the deletion runs) queues
+//! nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
+use trustmesh_bus::schema::rls::{set_tenant, tenant_tx};
 use trustmesh_bus::{Delivery, Handler, HandlerError, Outbox, ProcessedMessages};
 use trustmesh_events::{EventKind, Service, TenantId};
 use trustmesh_proto::events::v1 as ev;
@@ -81,7 +84,15 @@ impl NotifierHandler {
             "data": event.data,
         })
         .to_string();
-        let mut tx = self.endpoints.pool().begin().await?;
+        let mut tx = tenant_tx(self.endpoints.pool(), tenant.as_str()).await?;
+        Deliveries::lock_tenant(&mut tx, &tenant, false).await?;
+        if let Some(dataset) = event.dataset.as_deref()
+            && Deliveries::dataset_deleted(&mut tx, &tenant, dataset).await?
+        {
+            // A late event (a redelivery, a consumer catching up) about a deleted dataset.
+            tracing::info!(event.type = event.event_type, "The event's dataset is deleted; no webhook is queued for it.");
+            return Ok(());
+        }
         let endpoints = self
             .endpoints
             .subscribed(&mut tx, &tenant, event.event_type)
@@ -132,6 +143,14 @@ impl NotifierHandler {
             .deletions
             .process_once(&deletion, move |tx| {
                 Box::pin(async move {
+                    // Only this tenant's rows, whether one dataset's or the whole tenant's go.
+                    set_tenant(tx, tenant.as_str()).await?;
+                    // Deliveries being queued commit first (and are deleted), later ones see the
+                    // dataset deleted (`record`): the count below finds only what this missed.
+                    Deliveries::lock_tenant(tx, &tenant, true).await?;
+                    if let Some(dataset) = dataset.as_deref() {
+                        Deliveries::mark_dataset_deleted(tx, &tenant, dataset).await?;
+                    }
                     let rows = Deliveries::delete(tx, &tenant, dataset.as_deref()).await?;
                     let mut answer = Answer {
                         deleted: HashMap::from([("rows:webhook_deliveries".to_owned(), rows)]),
@@ -145,6 +164,10 @@ impl NotifierHandler {
                             .insert("rows:webhook_deliveries".to_owned(), left);
                     }
                     if dataset.is_none() {
+                        let forgotten = Deliveries::forget_deleted_datasets(tx, &tenant).await?;
+                        answer
+                            .deleted
+                            .insert("rows:deleted_datasets".to_owned(), forgotten);
                         let endpoints = Endpoints::delete_tenant(tx, &tenant).await?;
                         answer
                             .deleted

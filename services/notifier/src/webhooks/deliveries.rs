@@ -1,10 +1,16 @@
 //! The `webhook_deliveries` table: one row per (endpoint, event), its attempts and outcome, and the
 //! trace context of the event it was queued for.
+//!
+//! The table is under row-level security (`trustmesh_bus::schema::rls`): a tenant's paths open
+//! `tenant_tx`, the dispatcher (every tenant's due deliveries) `service_tx`; the functions taking a
+//! connection run in the caller's transaction, which has named the tenant already.
 
 use std::collections::HashMap;
 
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use trustmesh_bus::schema::rls::{service_tx, tenant_tx};
+use trustmesh_bus::schema::xact_lock;
 use trustmesh_events::TenantId;
 use trustmesh_telemetry::{TRACEPARENT, TRACESTATE, WebhookOutcome};
 use uuid::Uuid;
@@ -121,7 +127,9 @@ impl Deliveries {
         limit: i64,
         lease_secs: f64,
     ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        // The dispatcher serves every tenant: the service-wide escape.
+        let mut tx = service_tx(&self.pool).await?;
+        let due = sqlx::query_as(&format!(
             "UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => $2)
              WHERE id IN (
                SELECT id FROM webhook_deliveries
@@ -132,17 +140,22 @@ impl Deliveries {
         ))
         .bind(limit)
         .bind(lease_secs)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(due)
     }
 
     /// When the next pending delivery is due, if any.
     pub(crate) async fn next_due(&self) -> Result<Option<OffsetDateTime>, sqlx::Error> {
-        sqlx::query_scalar(
+        let mut tx = service_tx(&self.pool).await?;
+        let next = sqlx::query_scalar(
             "SELECT min(next_attempt_time) FROM webhook_deliveries WHERE state = 'pending'",
         )
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(next)
     }
 
     /// Records attempt number `attempt` of delivery `id` and releases its lease.
@@ -152,6 +165,7 @@ impl Deliveries {
         attempt: i32,
         outcome: &AttemptOutcome,
     ) -> Result<(), sqlx::Error> {
+        let mut tx = service_tx(&self.pool).await?;
         sqlx::query(
             "UPDATE webhook_deliveries SET state = $2, attempt_count = $3, last_http_status = $4,
                last_error = $5, last_attempt_time = now(),
@@ -164,8 +178,9 @@ impl Deliveries {
         .bind(i32::from(outcome.http_status))
         .bind(&outcome.error)
         .bind(outcome.next_attempt)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -179,7 +194,8 @@ impl Deliveries {
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, tenant.as_str()).await?;
+        let rows = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM webhook_deliveries
              WHERE tenant = $1 AND endpoint = $2 AND ($3::text IS NULL OR state = $3)
                AND ($4::uuid IS NULL OR id < $4)
@@ -190,8 +206,10 @@ impl Deliveries {
         .bind(state)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// How many deliveries `tenant` has (for tests and operators).
@@ -199,12 +217,73 @@ impl Deliveries {
     /// # Errors
     /// A database error.
     pub async fn count(&self, tenant: &TenantId) -> Result<u64, sqlx::Error> {
+        let mut tx = tenant_tx(&self.pool, tenant.as_str()).await?;
         let n: i64 =
             sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE tenant = $1")
                 .bind(tenant.as_str())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
+        tx.commit().await?;
         Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    /// Takes `tenant`'s deliveries lock for the rest of the transaction: shared to queue deliveries,
+    /// exclusive to delete them. A deletion so waits for the deliveries being queued to commit (and
+    /// then deletes them), and a delivery queued after it starts waits for its commit (and then sees
+    /// [`Deliveries::dataset_deleted`]): none slips in between the deletion and its residue count.
+    pub(crate) async fn lock_tenant(
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        exclusive: bool,
+    ) -> Result<(), sqlx::Error> {
+        let key = format!("notifier.webhook_deliveries/{}", tenant.as_str());
+        xact_lock(conn, &key, !exclusive).await
+    }
+
+    /// Whether a deletion of `dataset` of `tenant` has run: no delivery about it is queued again.
+    pub(crate) async fn dataset_deleted(
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        dataset: &str,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM deleted_datasets WHERE tenant = $1 AND dataset = $2)",
+        )
+        .bind(tenant.as_str())
+        .bind(dataset)
+        .fetch_one(conn)
+        .await
+    }
+
+    /// Records that `dataset` of `tenant` is deleted (see [`Deliveries::dataset_deleted`]).
+    pub(crate) async fn mark_dataset_deleted(
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+        dataset: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO deleted_datasets (tenant, dataset) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(dataset)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets `tenant`'s deleted datasets (its own deletion: nothing can be queued for it any more,
+    /// its endpoints are gone); returns how many.
+    pub(crate) async fn forget_deleted_datasets(
+        conn: &mut PgConnection,
+        tenant: &TenantId,
+    ) -> Result<u64, sqlx::Error> {
+        Ok(
+            sqlx::query("DELETE FROM deleted_datasets WHERE tenant = $1")
+                .bind(tenant.as_str())
+                .execute(conn)
+                .await?
+                .rows_affected(),
+        )
     }
 
     /// Deletes the deliveries of `tenant` (or of one `dataset` of it) and returns how many.

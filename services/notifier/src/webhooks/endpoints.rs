@@ -1,10 +1,15 @@
 //! The `webhook_endpoints` table. Signing secrets are sealed with the tenant's DEK (the object
 //! `webhookEndpoints/{id}/secret`, its version bumped by each rotation) and opened only to sign.
+//!
+//! The table is under row-level security (`trustmesh_bus::schema::rls`): the API's paths open
+//! `tenant_tx`, the dispatcher's (an endpoint whatever its tenant) `service_tx`; the functions taking
+//! a connection run in the caller's transaction, which has named the tenant already.
 
 use std::sync::Arc;
 
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
+use trustmesh_bus::schema::rls::{service_tx, tenant_tx};
 use trustmesh_crypto::{Keyring, ObjectRef};
 use trustmesh_events::TenantId;
 use trustmesh_webhooks::SigningSecret;
@@ -112,13 +117,14 @@ impl Endpoints {
         tenant: &TenantId,
         new: NewEndpoint<'_>,
     ) -> Result<(EndpointRow, Option<SigningSecret>), NotifierError> {
+        let mut tx = tenant_tx(&self.pool, tenant.as_str()).await?;
         if let Some(request_id) = new.request_id
             && let Some(row) = sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM webhook_endpoints WHERE tenant = $1 AND request_id = $2"
             ))
             .bind(tenant.as_str())
             .bind(request_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
         {
             return Ok((row, None));
@@ -140,8 +146,9 @@ impl Endpoints {
         .bind(new.disabled)
         .bind(&sealed)
         .bind(new.request_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok((row, Some(secret)))
     }
 
@@ -151,23 +158,29 @@ impl Endpoints {
         tenant: &TenantId,
         id: Uuid,
     ) -> Result<Option<EndpointRow>, NotifierError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, tenant.as_str()).await?;
+        let row = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM webhook_endpoints WHERE tenant = $1 AND id = $2"
         ))
         .bind(tenant.as_str())
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// The endpoint `id`, whichever its tenant (for the dispatcher, which holds the delivery's).
     pub(crate) async fn by_id(&self, id: Uuid) -> Result<Option<EndpointRow>, NotifierError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = service_tx(&self.pool).await?;
+        let row = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Up to `limit` endpoints of `tenant`, oldest first, after cursor `after`.
@@ -177,15 +190,18 @@ impl Endpoints {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<EndpointRow>, NotifierError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, tenant.as_str()).await?;
+        let rows = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM webhook_endpoints
              WHERE tenant = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
         ))
         .bind(tenant.as_str())
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// The enabled endpoints of `tenant` subscribed to `event_type`.
@@ -214,7 +230,8 @@ impl Endpoints {
         id: Uuid,
         change: EndpointChange,
     ) -> Result<Option<EndpointRow>, NotifierError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, tenant.as_str()).await?;
+        let row = sqlx::query_as(&format!(
             "UPDATE webhook_endpoints SET
                url = COALESCE($3, url),
                event_types = COALESCE($4, event_types),
@@ -230,18 +247,22 @@ impl Endpoints {
         .bind(change.event_types)
         .bind(change.description)
         .bind(change.disabled)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Deletes endpoint `id` of `tenant` with its deliveries; `false` if there was none.
     pub(crate) async fn delete(&self, tenant: &TenantId, id: Uuid) -> Result<bool, NotifierError> {
+        let mut tx = tenant_tx(&self.pool, tenant.as_str()).await?;
         let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant = $1 AND id = $2")
             .bind(tenant.as_str())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        tx.commit().await?;
         Ok(deleted == 1)
     }
 
@@ -251,7 +272,7 @@ impl Endpoints {
         tenant: &TenantId,
         id: Uuid,
     ) -> Result<Option<SigningSecret>, NotifierError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, tenant.as_str()).await?;
         let version: Option<i64> = sqlx::query_scalar(
             "SELECT secret_version FROM webhook_endpoints WHERE tenant = $1 AND id = $2 FOR UPDATE",
         )
@@ -280,13 +301,15 @@ impl Endpoints {
 
     /// Disables endpoint `id` because it answered HTTP 410 Gone.
     pub(crate) async fn disable_gone(&self, id: Uuid) -> Result<(), NotifierError> {
+        let mut tx = service_tx(&self.pool).await?;
         sqlx::query(
             "UPDATE webhook_endpoints SET disabled = true, disabled_by = 'gone', update_time = now()
              WHERE id = $1",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -193,8 +193,8 @@ pub(crate) struct Cleanset {
     /// The report's results by row index.
     results: HashMap<u64, RowResult>,
     corrections: HashMap<u64, Correction>,
-    /// Issue types of the results, in the results' order.
-    issues: Vec<i32>,
+    /// Issue types of the results and the column a modality check looked at, in the results' order.
+    issues: Vec<(i32, String)>,
     apply: bool,
     keep_excluded: bool,
     quality: bool,
@@ -224,7 +224,12 @@ impl Cleanset {
         };
         let issues = results
             .first()
-            .map(|r| r.issues.iter().map(|i| i.issue_type).collect())
+            .map(|r| {
+                r.issues
+                    .iter()
+                    .map(|i| (i.issue_type, i.column.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Self {
             format,
@@ -260,10 +265,16 @@ impl Cleanset {
                 ]
                 .map(str::to_owned),
             );
-            for issue in &self.issues {
+            for (issue, column) in &self.issues {
                 let name = issue_column(*issue);
-                header.push(format!("is_{name}"));
-                header.push(format!("{name}_quality"));
+                // A modality check's columns are named after the column it looked at.
+                let prefix = if column.is_empty() {
+                    String::new()
+                } else {
+                    format!("{column}.")
+                };
+                header.push(format!("{prefix}is_{name}"));
+                header.push(format!("{prefix}{name}_quality"));
             }
         }
         header
@@ -325,8 +336,12 @@ impl Cleanset {
                     cells.push(Value::String(r.suggested_label.clone()));
                     cells.push(float(r.suggested_label_confidence));
                     cells.push(Value::from(r.near_duplicate_cluster_id));
-                    for issue in &self.issues {
-                        match r.issues.iter().find(|i| i.issue_type == *issue) {
+                    for (issue, column) in &self.issues {
+                        match r
+                            .issues
+                            .iter()
+                            .find(|i| i.issue_type == *issue && i.column == *column)
+                        {
                             Some(i) => {
                                 cells.push(Value::Bool(i.flagged));
                                 cells.push(float(i.quality_score));
@@ -549,6 +564,7 @@ mod tests {
                     issue_type: IssueType::Label.into(),
                     flagged: i == 1,
                     quality_score: 0.25,
+                    column: String::new(),
                 }],
                 ..RowResult::default()
             })

@@ -21,14 +21,13 @@ use tonic::{Request, Response, Status};
 use trustmesh_auth::{PageError, PageToken, Principal, Scope, page_size};
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_events::{Service, TenantId};
-use trustmesh_proto::events::v1::Outcome;
 use trustmesh_proto::v1::trust_service_server::TrustService;
 use trustmesh_proto::v1::{
     CorrectionAction, DatasetFormat, ExportCleansetRequest, GetReportRequest, ListReportsRequest,
     ListReportsResponse, ListRowsRequest, ListRowsResponse, Report, ScoreRowsRequest,
     ScoreRowsResponse, SetCorrectionsRequest, SetCorrectionsResponse,
 };
-use trustmesh_service_kit::{call_entry_for, request_id};
+use trustmesh_service_kit::{call_entry_for, request_id, settle};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
@@ -64,36 +63,13 @@ impl ReportsHandler {
         }
     }
 
-    /// Audits the call (when its tenant is known; denials as DENIED) and turns the result into the
-    /// RPC's answer. An allowed call whose audit cannot be recorded fails: no unaudited data access.
+    /// Audits the call and turns the result into the RPC's answer ([`settle`]).
     async fn settle<T>(
         &self,
         entry: Option<AuditEntry>,
         result: Result<(T, u64), TrustError>,
     ) -> Result<T, Status> {
-        let Some(mut entry) = entry else {
-            return result.map(|(value, _)| value).map_err(Status::from);
-        };
-        match result {
-            Ok((value, records)) => {
-                entry.records_affected = records;
-                self.repo.audit(entry).await?;
-                Ok(value)
-            }
-            Err(error) => {
-                entry.outcome = if let TrustError::Auth(_) = error {
-                    Outcome::Denied
-                } else {
-                    Outcome::Error
-                };
-                entry.grpc_code = error.code() as i32;
-                error.reason().clone_into(&mut entry.reason);
-                if let Err(audit_error) = self.repo.audit(entry).await {
-                    tracing::error!(error = %audit_error, "Could not record the audit event of a failed call.");
-                }
-                Err(error.into())
-            }
-        }
+        settle(entry, result, |entry| self.repo.audit(entry)).await
     }
 
     async fn row(&self, name: &ResourceName) -> Result<ReportRow, TrustError> {

@@ -1,10 +1,11 @@
 //! Reports: the `TrustService` handler ([`grpc`]), the `reports` and `corrections` tables
 //! ([`repo`]), the `trust-scoring-analysis` consumer that scores an analysis ([`scoring`]), the
-//! row selection of `ListRows` ([`rows`]) and the cleanset export ([`export`]); plus resource
+//! modality checks' rows and summaries ([`modality`]), the row selection of `ListRows` ([`rows`]) and the cleanset export ([`export`]); plus resource
 //! names, the stored rows and the mapping between the API's issue types and the quality engine's.
 
 pub(crate) mod export;
 pub(crate) mod grpc;
+pub(crate) mod modality;
 pub(crate) mod repo;
 pub(crate) mod rows;
 pub(crate) mod scoring;

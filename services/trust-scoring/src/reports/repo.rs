@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use trustmesh_bus::Outbox;
 use trustmesh_bus::audit::{self, AuditEntry};
+use trustmesh_bus::schema::rls::tenant_tx;
 use trustmesh_crypto::{Keyring, ObjectRef};
 use trustmesh_events::{Subject, msg_id};
 use trustmesh_proto::events::v1::ScoresReady;
@@ -103,13 +104,16 @@ impl ReportRepo {
 
     /// Whether the tenant has report `id`.
     pub(crate) async fn exists(&self, scope: &TenantScope, id: Uuid) -> Result<bool, TrustError> {
-        Ok(sqlx::query_scalar(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let exists = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM reports WHERE tenant = $1 AND id = $2)",
         )
         .bind(scope.as_str())
         .bind(id)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(exists)
     }
 
     /// Stores the report with `scores.ready` and its audit event; `false` (nothing written) if the
@@ -126,7 +130,7 @@ impl ReportRepo {
                 &new.report.encode_to_vec(),
             )
             .await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
         let inserted = sqlx::query(
             "INSERT INTO reports (tenant, id, dataset, row_count, flagged_row_count, health_score, report_sealed)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -165,13 +169,16 @@ impl ReportRepo {
         scope: &TenantScope,
         id: Uuid,
     ) -> Result<Option<ReportRow>, TrustError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let row = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM reports WHERE tenant = $1 AND id = $2"
         ))
         .bind(scope.as_str())
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// The report as the API shows it.
@@ -203,7 +210,8 @@ impl ReportRepo {
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<ReportRow>, TrustError> {
-        Ok(sqlx::query_as(&format!(
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
+        let rows = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM reports
              WHERE tenant = $1 AND ($2::uuid IS NULL OR dataset = $2) AND ($3::uuid IS NULL OR id < $3)
              ORDER BY id DESC LIMIT $4"
@@ -212,8 +220,10 @@ impl ReportRepo {
         .bind(dataset)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// The corrections recorded on report `id`, by row.
@@ -222,14 +232,16 @@ impl ReportRepo {
         scope: &TenantScope,
         id: Uuid,
     ) -> Result<Vec<Correction>, TrustError> {
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
         let rows: Vec<(i64, i16, Option<Vec<u8>>, OffsetDateTime)> = sqlx::query_as(
             "SELECT row_index, action, label_sealed, updated_at FROM corrections
              WHERE tenant = $1 AND report = $2 ORDER BY row_index",
         )
         .bind(scope.as_str())
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut corrections = Vec::with_capacity(rows.len());
         for (row_index, action, sealed, updated_at) in rows {
             let corrected_label = match sealed {
@@ -280,7 +292,7 @@ impl ReportRepo {
                 | CorrectionAction::NeedsReview => None,
             });
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, scope.as_str()).await?;
         for (c, label) in corrections.iter().zip(sealed) {
             let row_index = to_i64(c.row_index);
             if c.action() == CorrectionAction::Unspecified {

@@ -111,6 +111,7 @@ mod tests {
                 issue_type: IssueType::Label.into(),
                 flagged: label_flagged,
                 quality_score: trust,
+                column: String::new(),
             }],
             ..RowResult::default()
         }

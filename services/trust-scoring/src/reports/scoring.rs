@@ -3,6 +3,8 @@
 //! the report, and writes `scores.ready` with it. The report of a job has the job's id, so a
 //! redelivery finds it and does nothing.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
@@ -11,7 +13,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use trustmesh_bus::audit::AuditEntry;
 use trustmesh_bus::{Delivery, Handler, HandlerError};
-use trustmesh_events::Service;
+use trustmesh_events::{Service, TenantId};
 use trustmesh_proto::events::v1::{ActorType, AnalysisCompleted, EventMeta, ScoresReady};
 use trustmesh_proto::v1::analysis_service_client::AnalysisServiceClient;
 use trustmesh_proto::v1::get_model_outputs_response::Payload;
@@ -28,7 +30,7 @@ use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
 use super::repo::{NewReport, ReportRepo};
-use super::{ResourceName, StoredRows, api_issue_type, checks_for, rows_key};
+use super::{ResourceName, StoredRows, api_issue_type, checks_for, modality, rows_key};
 use crate::error::TrustError;
 
 /// An analysis' model outputs, gathered from its stream.
@@ -40,6 +42,9 @@ struct Outputs {
     embeddings: Vec<f32>,
     /// Row ids (the dataset's id column, or the row index); empty from an older analysis.
     row_ids: Vec<String>,
+    /// The modality checks' flags and scores, row-major over `header.modality_checks`.
+    modality_flags: Vec<bool>,
+    modality_scores: Vec<f64>,
 }
 
 fn retry(error: &TrustError) -> HandlerError {
@@ -120,12 +125,24 @@ fn score(outputs: &Outputs) -> Result<Scored, QualityError> {
         features: features.as_ref(),
     };
     let found = find_issues(&input, &config)?;
-    let rows = row_results(&found, &labels, &header.class_names, &outputs.row_ids);
+    let mut rows = row_results(&found, &labels, &header.class_names, &outputs.row_ids);
+    modality::add_to_rows(
+        &mut rows,
+        header,
+        &outputs.modality_flags,
+        &outputs.modality_scores,
+    );
     let flagged = rows
         .iter()
         .filter(|r| r.issues.iter().any(|i| i.flagged))
         .count() as u64;
-    let report = report(header, &found, &labels);
+    let mut report = report(header, &found, &labels);
+    report
+        .issue_summaries
+        .extend(modality::summaries(header, found.n));
+    report.analyzed_row_count = report
+        .analyzed_row_count
+        .saturating_sub(header.not_analyzed_rows.len() as u64);
     Ok(Scored {
         rows,
         report,
@@ -153,6 +170,7 @@ fn row_results(
                         issue_type: t.into(),
                         flagged: c.is_issue[row],
                         quality_score: c.score[row],
+                        column: String::new(),
                     })
                 })
                 .collect(),
@@ -172,6 +190,7 @@ fn row_results(
                 .and_then(|s| s[row])
                 .map_or(0, |id| u64::from(id) + 1),
             correction: None,
+            not_analyzed_reason: String::new(),
         })
         .collect()
 }
@@ -215,6 +234,7 @@ fn report(header: &ModelOutputsHeader, found: &IssueReport, labels: &[usize]) ->
                     flagged_rows: s.num_issues as u64,
                     flagged_fraction: s.num_issues as f64 / n,
                     quality_score: s.score,
+                    column: String::new(),
                 })
             })
             .collect(),
@@ -230,13 +250,31 @@ fn report(header: &ModelOutputsHeader, found: &IssueReport, labels: &[usize]) ->
 pub(crate) struct ScoringHandler {
     pub(crate) repo: ReportRepo,
     pub(crate) objects: EncryptedObjects,
-    pub(crate) analysis: AnalysisServiceClient<Channel>,
+    pub(crate) analysis: AnalysisClients,
     /// `Bearer <credential>` for analysis, if configured (its `mesh.service_credential`).
     pub(crate) analysis_bearer: Option<MetadataValue<Ascii>>,
 }
 
+/// The analysis endpoints model outputs are read from: the shared Service, and the dedicated
+/// Deployment of each tenant that has one (`dedicated.analysis`), since only that Deployment can
+/// open the tenant's objects.
+#[derive(Debug, Clone)]
+pub(crate) struct AnalysisClients {
+    pub(crate) shared: AnalysisServiceClient<Channel>,
+    pub(crate) dedicated: BTreeMap<String, AnalysisServiceClient<Channel>>,
+}
+
+impl AnalysisClients {
+    fn for_tenant(&self, tenant: &TenantId) -> AnalysisServiceClient<Channel> {
+        self.dedicated
+            .get(tenant.as_str())
+            .unwrap_or(&self.shared)
+            .clone()
+    }
+}
+
 impl ScoringHandler {
-    async fn outputs(&self, job: String) -> Result<Outputs, HandlerError> {
+    async fn outputs(&self, tenant: &TenantId, job: String) -> Result<Outputs, HandlerError> {
         let request = mesh_request(
             GetModelOutputsRequest {
                 name: job,
@@ -246,7 +284,7 @@ impl ScoringHandler {
         );
         let mut stream = self
             .analysis
-            .clone()
+            .for_tenant(tenant)
             .get_model_outputs(request)
             .await
             .map_err(|s| analysis_failure(&s))?
@@ -260,6 +298,8 @@ impl ScoringHandler {
                     outputs.pred_probs.extend(batch.pred_probs);
                     outputs.embeddings.extend(batch.embeddings);
                     outputs.row_ids.extend(batch.row_ids);
+                    outputs.modality_flags.extend(batch.modality_flags);
+                    outputs.modality_scores.extend(batch.modality_scores);
                 }
                 None => return Err(HandlerError::poison("analysis sent an empty message")),
             }
@@ -293,7 +333,7 @@ impl ScoringHandler {
             tracing::info!("The analysis is already scored; nothing to do.");
             return Ok(());
         }
-        let outputs = self.outputs(event.job.clone()).await?;
+        let outputs = self.outputs(&tenant, event.job.clone()).await?;
         if let Err(error) = delivery.in_progress().await {
             tracing::warn!(error = %error, "Could not extend the delivery's ack wait.");
         }
