@@ -25,5 +25,7 @@ VENV=${TRUSTMESH_DEV_HOME:-$HOME/.trustmesh-dev}/venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 rm -rf sdk/python/build
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check './sdk/python[test]'
-cargo build --locked -p trustmesh-cli
+# `cargo test --workspace` built the CLI for its integration tests ($CARGO_TARGET_DIR/debug/trustmesh);
+# a run narrowed by arguments may not have.
+[ $# -eq 0 ] || cargo build --locked -p trustmesh-cli
 TRUSTMESH_BIN="$CARGO_TARGET_DIR/debug/trustmesh" "$VENV/bin/python" -m pytest -p no:cacheprovider sdk/python/tests

@@ -139,6 +139,9 @@ async fn a_dedicated_analysis_user_uses_its_tenants_durables_only() {
     trustmesh_bus::ensure_streams(&js)
         .await
         .expect("the dedicated user ensures the streams too");
+    // A refused API request gets no answer, only a server error: wait for it briefly.
+    let mut refused_js = js.clone();
+    refused_js.set_timeout(Duration::from_secs(2));
     for spec in DEDICATED_CONSUMERS {
         let own = dedicated(spec, &vip);
         let pull = trustmesh_bus::ensure_consumer(&js, own)
@@ -216,7 +219,9 @@ async fn a_dedicated_analysis_user_uses_its_tenants_durables_only() {
 
         // Refused: the shared durable, and its own durable with every tenant's filter.
         assert!(
-            trustmesh_bus::ensure_consumer(&js, spec).await.is_err(),
+            trustmesh_bus::ensure_consumer(&refused_js, spec)
+                .await
+                .is_err(),
             "bound the shared {}",
             spec.durable_name
         );
@@ -225,7 +230,8 @@ async fn a_dedicated_analysis_user_uses_its_tenants_durables_only() {
             ..*own
         }));
         assert!(
-            js.get_stream(spec.stream.name)
+            refused_js
+                .get_stream(spec.stream.name)
                 .await
                 .expect("stream info")
                 .create_consumer(trustmesh_bus::consumer_config(wide))
