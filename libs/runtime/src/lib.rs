@@ -18,12 +18,13 @@
 //! - [`tls`]: TLS 1.3-only rustls configurations from PEM files.
 //! - [`client`]: [`connect_channel`] to another service.
 //!
-//! A service's `Application::build` registers its dependencies on a [`Readiness`], builds a
-//! [`GrpcServer`] and an [`AdminServer`], and its `run_until_stopped` hands both to [`serve`].
+//! A service's `Application::build` (`trustmesh_service_kit::Application`) registers its
+//! dependencies on a [`Readiness`] and hosts its [`Component`] on a [`Host`], whose
+//! `run_until_stopped` serves a [`GrpcServer`] and an [`AdminServer`] through [`serve`].
 //!
 //! # Example
 //!
-//! A service's `lib.rs` and `main.rs` in short:
+//! The servers used directly, without [`Host`], in a binary's `lib.rs` and `main.rs`:
 //!
 //! ```no_run
 //! use serde::Deserialize;

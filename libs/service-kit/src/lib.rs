@@ -11,11 +11,16 @@
 //!
 //! [`deletion`]: [`ResourceDeletion`], the `deletion.requested` handler of a service whose tenant
 //! data is one table of resources with one encrypted object each (analysis, trust-scoring).
+//!
+//! [`app`]: [`Application`], a service binary's component on its own gRPC and admin listeners, for
+//! any service whose settings are [`ServiceSettings`]; [`application!`] declares both for a service.
 
+pub mod app;
 pub mod calls;
 pub mod deletion;
 pub mod usage;
 
+pub use app::{Application, ServiceSettings};
 pub use calls::{AUDIT_RESOURCE_MAX, CallError, call_entry, call_entry_for, request_id, settle};
 pub use deletion::{Answer, CheckedDeletion, ResourceDeletion, Resources, log_outcome};
 pub use usage::{CountUsage, UsageReporter};

@@ -13,7 +13,7 @@ use trustmesh_auth::{Authenticator, CacheOptions, KeyCache, KeyStoreError};
 use trustmesh_bus::{ConsumerRunner, Publisher, ensure_consumer, ensure_streams_with_replicas};
 use trustmesh_events::{AUDIT_DELETION, AUDIT_EVENTS, Service};
 use trustmesh_proto::v1::audit_service_server::AuditServiceServer;
-use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
+use trustmesh_runtime::{Component, ExposeSecret, Readiness};
 use trustmesh_store::{PgSettings, SchemaName};
 
 use crate::consumer::AuditWriter;
@@ -55,43 +55,7 @@ pub enum AppError {
     Host(#[from] trustmesh_runtime::HostError),
 }
 
-/// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
-/// (addresses through [`Host`]).
-#[derive(Debug)]
-pub struct Application(Host);
-
-impl Application {
-    /// Builds the service's [`component`] and binds the gRPC and admin listeners.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError`] naming what could not be set up.
-    pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        let readiness = Readiness::new();
-        let component = component(&settings, &readiness).await?;
-        let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
-        Ok(Self(
-            Host::service(component, grpc, &admin, &shutdown, readiness).await?,
-        ))
-    }
-
-    /// Serves until `shutdown` is cancelled, with the consumer beside the servers.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError::Host`] when a server or the consumer failed.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        Ok(self.0.run_until_stopped(shutdown).await?)
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = Host;
-
-    fn deref(&self) -> &Host {
-        &self.0
-    }
-}
+trustmesh_service_kit::application!(Settings, AppError, component);
 
 /// Connects to Postgres (migrating schema `audit`) and NATS (ensuring streams and the
 /// `audit-events` and `audit-deletion` consumers) and loads the key cache: the `AuditService`

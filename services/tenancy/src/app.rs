@@ -5,7 +5,6 @@
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{AuthBucket, Authenticator, CacheOptions, KeyId, KeyStoreError, UsageBucket};
 use trustmesh_bus::{
@@ -13,7 +12,7 @@ use trustmesh_bus::{
 };
 use trustmesh_events::{AUTH_KV_BUCKET, TENANCY_DELETION};
 use trustmesh_proto::v1::tenancy_service_server::TenancyServiceServer;
-use trustmesh_runtime::{Component, Host, InvalidSetting, Readiness};
+use trustmesh_runtime::{Component, InvalidSetting, Readiness};
 use trustmesh_service_kit::{Foundations, StartError};
 
 use crate::deletion::DeletionHandler;
@@ -60,43 +59,7 @@ pub enum AppError {
     SingleTenant(#[from] crate::single_tenant::BootstrapError),
 }
 
-/// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
-/// (addresses through [`Host`]).
-#[derive(Debug)]
-pub struct Application(Host);
-
-impl Application {
-    /// Builds the service's [`component`] and binds the gRPC and admin listeners.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError`] naming what could not be set up.
-    pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        let readiness = Readiness::new();
-        let component = component(&settings, &readiness).await?;
-        let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
-        Ok(Self(
-            Host::service(component, grpc, &admin, &shutdown, readiness).await?,
-        ))
-    }
-
-    /// Serves until `shutdown` is cancelled, with the background tasks beside the servers.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError::Host`] when a server or a background task failed.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        Ok(self.0.run_until_stopped(shutdown).await?)
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = Host;
-
-    fn deref(&self) -> &Host {
-        &self.0
-    }
-}
+trustmesh_service_kit::application!(Settings, AppError, component);
 
 /// Connects to Postgres (migrating schema `tenancy`) and NATS (ensuring streams and `tm_auth`),
 /// republishes to `tm_auth` any key it lacks or that it still shows active though revoked, and

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
-use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{Authenticator, CacheOptions};
 use trustmesh_bus::{
@@ -15,7 +14,7 @@ use trustmesh_crypto::{Keyring, LocalKeyFile};
 use trustmesh_events::{Service, TRUST_SCORING_ANALYSIS, TRUST_SCORING_DELETION};
 use trustmesh_proto::v1::analysis_service_client::AnalysisServiceClient;
 use trustmesh_proto::v1::trust_service_server::TrustServiceServer;
-use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
+use trustmesh_runtime::{Component, ExposeSecret, Readiness};
 use trustmesh_service_kit::{Foundations, StartError};
 use trustmesh_service_kit::{ResourceDeletion, Resources};
 use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
@@ -62,43 +61,7 @@ pub enum AppError {
     Host(#[from] trustmesh_runtime::HostError),
 }
 
-/// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
-/// (addresses through [`Host`]).
-#[derive(Debug)]
-pub struct Application(Host);
-
-impl Application {
-    /// Builds the service's [`component`] and binds the gRPC and admin listeners.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError`] naming what could not be set up.
-    pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        let readiness = Readiness::new();
-        let component = component(&settings, &readiness).await?;
-        let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
-        Ok(Self(
-            Host::service(component, grpc, &admin, &shutdown, readiness).await?,
-        ))
-    }
-
-    /// Serves until `shutdown` is cancelled, with the background tasks beside the servers.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError::Host`] when a server or a background task failed.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        Ok(self.0.run_until_stopped(shutdown).await?)
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = Host;
-
-    fn deref(&self) -> &Host {
-        &self.0
-    }
-}
+trustmesh_service_kit::application!(Settings, AppError, component);
 
 /// Connects to Postgres (migrating schema `trust_scoring`) and NATS (ensuring streams and the
 /// `trust-scoring-analysis` and `trust-scoring-deletion` consumers), loads the API-key cache from
