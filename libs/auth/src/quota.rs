@@ -254,6 +254,19 @@ impl UsageBucket {
         Ok(())
     }
 
+    /// Removes what `service` reported for `tenant` (a purge: no earlier revision is kept), once the
+    /// whole tenant is deleted, so the bucket keeps nothing of a deleted tenant but the purge
+    /// marker.
+    ///
+    /// # Errors
+    /// [`KeyStoreError::Usage`] if the server does not accept it.
+    pub async fn forget(&self, tenant: &TenantId, service: Service) -> Result<(), KeyStoreError> {
+        self.store
+            .purge(Self::key(tenant, service))
+            .await
+            .map_err(|e| KeyStoreError::Usage(e.into()))
+    }
+
     /// `tenant`'s usage: what ingest and analysis last reported for it, together (zero for a
     /// service that has reported nothing for it).
     ///

@@ -1,7 +1,7 @@
 //! The `tm_usage` bucket against a real nats-server started with the repo's permissions
 //! (`infra/nats/permissions.conf`): ingest and analysis each open it and report their own key of a
 //! tenant, tenancy reads the tenant's usage (both reports together, never another tenant's), and
-//! the server refuses a service writing another's key or a service with no part in it.
+//! the server refuses a service writing (or purging) another's key or a service with no part in it.
 
 use std::time::Duration;
 
@@ -105,4 +105,19 @@ async fn ingest_and_analysis_report_their_own_keys_and_tenancy_reads_them() {
             .is_err()
     );
     assert_eq!(tenancy.read(&acme).await.unwrap().concurrent_jobs, 2);
+
+    // Once a tenant is deleted, each service purges its own key, and only its own.
+    assert!(analysis.forget(&acme, Service::Ingest).await.is_err());
+    assert!(tenancy.forget(&acme, Service::Analysis).await.is_err());
+    assert_eq!(tenancy.read(&acme).await.unwrap().datasets, 3);
+    ingest
+        .forget(&acme, Service::Ingest)
+        .await
+        .unwrap_or_else(|e| panic!("ingest purges its key: {e}; {}", nats.log()));
+    analysis
+        .forget(&acme, Service::Analysis)
+        .await
+        .unwrap_or_else(|e| panic!("analysis purges its key: {e}; {}", nats.log()));
+    assert_eq!(tenancy.read(&acme).await.unwrap(), TenantUsage::default());
+    assert_eq!(tenancy.read(&beta).await.unwrap().datasets, 9);
 }

@@ -1,17 +1,24 @@
 //! Reporting a tenant's usage to `tm_usage` (tenancy's GetQuota reads it,
 //! `trustmesh_auth::UsageBucket`): each service recounts what it holds of the tenant after a change
-//! commits, and reports the count.
+//! commits, and reports the count. At start it reports every tenant it holds rows of (a report
+//! lost to a crash between a commit and its report is current again), and once a whole tenant is
+//! deleted it purges the tenant's key instead of reporting zeros.
 
 use std::future::Future;
 
 use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 use trustmesh_auth::{TenantUsage, UsageBucket};
-use trustmesh_bus::schema::rls::tenant_tx;
+use trustmesh_bus::schema::rls::{service_tx, tenant_tx};
 use trustmesh_bus::schema::xact_lock;
 use trustmesh_events::{Service, TenantId};
 
 /// How a service counts a tenant's usage in its own tables.
 pub trait CountUsage: Send + Sync {
+    /// The table whose `tenant` column names every tenant the service holds anything of (the
+    /// start-up sweep reports each of them).
+    const TENANTS_TABLE: &'static str;
+
     /// The tenant's usage, counted in `conn`'s open transaction (acting for the tenant).
     fn count(
         &self,
@@ -52,6 +59,54 @@ impl<C: CountUsage> UsageReporter<C> {
                 "Cannot report the tenant's usage; GetQuota shows the last one reported."
             );
         }
+    }
+
+    /// Reports every tenant the service holds rows of, once (a start-up task; it ends early on
+    /// `shutdown`). Failures are logged.
+    pub async fn sweep(self, shutdown: CancellationToken) {
+        shutdown.run_until_cancelled(self.report_all()).await;
+    }
+
+    async fn report_all(&self) {
+        match self.tenants().await {
+            Ok(tenants) => {
+                for tenant in &tenants {
+                    self.report(tenant).await;
+                }
+                tracing::info!(tenants = tenants.len(), "Reported every tenant's usage.");
+            }
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "Cannot list the tenants to report their usage; each is reported at its next change."
+            ),
+        }
+    }
+
+    /// After `tenant`'s deletion (of one dataset, or of the whole tenant when `whole_tenant`)
+    /// is carried out: reports the new count, or purges the tenant's key.
+    pub async fn after_deletion(&self, tenant: &TenantId, whole_tenant: bool) {
+        if !whole_tenant {
+            self.report(tenant).await;
+        } else if let Err(error) = self.bucket.forget(tenant, self.service).await {
+            tracing::warn!(
+                tenant.id = %tenant,
+                error = &error as &dyn std::error::Error,
+                "Cannot remove the deleted tenant's usage."
+            );
+        }
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>, sqlx::Error> {
+        let mut tx = service_tx(&self.pool).await?;
+        let names: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT DISTINCT tenant FROM {}", C::TENANTS_TABLE))
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(names
+            .iter()
+            .filter_map(|name| TenantId::parse(name).ok())
+            .collect())
     }
 
     async fn try_report(

@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 use tonic::Code;
 use tonic_types::StatusExt as _;
+use trustmesh_events::permissions::USAGE_KV_BUCKET;
 use trustmesh_proto::v1::{
     AuditRecord, GetDatasetRequest, JobState, ListDatasetsRequest, ListEventsRequest, QuotaUsage,
     Scope, StartAnalysisRequest, TaskType,
@@ -514,6 +515,50 @@ async fn usage_counts_each_tenants_datasets_bytes_and_active_jobs() {
             concurrent_jobs: 0
         }
     );
+
+    // A report lost to a crash (the change committed, its report never sent) leaves a stale count;
+    // a restart reports every tenant again.
+    let usage_kv = mesh
+        .nats
+        .jetstream()
+        .await
+        .get_key_value(USAGE_KV_BUCKET)
+        .await
+        .unwrap();
+    usage_kv
+        .put(
+            "usage-b.ingest",
+            br#"{"datasets":99,"storage_bytes":1}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.get_quota().await.unwrap().usage.unwrap().datasets, 99);
+    mesh.restart().await;
+    let current = QuotaUsage {
+        datasets: datasets_b,
+        storage_bytes: bytes_b,
+        concurrent_jobs: 0,
+    };
+    assert_eq!(usage_once(&b, |u| u.datasets == datasets_b).await, current);
+
+    // Once b is deleted, ingest and analysis purge its keys; a's stay.
+    b.delete_tenant("usage test").await.unwrap();
+    let mut left = Vec::new();
+    for _ in 0..300 {
+        left.clear();
+        for service in ["ingest", "analysis"] {
+            let key = format!("usage-b.{service}");
+            if usage_kv.get(&key).await.unwrap().is_some() {
+                left.push(key);
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "a deleted tenant's usage stays: {left:?}");
+    assert!(usage_kv.get("usage-a.ingest").await.unwrap().is_some());
 
     mesh.stop().await;
 }

@@ -20,6 +20,9 @@ use crate::client::{Client, Idempotence, request_id};
 use crate::error::Error;
 use crate::paging::{PAGE_SIZE, pages};
 
+/// The longest pause between two looks at a deletion in [`Client::wait_deletion`].
+const DELETION_POLL_MAX: Duration = Duration::from_millis(200);
+
 impl Client {
     /// As the operator: creates tenant `tenant`.
     ///
@@ -269,7 +272,8 @@ impl Client {
         .await
     }
 
-    /// Polls deletion `name` until it is COMPLETED or FAILED (or `timeout` passes).
+    /// Polls deletion `name` until it is COMPLETED or FAILED (or `timeout` passes): after 10 ms,
+    /// then twice as long each time up to 200 ms.
     ///
     /// # Errors
     ///
@@ -277,6 +281,8 @@ impl Client {
     /// DEADLINE_EXCEEDED).
     pub async fn wait_deletion(&self, name: &str, timeout: Duration) -> Result<Deletion, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
+        // Most deletions end within moments: look again soon, then less often.
+        let mut pause = Duration::from_millis(10);
         loop {
             let deletion = self.get_deletion(name).await?;
             if deletion.state() != DeletionState::InProgress {
@@ -288,7 +294,8 @@ impl Client {
                     message: format!("deletion {name} still in progress after {timeout:?}"),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(DELETION_POLL_MAX);
         }
     }
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
-use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{Authenticator, CacheOptions, ServiceCredential, UsageBucket};
 use trustmesh_bus::{
@@ -18,13 +17,14 @@ use trustmesh_events::{
     TenantId,
 };
 use trustmesh_proto::v1::analysis_service_server::AnalysisServiceServer;
-use trustmesh_runtime::{Component, ExposeSecret, Host, Readiness};
+use trustmesh_runtime::{Component, ExposeSecret, Readiness};
 use trustmesh_service_kit::{Foundations, StartError};
 use trustmesh_service_kit::{ResourceDeletion, Resources};
 use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 
 use crate::fairness::TenantGate;
 use crate::ingest::IngestClient;
+use crate::jobs::changes::JobChanges;
 use crate::jobs::deletion::DeletionHandler;
 use crate::jobs::folds::{FoldRepo, FoldWorker};
 use crate::jobs::grpc::JobsHandler;
@@ -92,43 +92,7 @@ pub enum AppError {
     Host(#[from] trustmesh_runtime::HostError),
 }
 
-/// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
-/// (addresses through [`Host`]).
-#[derive(Debug)]
-pub struct Application(Host);
-
-impl Application {
-    /// Builds the service's [`component`] and binds the gRPC and admin listeners.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError`] naming what could not be set up.
-    pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        let readiness = Readiness::new();
-        let component = component(&settings, &readiness).await?;
-        let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
-        Ok(Self(
-            Host::service(component, grpc, &admin, &shutdown, readiness).await?,
-        ))
-    }
-
-    /// Serves until `shutdown` is cancelled, with the background tasks beside the servers.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError::Host`] when a server or a background task failed.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        Ok(self.0.run_until_stopped(shutdown).await?)
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = Host;
-
-    fn deref(&self) -> &Host {
-        &self.0
-    }
-}
+trustmesh_service_kit::application!(Settings, AppError, component);
 
 /// Connects to Postgres (migrating schema `analysis`) and NATS (ensuring streams and the
 /// `analysis-requested`, `analysis-folds`, `analysis-scores` and `analysis-deletion` consumers, or
@@ -228,6 +192,8 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         Service::Analysis,
         ActiveJobs,
     );
+    let changes = JobChanges::default();
+    let changes_pool = pool.clone();
     let repo = JobRepo::new(pool, keyring, outbox, usage.clone());
     let channel = trustmesh_runtime::lazy_channel(&settings.ingest.endpoint, &settings.ingest.tls)?;
     let ingest = IngestClient::new(channel, ingest_bearer);
@@ -264,6 +230,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
             placement: placement.clone(),
         },
     );
+    let sweep = usage.clone();
     let deletion = DeletionHandler {
         deletion,
         placement: placement.clone(),
@@ -272,12 +239,22 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     let deletion = ConsumerRunner::new(deletion_pull, deletion_spec, publisher, deletion);
     consumers_ready.set_ready();
 
-    let jobs = AnalysisServiceServer::new(JobsHandler::new(repo, objects, ingest, placement));
+    let jobs = AnalysisServiceServer::new(JobsHandler::new(
+        repo,
+        objects,
+        ingest,
+        placement,
+        changes.clone(),
+    ));
     let authenticator = Authenticator::new(cache).with_service(service);
     stop_background.disarm();
     Ok(Component::new(SCHEMA)
         .service(move |grpc| grpc.add_service(InterceptedService::new(jobs, authenticator)))
         .infallible_task("outbox relay", move |shutdown| relay.run(shutdown))
+        .infallible_task("usage sweep", move |shutdown| sweep.sweep(shutdown))
+        .infallible_task("job-change listener", move |shutdown| {
+            changes.run(changes_pool, shutdown)
+        })
         .task(
             "analysis-requested consumer",
             Some(consumers_ready.clone()),

@@ -522,6 +522,34 @@ async fn an_analysis_stores_encrypted_model_outputs_and_succeeds_on_scores_ready
 
 /// `n` rows whose label only shows in a categorical and a text column (the numeric `noise` is
 /// random): the old numeric-only featurization had nothing to learn from.
+/// Every committed change of a job is announced on the Postgres channel the replicas listen on, so
+/// `WatchJob` streams wake on changes instead of polling; the payload is the job's id only.
+#[tokio::test]
+async fn every_change_of_a_job_is_announced_to_the_watchers() {
+    let mesh = Mesh::start().await;
+    let mut listener = sqlx::postgres::PgListener::connect(mesh.db.url())
+        .await
+        .unwrap();
+    listener.listen("analysis_job_changed").await.unwrap();
+    let dataset = mesh.upload("acme", iris()).await;
+    let job = mesh.start_job(&dataset, "label").await;
+    let id = job.name.rsplit('/').next().unwrap().to_owned();
+
+    // Its insert and its updates up to the step that waits for scores, each announced.
+    let waiting = mesh
+        .watch_until(&job.name, |j| j.step == "detect-issues" || is_terminal(j))
+        .await;
+    assert_eq!(waiting.state(), JobState::Running, "{waiting:?}");
+    let mut announced = 0;
+    while let Ok(Ok(Some(notification))) =
+        tokio::time::timeout(Duration::from_secs(2), listener.try_recv()).await
+    {
+        assert_eq!(notification.payload(), id);
+        announced += 1;
+    }
+    assert!(announced >= 3, "{announced} changes announced");
+}
+
 fn colours_and_notes(n: usize) -> Vec<u8> {
     let mut csv = "row_id,colour,note,noise,label\n".to_owned();
     let words = [

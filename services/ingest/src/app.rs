@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
-use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use trustmesh_auth::{Authenticator, CacheOptions, ServiceCredential, UsageBucket};
 use trustmesh_bus::{
@@ -14,7 +13,7 @@ use trustmesh_bus::{
 use trustmesh_crypto::{Keyring, LocalKeyFile};
 use trustmesh_events::{INGEST_DELETION, Service};
 use trustmesh_proto::v1::dataset_service_server::DatasetServiceServer;
-use trustmesh_runtime::{Component, Host, Readiness};
+use trustmesh_runtime::{Component, Readiness};
 use trustmesh_service_kit::{Foundations, StartError};
 use trustmesh_store::{EncryptedObjects, ObjectsRepo, PgDekStore};
 
@@ -53,49 +52,12 @@ pub enum AppError {
     /// A server failed.
     #[error("server failed")]
     Server(#[from] trustmesh_runtime::ServerError),
-    /// The deletion consumer stopped on a fatal error.
     /// A server or a background task failed while running.
     #[error("the service stopped on an error")]
     Host(#[from] trustmesh_runtime::HostError),
 }
 
-/// The built service, ready to run: its [`component`] on its own gRPC and admin listeners
-/// (addresses through [`Host`]).
-#[derive(Debug)]
-pub struct Application(Host);
-
-impl Application {
-    /// Builds the service's [`component`] and binds the gRPC and admin listeners.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError`] naming what could not be set up.
-    pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        let readiness = Readiness::new();
-        let component = component(&settings, &readiness).await?;
-        let (grpc, admin, shutdown) = (settings.grpc, settings.admin, settings.shutdown);
-        Ok(Self(
-            Host::service(component, grpc, &admin, &shutdown, readiness).await?,
-        ))
-    }
-
-    /// Serves until `shutdown` is cancelled, with the background tasks beside the servers.
-    ///
-    /// # Errors
-    ///
-    /// [`AppError::Host`] when a server or a background task failed.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
-        Ok(self.0.run_until_stopped(shutdown).await?)
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = Host;
-
-    fn deref(&self) -> &Host {
-        &self.0
-    }
-}
+trustmesh_service_kit::application!(Settings, AppError, component);
 
 /// Connects to Postgres (migrating schema `ingest`) and NATS (ensuring streams and the
 /// `ingest-deletion` consumer), loads the API-key cache from `tm_auth`, and opens the object store
@@ -169,6 +131,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
         outbox: repo.outbox().clone(),
         usage: repo.usage().clone(),
     };
+    let sweep = repo.usage().clone();
     let consumer = ConsumerRunner::new(pull, &INGEST_DELETION, publisher, deletion);
     consumer_ready.set_ready();
 
@@ -181,6 +144,7 @@ pub async fn component(settings: &Settings, readiness: &Readiness) -> Result<Com
     Ok(Component::new(SCHEMA)
         .service(move |grpc| grpc.add_service(InterceptedService::new(datasets, authenticator)))
         .infallible_task("outbox relay", move |shutdown| relay.run(shutdown))
+        .infallible_task("usage sweep", move |shutdown| sweep.sweep(shutdown))
         .task("deletion consumer", Some(consumer_ready), move |shutdown| {
             consumer.run(shutdown)
         })

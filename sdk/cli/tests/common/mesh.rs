@@ -44,13 +44,7 @@ impl Mesh {
         let nats = NatsServer::start().await;
         let db = TestDatabase::create().await;
         let data_dir = tempfile::tempdir().unwrap();
-        let mut settings = StandaloneSettings::new(
-            data_dir.path().to_owned(),
-            SecretString::from(db.url().to_owned()),
-        );
-        settings.grpc.bind.set_port(0);
-        settings.admin.bind.set_port(0);
-        settings.nats = NatsSource::Url(nats.url());
+        let mut settings = default_settings(&nats, &db, &data_dir);
         configure(&mut settings);
         let mesh = Standalone::build(settings).await.unwrap();
         let endpoint = format!("http://{}", mesh.grpc_addr());
@@ -72,6 +66,22 @@ impl Mesh {
             shutdown,
             running,
         }
+    }
+
+    /// Stops the mesh and starts it again, with the default settings, on the same servers, data
+    /// directory and ports (clients reconnect), as after a crash or an upgrade.
+    pub(crate) async fn restart(&mut self) {
+        self.stop().await;
+        let mut settings = default_settings(&self.nats, &self.db, &self.data_dir);
+        settings.grpc.bind = self
+            .endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the endpoint is http://<address>");
+        settings.admin.bind = self.admin;
+        let mesh = Standalone::build(settings).await.unwrap();
+        self.shutdown = CancellationToken::new();
+        self.running = Some(tokio::spawn(mesh.run_until_stopped(self.shutdown.clone())));
     }
 
     /// Creates `tenant` and an admin key of it (valid for an hour); returns a client acting as
@@ -101,6 +111,22 @@ impl Mesh {
             running.await.unwrap().unwrap();
         }
     }
+}
+
+/// The standalone defaults on `nats`, `db` and `data_dir`, listening on ports the system picks.
+fn default_settings(
+    nats: &NatsServer,
+    db: &TestDatabase,
+    data_dir: &tempfile::TempDir,
+) -> StandaloneSettings {
+    let mut settings = StandaloneSettings::new(
+        data_dir.path().to_owned(),
+        SecretString::from(db.url().to_owned()),
+    );
+    settings.grpc.bind.set_port(0);
+    settings.admin.bind.set_port(0);
+    settings.nats = NatsSource::Url(nats.url());
+    settings
 }
 
 impl Drop for Mesh {

@@ -5,7 +5,7 @@
 //! shared replicas acknowledge its deletions without acting or answering.
 
 use trustmesh_bus::{Delivery, Handler, HandlerError};
-use trustmesh_service_kit::ResourceDeletion;
+use trustmesh_service_kit::{CheckedDeletion, ResourceDeletion};
 
 use crate::jobs::repo::UsageReporter;
 use crate::placement::Placement;
@@ -16,7 +16,8 @@ pub(crate) struct DeletionHandler {
     pub(crate) deletion: ResourceDeletion,
     /// Tenants whose deletions dedicated replicas carry out: left to them.
     pub(crate) placement: Placement,
-    /// Reports the tenant's active jobs once its deletion is carried out.
+    /// Reports the tenant's active jobs once its deletion is carried out (purges them once the
+    /// whole tenant is).
     pub(crate) usage: UsageReporter,
 }
 
@@ -29,10 +30,11 @@ impl Handler for DeletionHandler {
             tracing::debug!("The tenant's deletions are carried out by its dedicated replicas.");
             return Ok(());
         }
+        let checked = CheckedDeletion::from_delivery(&delivery)?;
         self.deletion.handle(delivery).await?;
-        if let Some(tenant) = &tenant {
-            self.usage.report(tenant).await;
-        }
+        self.usage
+            .after_deletion(&checked.tenant, checked.dataset.is_none())
+            .await;
         Ok(())
     }
 }

@@ -52,6 +52,7 @@ use trustmesh_service_kit::{call_entry_for, request_id, settle};
 use trustmesh_store::{EncryptedObjects, TenantScope};
 use uuid::Uuid;
 
+use super::changes::{JobChangeReceiver, JobChanges};
 use super::repo::{ACTIVE, Change, Guard, JobRepo, JobRow};
 use super::{JobSpec, ResourceName, is_terminal, parse_parent};
 use crate::error::AnalysisError;
@@ -67,9 +68,8 @@ const FOLDS_DEFAULT: u32 = 5;
 const FOLDS_RANGE: std::ops::RangeInclusive<u32> = 2..=20;
 /// Default kNN neighbours.
 const KNN_K_DEFAULT: u32 = 10;
-/// How often `WatchJob` looks for changes.
-const WATCH_INTERVAL: Duration = Duration::from_millis(200);
-/// Longest client-supplied string echoed into an audit event.
+/// How often `WatchJob` looks for changes it was not told of (the job-change listener down).
+const WATCH_FALLBACK: Duration = Duration::from_secs(1);
 /// Most column names listed when a requested column is not one of the dataset's.
 const COLUMNS_LISTED_MAX: usize = 20;
 /// Longest client-supplied column name echoed in an error.
@@ -84,6 +84,8 @@ pub(crate) struct JobsHandler {
     ingest: IngestClient,
     /// The tenants whose calls this replica answers (dedicated profile).
     placement: Placement,
+    /// Wakes `WatchJob` streams when their job changes.
+    changes: JobChanges,
 }
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<Job, Status>> + Send>>;
@@ -95,12 +97,14 @@ impl JobsHandler {
         objects: EncryptedObjects,
         ingest: IngestClient,
         placement: Placement,
+        changes: JobChanges,
     ) -> Self {
         Self {
             repo,
             objects,
             ingest,
             placement,
+            changes,
         }
     }
 
@@ -365,14 +369,20 @@ fn check_column(
 }
 
 /// Streams `name`'s job: now, then on every change, until a terminal state.
-fn watch(repo: JobRepo, name: ResourceName, first: JobRow) -> JobStream {
+fn watch(
+    repo: JobRepo,
+    name: ResourceName,
+    first: JobRow,
+    changes: JobChangeReceiver,
+) -> JobStream {
     let tenant = name.tenant.clone();
     let scope = TenantScope::new(name.tenant);
-    let start = (Some(first), None::<i64>, false);
+    let id = name.id;
+    let start = (Some(first), None::<i64>, false, changes);
     Box::pin(futures::stream::unfold(
         start,
-        move |(mut next, last_version, done)| {
-            let (repo, scope, tenant, id) = (repo.clone(), scope.clone(), tenant.clone(), name.id);
+        move |(mut next, last_version, done, mut changes)| {
+            let (repo, scope, tenant) = (repo.clone(), scope.clone(), tenant.clone());
             async move {
                 if done {
                     return None;
@@ -381,7 +391,10 @@ fn watch(repo: JobRepo, name: ResourceName, first: JobRow) -> JobStream {
                     let row = match next.take() {
                         Some(row) => row,
                         None => {
-                            tokio::time::sleep(WATCH_INTERVAL).await;
+                            tokio::select! {
+                                () = changes.changed(id) => {}
+                                () = tokio::time::sleep(WATCH_FALLBACK) => {}
+                            }
                             match repo.get(&scope, id).await {
                                 Ok(Some(row)) => row,
                                 Ok(None) => {
@@ -390,11 +403,14 @@ fn watch(repo: JobRepo, name: ResourceName, first: JobRow) -> JobStream {
                                             resource: ResourceName::job_string(&tenant, id),
                                         }
                                         .into()),
-                                        (None, last_version, true),
+                                        (None, last_version, true, changes),
                                     ));
                                 }
                                 Err(error) => {
-                                    return Some((Err(error.into()), (None, last_version, true)));
+                                    return Some((
+                                        Err(error.into()),
+                                        (None, last_version, true, changes),
+                                    ));
                                 }
                             }
                         }
@@ -402,7 +418,10 @@ fn watch(repo: JobRepo, name: ResourceName, first: JobRow) -> JobStream {
                     if Some(row.version) != last_version {
                         let terminal = is_terminal(row.state);
                         let version = Some(row.version);
-                        return Some((Ok(row.to_proto(&tenant)), (None, version, terminal)));
+                        return Some((
+                            Ok(row.to_proto(&tenant)),
+                            (None, version, terminal, changes),
+                        ));
                     }
                 }
             }
@@ -520,6 +539,8 @@ impl AnalysisService for JobsHandler {
             &req.name,
             &request_id,
         );
+        // Subscribed before the first read, so no change after it is missed.
+        let changes = self.changes.subscribe();
         let result = async {
             principal.require(Scope::AnalysisRun, "name", &req.name)?;
             let name = ResourceName::job(&req.name)?;
@@ -528,7 +549,12 @@ impl AnalysisService for JobsHandler {
         }
         .await;
         let (name, first) = self.settle(entry, result).await?;
-        Ok(Response::new(watch(self.repo.clone(), name, first)))
+        Ok(Response::new(watch(
+            self.repo.clone(),
+            name,
+            first,
+            changes,
+        )))
     }
 
     type GetModelOutputsStream = OutputsStream;

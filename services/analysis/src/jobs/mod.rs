@@ -1,8 +1,9 @@
-//! Analysis jobs: the `AnalysisService` handler ([`grpc`]), the `jobs` table ([`repo`]), the
-//! `analysis-requested` worker ([`worker`]), the `analysis-scores` consumer ([`scores`]) and the
-//! `analysis-deletion` consumer ([`deletion`]); plus resource names, the sealed job spec and the
-//! job's steps here.
+//! Analysis jobs: the `AnalysisService` handler ([`grpc`]) with its job-change feed ([`changes`]),
+//! the `jobs` table ([`repo`]), the `analysis-requested` worker ([`worker`]), the `analysis-scores`
+//! consumer ([`scores`]) and the `analysis-deletion` consumer ([`deletion`]); plus resource names,
+//! the sealed job spec and the job's steps here.
 
+pub(crate) mod changes;
 pub(crate) mod deletion;
 pub(crate) mod folds;
 pub(crate) mod grpc;

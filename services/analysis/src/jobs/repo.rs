@@ -199,6 +199,8 @@ pub(crate) type UsageReporter = trustmesh_service_kit::UsageReporter<ActiveJobs>
 pub(crate) struct ActiveJobs;
 
 impl CountUsage for ActiveJobs {
+    const TENANTS_TABLE: &'static str = "jobs";
+
     async fn count(
         &self,
         conn: &mut PgConnection,

@@ -68,6 +68,8 @@ pub(crate) type UsageReporter = trustmesh_service_kit::UsageReporter<StoredDatas
 pub(crate) struct StoredDatasets;
 
 impl CountUsage for StoredDatasets {
+    const TENANTS_TABLE: &'static str = "datasets";
+
     async fn count(
         &self,
         conn: &mut PgConnection,

@@ -143,7 +143,9 @@ impl DeletionHandler {
             })
             .await?;
         log_outcome(&outcome);
-        self.usage.report(&usage_tenant).await;
+        self.usage
+            .after_deletion(&usage_tenant, dataset_id.is_none())
+            .await;
         Ok(())
     }
 }
